@@ -1,0 +1,81 @@
+// Lazy safetensors reading and writing: 8-byte little-endian header length, JSON header
+// (dtype, shape, data_offsets, optional __metadata__), then the data (DESIGN.md section 7).
+// Tensors are read by byte range with pread; a shard is never loaded whole.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "storage/tensor.h"
+
+namespace quant::storage {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;  // absolute file offset of the first byte
+  uint64_t end = 0;    // one past the last byte
+};
+
+struct SafetensorsHeader {
+  std::map<std::string, std::string> metadata;  // __metadata__ (string to string)
+  std::vector<TensorInfo> tensors;              // in data-offset order
+  uint64_t data_start = 0;                      // 8 + header length
+};
+
+// Parses and validates the JSON header. `file_size` bounds every offset; `file_label` names the
+// file in errors. Checks: valid JSON object, known dtypes, shape x dtype size == byte length,
+// offsets inside the data section, no overlaps. Pure function of its inputs (fuzzed).
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view header_json,
+                                                         uint64_t file_size,
+                                                         std::string_view file_label);
+
+// One open safetensors file. Thread-safe for concurrent reads (pread).
+class SafetensorsFile {
+ public:
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const SafetensorsHeader& header() const { return header_; }
+  // nullptr when absent.
+  const TensorInfo* Find(std::string_view name) const;
+  // Reads exactly the tensor's byte range.
+  absl::StatusOr<HostTensor> Read(const TensorInfo& info) const;
+  // Total bytes read through this file so far (for benchmarks and metrics).
+  uint64_t bytes_read() const { return bytes_read_; }
+
+ private:
+  SafetensorsFile(std::string path, int fd, SafetensorsHeader header);
+  std::string path_;
+  int fd_ = -1;
+  SafetensorsHeader header_;
+  std::map<std::string, size_t, std::less<>> index_;
+  mutable uint64_t bytes_read_ = 0;
+};
+
+// Writes a safetensors file that the Hugging Face library loads: header padded with spaces so
+// data starts 8-byte aligned, offsets in insertion order, __metadata__ first. Writes to
+// `path + ".tmp"` and renames, so a reader never sees a half-written file.
+class SafetensorsWriter {
+ public:
+  void SetMetadata(std::string key, std::string value);
+  // Takes ownership of the tensor; the name must be unique (InvalidArgument otherwise).
+  absl::Status Add(std::string name, HostTensor tensor);
+  absl::Status Write(const std::string& path) const;
+
+ private:
+  std::map<std::string, std::string> metadata_;
+  std::vector<std::pair<std::string, HostTensor>> tensors_;
+};
+
+}  // namespace quant::storage
