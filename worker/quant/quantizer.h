@@ -1,0 +1,76 @@
+// The one interface every quantizer implements (RTN, GPTQ, GSQ): a unit's weight in, integer
+// codes + per-group scales + zero points out, the dequantized weight on request.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace quant::quant {
+
+inline constexpr int kDefaultGroupSize = 128;  // GPTQ/GSQ convention (DESIGN.md section 5)
+
+enum class Grid { kSymmetric, kAsymmetric };
+
+struct QuantScheme {
+  int bits = 4;                         // 2..8
+  Grid grid = Grid::kSymmetric;
+  int group_size = kDefaultGroupSize;   // columns per group; per-channel when in % group != 0
+};
+
+// Validates bits in 2..8 and group_size > 0; InvalidArgument naming the field otherwise.
+absl::Status ValidateScheme(const QuantScheme& scheme);
+
+// Effective group size for a weight with `in_features` columns: the scheme's group when it
+// divides in_features, else in_features (one group per row: the per-channel fallback).
+int EffectiveGroupSize(const QuantScheme& scheme, int64_t in_features);
+
+// Codes u in [0, 2^bits - 1]; w' = scale * (u - zero), per group of `group_size` input columns.
+struct QuantizedWeight {
+  QuantScheme scheme;
+  int group_size = 0;   // effective group size
+  at::Tensor codes;     // uint8 [out, in]
+  at::Tensor scales;    // float32 [out, in/group_size], every value exactly representable in bf16
+  at::Tensor zeros;     // int32 [out, in/group_size]
+
+  // float32 [out, in].
+  at::Tensor Dequantize() const;
+};
+
+// What a quantizer may use besides the weight. Fields a method does not need stay undefined.
+struct UnitContext {
+  at::Tensor hessian;        // float32 [in, in], H = 2 X^T X / n; undefined: identity
+  int64_t tokens_seen = 0;   // calibration tokens that reached this unit
+};
+
+class Quantizer {
+ public:
+  virtual ~Quantizer() = default;
+  virtual std::string name() const = 0;
+  // `weight` is float32 [out, in] on any device; the result lives on the same device.
+  virtual absl::StatusOr<QuantizedWeight> Quantize(const at::Tensor& weight,
+                                                   const QuantScheme& scheme,
+                                                   const UnitContext& context) const = 0;
+};
+
+// Round-to-nearest with the GPTQ quantizer conventions (DESIGN.md section 5).
+class RtnQuantizer : public Quantizer {
+ public:
+  std::string name() const override { return "rtn"; }
+  absl::StatusOr<QuantizedWeight> Quantize(const at::Tensor& weight, const QuantScheme& scheme,
+                                           const UnitContext& context) const override;
+};
+
+// Per-group scale and zero for the RTN conventions: w [rows, g] float32 -> scale/zero [rows].
+// Scale rounded to bf16 (the stored dtype). Exposed for GPTQ, which uses the same grid.
+void ComputeGroupParams(const at::Tensor& w_group, const QuantScheme& scheme, at::Tensor* scale,
+                        at::Tensor* zero);
+
+// Plain scalar reference of RTN over a row-major float buffer; defines the bytes the tensor
+// version must produce (STYLE.md 1).
+void RtnQuantize_ref(const float* w, int64_t rows, int64_t cols, const QuantScheme& scheme,
+                     uint8_t* codes, float* scales, int32_t* zeros);
+
+}  // namespace quant::quant
