@@ -1,0 +1,47 @@
+// qctl: the command-line client. `eval` (and later `quantize`) run embedded, in-process.
+#include <unistd.h>
+
+#include <cstdio>
+#include <map>
+
+#include "coordinator/qctl/commands.h"
+
+namespace quant::qctl {
+
+void PrintError(const std::string& message) {
+  std::fprintf(stderr, "qctl: error: %s\n", message.c_str());
+}
+
+void PrintProgress(const std::string& phase, int64_t done, int64_t total) {
+  static const bool tty = isatty(STDERR_FILENO) != 0;
+  if (!tty || total <= 0) return;
+  constexpr int kWidth = 30;
+  const int filled = static_cast<int>(kWidth * done / total);
+  std::fprintf(stderr, "\r%-10s [%s%s] %lld/%lld", phase.c_str(), std::string(filled, '#').c_str(),
+               std::string(kWidth - filled, '.').c_str(), static_cast<long long>(done),
+               static_cast<long long>(total));
+  if (done >= total) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+}  // namespace quant::qctl
+
+int main(int argc, char** argv) {
+  CLI::App app{"qctl: quantize and evaluate Mixture-of-Experts checkpoints"};
+  app.require_subcommand(1);
+  std::map<CLI::App*, quant::qctl::Runner> runners;
+  quant::qctl::Runner eval = quant::qctl::AddEvalCommand(app);
+  runners[app.get_subcommand("eval")] = eval;
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    quant::qctl::PrintError(e.what());
+    return 2;
+  }
+  for (auto& [sub, run] : runners) {
+    if (sub->parsed()) return run();
+  }
+  return 2;
+}

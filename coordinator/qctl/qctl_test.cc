@@ -1,0 +1,214 @@
+// qctl end to end: bad input gives one clear error line naming the file and the problem, a
+// non-zero exit and no output on stdout; a good run prints the evaluation table.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kShared = QUANT_SHARED_DIR;
+const std::string kQwen = kShared + "/models/tiny-qwen3-moe";
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string Slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class QctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tmp_ = fs::temp_directory_path() /
+           ("qctl_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(tmp_);
+    fs::create_directories(tmp_);
+  }
+  void TearDown() override { fs::remove_all(tmp_); }
+
+  RunResult Qctl(const std::string& args) {
+    const fs::path out = tmp_ / "stdout", err = tmp_ / "stderr";
+    const std::string cmd = std::string(QCTL_BINARY) + " " + args + " >" + out.string() + " 2>" +
+                            err.string();
+    RunResult r;
+    const int status = std::system(cmd.c_str());
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = Slurp(out);
+    r.err = Slurp(err);
+    return r;
+  }
+
+  // A copy of tiny-qwen3-moe: small files copied, shards symlinked unless `copy_shards`.
+  fs::path CopyModel(bool copy_shards) {
+    const fs::path dst = tmp_ / "model";
+    fs::create_directories(dst);
+    for (const auto& entry : fs::directory_iterator(kQwen)) {
+      const fs::path to = dst / entry.path().filename();
+      if (entry.path().extension() == ".safetensors" && !copy_shards) {
+        fs::create_symlink(entry.path(), to);
+      } else {
+        fs::copy_file(entry.path(), to);
+        fs::permissions(to, fs::perms::owner_write, fs::perm_options::add);
+      }
+    }
+    return dst;
+  }
+
+  void ExpectOneLineError(const RunResult& r, const std::vector<std::string>& needles) {
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_TRUE(r.out.empty()) << "stdout: " << r.out;
+    ASSERT_FALSE(r.err.empty());
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("qctl: error: ", 0), 0u) << r.err;
+    for (const std::string& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << r.err;
+  }
+
+  // Rewrites the header of one shard (keeping the data) through `edit` of its JSON text.
+  void EditHeader(const fs::path& shard, const std::function<std::string(std::string)>& edit) {
+    std::string bytes = Slurp(shard);
+    uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    std::string header = edit(bytes.substr(8, n));
+    header.resize(std::max<size_t>(header.size(), n), ' ');
+    ASSERT_EQ(header.size(), n) << "edited header must not grow";
+    std::ofstream out(shard, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), 8);
+    out.write(header.data(), header.size());
+    out.write(bytes.data() + 8 + n, bytes.size() - 8 - n);
+  }
+
+  fs::path tmp_;
+};
+
+std::string Args(const fs::path& model) { return "eval --model " + model.string(); }
+
+TEST_F(QctlTest, MissingModelDirectory) {
+  ExpectOneLineError(Qctl(Args(tmp_ / "nope")), {(tmp_ / "nope").string()});
+}
+
+TEST_F(QctlTest, ConfigNotJson) {
+  fs::path m = CopyModel(false);
+  std::ofstream(m / "config.json", std::ios::trunc) << "{not json";
+  ExpectOneLineError(Qctl(Args(m)), {"config.json"});
+}
+
+TEST_F(QctlTest, UnknownArchitecture) {
+  fs::path m = CopyModel(false);
+  std::string cfg = Slurp(m / "config.json");
+  cfg.replace(cfg.find("Qwen3MoeForCausalLM"), 19, "LlamaForCausalLM");
+  cfg.replace(cfg.find("\"qwen3_moe\""), 11, "\"llama\"");
+  std::ofstream(m / "config.json", std::ios::trunc) << cfg;
+  ExpectOneLineError(Qctl(Args(m)), {"config.json", "unknown architecture 'LlamaForCausalLM'"});
+}
+
+TEST_F(QctlTest, TruncatedShard) {
+  fs::path m = CopyModel(true);
+  fs::resize_file(m / "model-00002-of-00003.safetensors", 5);
+  ExpectOneLineError(Qctl(Args(m)), {"model-00002-of-00003.safetensors"});
+}
+
+TEST_F(QctlTest, HeaderLengthPastEndOfFile) {
+  fs::path m = CopyModel(true);
+  const fs::path shard = m / "model-00001-of-00003.safetensors";
+  std::fstream f(shard, std::ios::binary | std::ios::in | std::ios::out);
+  const uint64_t huge = uint64_t{1} << 40;
+  f.write(reinterpret_cast<const char*>(&huge), 8);
+  f.close();
+  ExpectOneLineError(Qctl(Args(m)), {"model-00001-of-00003.safetensors"});
+}
+
+TEST_F(QctlTest, CorruptHeader) {
+  fs::path m = CopyModel(true);
+  EditHeader(m / "model-00001-of-00003.safetensors", [](std::string h) {
+    h[0] = '[';
+    return h;
+  });
+  ExpectOneLineError(Qctl(Args(m)), {"model-00001-of-00003.safetensors"});
+}
+
+TEST_F(QctlTest, OffsetsPastEnd) {
+  fs::path m = CopyModel(true);
+  const fs::path shard = m / "model-00003-of-00003.safetensors";
+  fs::resize_file(shard, fs::file_size(shard) - 4096);
+  ExpectOneLineError(Qctl(Args(m)), {"model-00003-of-00003.safetensors"});
+}
+
+TEST_F(QctlTest, OverlappingOffsets) {
+  fs::path m = CopyModel(true);
+  EditHeader(m / "model-00001-of-00003.safetensors", [](std::string h) {
+    // The embedding occupies [0, 2097152); make the next tensor start inside it.
+    const std::string from = "\"data_offsets\":[2097152,";
+    const size_t at = h.find(from);
+    if (at != std::string::npos) h.replace(at, from.size(), "\"data_offsets\":[2097150,");
+    return h;
+  });
+  ExpectOneLineError(Qctl(Args(m)), {"model-00001-of-00003.safetensors"});
+}
+
+TEST_F(QctlTest, TensorInIndexMissingFromShard) {
+  fs::path m = CopyModel(false);
+  std::string idx = Slurp(m / "model.safetensors.index.json");
+  const std::string name = "\"model.norm.weight\"";
+  idx.replace(idx.find(name), name.size(), "\"model.norm.weight\", \"model.bogus.weight\"");
+  // Keep it valid JSON: the replacement above turned one entry into two keys sharing a value.
+  const size_t colon = idx.find("\"model.bogus.weight\"");
+  idx.replace(colon - 2, 2, ": \"model-00001-of-00003.safetensors\",");
+  std::ofstream(m / "model.safetensors.index.json", std::ios::trunc) << idx;
+  ExpectOneLineError(Qctl(Args(m)), {"model.bogus.weight"});
+}
+
+TEST_F(QctlTest, DTypeNotAllowedByConfig) {
+  fs::path m = CopyModel(true);
+  EditHeader(m / "model-00001-of-00003.safetensors", [](std::string h) {
+    const size_t at = h.find("\"dtype\":\"BF16\"");
+    h.replace(at, 14, "\"dtype\":\"I16\" ");
+    return h;
+  });
+  ExpectOneLineError(Qctl(Args(m)), {"model-00001-of-00003.safetensors"});
+}
+
+TEST_F(QctlTest, BitsOutOfRange) {
+  ExpectOneLineError(Qctl(Args(kQwen) + " --fake-quant rtn --bits 9"), {"bits"});
+  ExpectOneLineError(Qctl(Args(kQwen) + " --fake-quant rtn --bits 1"), {"bits"});
+}
+
+TEST_F(QctlTest, EmptyTextFile) {
+  std::ofstream(tmp_ / "empty.txt").close();
+  ExpectOneLineError(Qctl(Args(kQwen) + " --text " + (tmp_ / "empty.txt").string()),
+                     {"empty.txt", "empty"});
+}
+
+TEST_F(QctlTest, EvaluatesShortTextAgainstItself) {
+  // Two windows' worth of text keeps this fast; the full recipe runs in eval tests.
+  std::ifstream in(kShared + "/data/eval/kjv_val.txt");
+  std::string text(3000, '\0');
+  in.read(text.data(), text.size());
+  std::ofstream(tmp_ / "short.txt") << text;
+  RunResult r = Qctl(Args(kQwen) + " --reference " + kQwen + " --text " +
+                     (tmp_ / "short.txt").string() + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"ear\""), std::string::npos);
+  EXPECT_NE(r.out.find("\"ppl\""), std::string::npos);
+}
+
+}  // namespace

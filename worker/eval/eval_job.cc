@@ -1,0 +1,202 @@
+// RunEvalJob: windows by the shared recipe, layer-by-layer forward of candidate and reference
+// (one layer's weights resident at a time), scoring on the final hidden states in batches.
+#include "worker/eval/eval_job.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status.h"
+#include "worker/eval/metrics.h"
+#include "worker/model/model.h"
+#include "worker/quant/quantizer.h"
+#include "worker/quant/scope.h"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace quant::eval {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+absl::StatusOr<std::string> ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read text file"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  std::string text = ss.str();
+  if (text.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": empty text file"));
+  return text;
+}
+
+// Runs `model` over all windows layer by layer; returns the final-normed hidden states.
+absl::StatusOr<at::Tensor> RunToFinalHidden(const model::Model& model,
+                                            const model::WeightTransform* transform,
+                                            const at::Tensor& windows, int batch,
+                                            const std::string& label, const ProgressFn& progress) {
+  const int64_t n = windows.size(0);
+  const int layers = model.config().num_layers;
+  std::vector<at::Tensor> hidden;
+  for (int64_t b = 0; b < n; b += batch) {
+    ASSIGN_OR_RETURN(at::Tensor h, model.Embed(windows.narrow(0, b, std::min<int64_t>(batch, n - b))));
+    hidden.push_back(h);
+  }
+  for (int layer = 0; layer < layers; ++layer) {
+    ASSIGN_OR_RETURN(model::LayerWeights w, model.LoadLayer(layer, transform));
+    for (at::Tensor& h : hidden) h = model.LayerForward(w, h, nullptr);
+    if (progress) progress(label, layer + 1, layers);
+  }
+  ASSIGN_OR_RETURN(model::Model::Head head, model.LoadHead());
+  for (at::Tensor& h : hidden) h = model.FinalNorm(head, h);
+  return at::cat(hidden, 0);
+}
+
+absl::StatusOr<model::WeightTransform> MakeFakeQuant(const FakeQuantOptions& fq,
+                                                     std::string* summary,
+                                                     std::shared_ptr<int64_t> counter) {
+  if (fq.method != "rtn") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--fake-quant: unknown method '", fq.method, "' (supported: rtn)"));
+  }
+  quant::QuantScheme scheme;
+  scheme.bits = fq.bits;
+  scheme.group_size = fq.group_size;
+  if (fq.grid == "sym") {
+    scheme.grid = quant::Grid::kSymmetric;
+  } else if (fq.grid == "asym") {
+    scheme.grid = quant::Grid::kAsymmetric;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--grid: '", fq.grid, "' is not one of sym, asym"));
+  }
+  RETURN_IF_ERROR(quant::ValidateScheme(scheme));
+  ASSIGN_OR_RETURN(quant::Scope scope, quant::ParseScope(fq.scope));
+  *summary = absl::StrFormat("%s %d-bit %s g%d scope %s", fq.method, fq.bits, fq.grid,
+                             fq.group_size, fq.scope);
+  return model::WeightTransform(
+      [scheme, scope, counter](const std::string& name,
+                               const at::Tensor& w) -> absl::StatusOr<at::Tensor> {
+        if (!quant::InQuantScope(name, scope)) return w;
+        quant::RtnQuantizer rtn;
+        ASSIGN_OR_RETURN(quant::QuantizedWeight q, rtn.Quantize(w, scheme, quant::UnitContext{}));
+        ++*counter;
+        return q.Dequantize();
+      });
+}
+
+}  // namespace
+
+int64_t PeakRssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) {
+      return std::stoll(line.substr(6)) * 1024;  // reported in kB
+    }
+  }
+  return 0;
+}
+
+absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
+                                         const ProgressFn& progress) {
+  const auto start = Clock::now();
+  EvalJobResult result;
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  if (options.window_tokens < 2) {
+    return absl::InvalidArgumentError("window length must be at least 2 tokens");
+  }
+  ASSIGN_OR_RETURN(model::ComputeDType compute, model::ParseComputeDType(options.compute));
+
+  // Validate everything before the expensive part: models, tokenizer, text, quantizer options.
+  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> candidate,
+                   model::Model::Open(options.model_dir, compute));
+  std::unique_ptr<model::Model> reference;
+  if (!options.reference_dir.empty()) {
+    ASSIGN_OR_RETURN(reference, model::Model::Open(options.reference_dir, model::ComputeDType::kF32));
+    if (reference->config().vocab_size != candidate->config().vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--reference ", options.reference_dir, ": vocabulary size ",
+          reference->config().vocab_size, " differs from the model's ",
+          candidate->config().vocab_size));
+    }
+  } else if (options.fake_quant) {
+    ASSIGN_OR_RETURN(reference, model::Model::Open(options.model_dir, model::ComputeDType::kF32));
+  }
+  auto fq_count = std::make_shared<int64_t>(0);
+  std::optional<model::WeightTransform> transform;
+  if (options.fake_quant) {
+    ASSIGN_OR_RETURN(transform,
+                     MakeFakeQuant(*options.fake_quant, &result.fake_quant_summary, fq_count));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
+                   tokenizer::Tokenizer::FromFile(options.model_dir + "/tokenizer.json"));
+  ASSIGN_OR_RETURN(std::string text, ReadText(options.text_path));
+  result.text_bytes = static_cast<int64_t>(text.size());
+
+  const auto tokenize_start = Clock::now();
+  std::vector<int32_t> ids = tok->Encode(text, /*add_special_tokens=*/false);
+  result.tokenize_seconds = Seconds(tokenize_start);
+  result.text_tokens = static_cast<int64_t>(ids.size());
+  const int64_t body = options.window_tokens - 1;
+  const int64_t n_windows = static_cast<int64_t>(ids.size()) / body;
+  if (n_windows == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(options.text_path, ": ", ids.size(),
+                                                   " tokens, too short for one window of ", body));
+  }
+  const int64_t bos = candidate->checkpoint().config().value("bos_token_id", 0);
+  at::Tensor windows = at::empty({n_windows, options.window_tokens}, at::kLong);
+  int64_t* wp = windows.data_ptr<int64_t>();
+  for (int64_t w = 0; w < n_windows; ++w) {
+    wp[w * options.window_tokens] = bos;
+    for (int64_t i = 0; i < body; ++i) wp[w * options.window_tokens + 1 + i] = ids[w * body + i];
+  }
+
+  const auto forward_start = Clock::now();
+  const int batch = std::max(1, options.batch_windows);
+  ASSIGN_OR_RETURN(at::Tensor hq, RunToFinalHidden(*candidate, transform ? &*transform : nullptr,
+                                                   windows, batch, "model", progress));
+  at::Tensor hp;
+  if (reference) {
+    ASSIGN_OR_RETURN(hp, RunToFinalHidden(*reference, nullptr, windows, batch, "reference",
+                                          progress));
+  }
+  ASSIGN_OR_RETURN(model::Model::Head head_q, candidate->LoadHead());
+  std::optional<model::Model::Head> head_p;
+  if (reference) {
+    ASSIGN_OR_RETURN(head_p, reference->LoadHead());
+  }
+  std::vector<WindowStats> stats;
+  stats.reserve(n_windows);
+  for (int64_t b = 0; b < n_windows; b += batch) {
+    const int64_t m = std::min<int64_t>(batch, n_windows - b);
+    at::Tensor lq = candidate->Logits(head_q, hq.narrow(0, b, m));
+    at::Tensor lp = reference ? reference->Logits(*head_p, hp.narrow(0, b, m)) : at::Tensor();
+    for (int64_t i = 0; i < m; ++i) {
+      at::Tensor targets = windows[b + i].narrow(0, 1, body);
+      stats.push_back(ScoreWindow(lq[i].narrow(0, 0, body),
+                                  reference ? lp[i].narrow(0, 0, body) : at::Tensor(), targets));
+    }
+    if (progress) progress("score", b + m, n_windows);
+  }
+  result.forward_seconds = Seconds(forward_start);
+  result.forward_tokens = n_windows * options.window_tokens;
+  result.summary = Summarize(stats, options.bootstrap_samples);
+  if (options.fake_quant) {
+    result.fake_quant_summary += absl::StrCat(": ", *fq_count, " linears quantized");
+  }
+  result.model_bytes = static_cast<int64_t>(candidate->checkpoint().total_bytes());
+  result.total_seconds = Seconds(start);
+  result.peak_rss_bytes = PeakRssBytes();
+  return result;
+}
+
+}  // namespace quant::eval
