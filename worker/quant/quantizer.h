@@ -11,6 +11,17 @@
 namespace quant::quant {
 
 inline constexpr int kDefaultGroupSize = 128;  // GPTQ/GSQ convention (DESIGN.md section 5)
+inline constexpr int kMinBits = 2;  // DESIGN.md section 5: 2..8-bit codes in uint8
+inline constexpr int kMaxBits = 8;
+
+// Which scale the asymmetric zero point is computed from. The anchors (../shared/anchors.json)
+// come from a Python port of GPTQ's Quantizer that computes scale in fp32, takes
+// zero = round(-xmin / scale) from that fp32 scale, and only then rounds the scale to bf16 for
+// storage; codes and the dequantized weight use the stored (bf16) scale. `true` reproduces that;
+// `false` takes the zero from the bf16 scale instead (self-consistent with storage, but moves the
+// zero of groups whose -xmin/scale sits near a half-integer: many of them at 8 bits).
+// The scalar reference and the tensor version both read this one flag.
+inline constexpr bool kZeroFromFp32Scale = true;
 
 enum class Grid { kSymmetric, kAsymmetric };
 
@@ -63,13 +74,21 @@ class RtnQuantizer : public Quantizer {
                                            const UnitContext& context) const override;
 };
 
-// Per-group scale and zero for the RTN conventions: w [rows, g] float32 -> scale/zero [rows].
-// Scale rounded to bf16 (the stored dtype). Exposed for GPTQ, which uses the same grid.
+// Per-group scale and zero for the RTN conventions: w [rows, g] float32 (each row one group)
+// -> scale float32 [rows] (rounded to bf16, the stored dtype) and zero int32 [rows].
+// Exposed for GPTQ, which uses the same grid. Precondition: ValidateScheme(scheme).ok().
 void ComputeGroupParams(const at::Tensor& w_group, const QuantScheme& scheme, at::Tensor* scale,
                         at::Tensor* zero);
 
+// Codes for w [rows, k] float32 against per-row scale float32 [rows] and zero int32 [rows]:
+// clamp(round(w / scale) + zero, 0, 2^bits - 1) as uint8 [rows, k], round half to even.
+// GPTQ calls it one column at a time with the params of the column's group.
+at::Tensor QuantizeToCodes(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& zero,
+                           int bits);
+
 // Plain scalar reference of RTN over a row-major float buffer; defines the bytes the tensor
-// version must produce (STYLE.md 1).
+// version must produce (STYLE.md 1). codes: rows*cols; scales and zeros: rows*(cols/group) with
+// group = EffectiveGroupSize(scheme, cols). Precondition: ValidateScheme(scheme).ok().
 void RtnQuantize_ref(const float* w, int64_t rows, int64_t cols, const QuantScheme& scheme,
                      uint8_t* codes, float* scales, int32_t* zeros);
 
