@@ -3,9 +3,11 @@
 // Tensors are read by byte range with pread; a shard is never loaded whole.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +32,17 @@ struct SafetensorsHeader {
   uint64_t data_start = 0;                      // 8 + header length
 };
 
+// The Hugging Face library refuses headers above 100,000,000 bytes (its MAX_HEADER_SIZE); so do
+// we, so a corrupt length cannot make us allocate gigabytes.
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
+
+// Decodes the 8-byte little-endian header length at the start of a file of `file_size` bytes
+// and checks it: at least 2 (the smallest JSON object), at most kMaxSafetensorsHeaderBytes, and
+// 8 + length <= file_size. `file_label` names the file in errors. Pure (fuzzed).
+absl::StatusOr<uint64_t> ParseSafetensorsHeaderLength(const uint8_t (&prefix)[8],
+                                                      uint64_t file_size,
+                                                      std::string_view file_label);
+
 // Parses and validates the JSON header. `file_size` bounds every offset; `file_label` names the
 // file in errors. Checks: valid JSON object, known dtypes, shape x dtype size == byte length,
 // offsets inside the data section, no overlaps. Pure function of its inputs (fuzzed).
@@ -47,6 +60,8 @@ class SafetensorsFile {
 
   const std::string& path() const { return path_; }
   const SafetensorsHeader& header() const { return header_; }
+  // Size of the file when it was opened, in bytes.
+  uint64_t file_size() const { return file_size_; }
   // nullptr when absent.
   const TensorInfo* Find(std::string_view name) const;
   // Reads exactly the tensor's byte range.
@@ -55,12 +70,14 @@ class SafetensorsFile {
   uint64_t bytes_read() const { return bytes_read_; }
 
  private:
-  SafetensorsFile(std::string path, int fd, SafetensorsHeader header);
+  SafetensorsFile(std::string path, int fd, uint64_t file_size, SafetensorsHeader header);
   std::string path_;
   int fd_ = -1;
+  uint64_t file_size_ = 0;
   SafetensorsHeader header_;
-  std::map<std::string, size_t, std::less<>> index_;
-  mutable uint64_t bytes_read_ = 0;
+  std::map<std::string, size_t, std::less<>> index_;  // name -> position in header_.tensors
+  // Atomic because concurrent Read calls each add to it.
+  mutable std::atomic<uint64_t> bytes_read_ = 0;
 };
 
 // Writes a safetensors file that the Hugging Face library loads: header padded with spaces so
@@ -76,6 +93,7 @@ class SafetensorsWriter {
  private:
   std::map<std::string, std::string> metadata_;
   std::vector<std::pair<std::string, HostTensor>> tensors_;
+  std::set<std::string, std::less<>> names_;  // for the uniqueness check in Add
 };
 
 }  // namespace quant::storage
