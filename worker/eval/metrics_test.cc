@@ -143,6 +143,31 @@ TEST(ScoreWindowTest, EmptyWindow) {
   EXPECT_TRUE(s.has_reference);
 }
 
+// A window longer than one CPU chunk (32 rows at vocabulary 4096; 100 = 3 full chunks and a
+// partial one) against the definitions computed on the whole tensor at once.
+TEST(ScoreWindowTest, ChunkedRowsMatchWholeWindow) {
+  at::manual_seed(5);
+  const int64_t rows = 100;
+  const at::Tensor logits_p = at::randn({rows, 4096}) * 3;
+  const at::Tensor logits_q = logits_p + at::randn({rows, 4096}) * 0.4;
+  const at::Tensor targets = at::randint(0, 4096, {rows});
+  const WindowStats s = ScoreWindow(logits_q, logits_p, targets);
+  const at::Tensor lp = at::log_softmax(logits_p.to(at::kDouble), 1);
+  const at::Tensor lq = at::log_softmax(logits_q.to(at::kDouble), 1);
+  const at::Tensor p = lp.exp();
+  const at::Tensor q = lq.exp();
+  const at::Tensor overlap = at::minimum(p, q);
+  const at::Tensor top = std::get<1>(p.topk(10, 1));
+  EXPECT_EQ(s.positions, rows);
+  EXPECT_NEAR(s.nll_sum, -lq.gather(1, targets.unsqueeze(1)).sum().item<double>(), 1e-3);
+  EXPECT_NEAR(s.kl_sum, (p * (lp - lq)).sum().item<double>(), 1e-4);
+  EXPECT_NEAR(s.ear_sum, overlap.sum().item<double>(), 1e-4);
+  EXPECT_NEAR(s.ear_top10_sum, overlap.gather(1, top).sum().item<double>(), 1e-4);
+  EXPECT_EQ(s.flips, (lp.argmax(1) != lq.argmax(1)).sum().item<int64_t>());
+  EXPECT_EQ(s.correct, (lq.argmax(1) == targets).sum().item<int64_t>());
+  EXPECT_GT(s.flips, 0);
+}
+
 // Logits arrive in bf16 from bf16 compute: the result is that of their exact float32 values.
 TEST(ScoreWindowTest, Bf16LogitsAreUpcast) {
   at::manual_seed(4);
