@@ -73,9 +73,9 @@ WindowStats ScoreWindow(const at::Tensor& logits_q, const at::Tensor& logits_p,
   at::Tensor totals;
   for (int64_t r = 0; r < rows; r += chunk) {
     const int64_t m = std::min(chunk, rows - r);
-    const at::Tensor sums = ScoreRows(q32.narrow(0, r, m),
-                                      has_reference ? p32.narrow(0, r, m) : at::Tensor(),
-                                      target_ids.narrow(0, r, m));
+    const at::Tensor sums =
+        ScoreRows(q32.narrow(0, r, m), has_reference ? p32.narrow(0, r, m) : at::Tensor(),
+                  target_ids.narrow(0, r, m));
     totals = totals.defined() ? totals + sums : sums;
   }
   const at::Tensor host = totals.cpu();

@@ -58,7 +58,8 @@ TEST(ScoreWindowTest, SumsOverPositions) {
   const double kl0 = p0 * std::log(p0 / 0.5) + p1 * std::log(p1 / 0.5);
   const double kl1 = p0 * std::log(p0 / q0) + p1 * std::log(p1 / q1);
   EXPECT_NEAR(s.kl_sum, kl0 + kl1, kTol);
-  // Overlap: position 0 min(p0, .5) + min(p1, .5) = p0 + .5; position 1 (p0 < q0, q1 < p1): p0 + q1.
+  // Overlap: position 0 gives min(p0, .5) + min(p1, .5) = p0 + .5; position 1 (p0 < q0 and
+  // q1 < p1) gives p0 + q1.
   EXPECT_NEAR(s.ear_sum, (p0 + 0.5) + (p0 + q1), kTol);
 }
 
@@ -84,8 +85,8 @@ TEST(ScoreWindowTest, InvariantUnderVocabularyPermutation) {
   const at::Tensor lp = at::randn({17, vocab}) * 2;
   const at::Tensor lq = lp + at::randn({17, vocab}) * 0.5;
   const at::Tensor targets = at::randint(0, vocab, {17});
-  const at::Tensor perm = at::randperm(vocab);         // new id j holds old token perm[j]
-  const at::Tensor inverse = at::argsort(perm);        // old token t now has id inverse[t]
+  const at::Tensor perm = at::randperm(vocab);   // new id j holds old token perm[j]
+  const at::Tensor inverse = at::argsort(perm);  // old token t now has id inverse[t]
   const WindowStats a = ScoreWindow(lq, lp, targets);
   const WindowStats b = ScoreWindow(lq.index_select(1, perm), lp.index_select(1, perm),
                                     inverse.index_select(0, targets));

@@ -45,15 +45,15 @@ using MetricValues = std::array<double, kMetrics>;
 
 MetricValues Metrics(const Totals& t) {
   if (t.positions == 0) return {kNaN, kNaN, kNaN, kNaN, kNaN, kNaN};
-  return {std::exp(t.nll / t.positions), t.correct / t.positions, t.kl / t.positions,
+  return {std::exp(t.nll / t.positions), t.correct / t.positions,   t.kl / t.positions,
           t.ear / t.positions,           t.ear_top10 / t.positions, t.flips / t.positions};
 }
 
 // Uniform in [0, n) from the raw 64-bit stream by rejection. std::uniform_int_distribution's
 // algorithm differs between standard libraries; this one gives the same draws everywhere.
 uint64_t UniformIndex(std::mt19937_64& rng, uint64_t n) {
-  const uint64_t limit = std::numeric_limits<uint64_t>::max() -
-                         std::numeric_limits<uint64_t>::max() % n;
+  const uint64_t limit =
+      std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % n;
   uint64_t x = rng();
   while (x >= limit) x = rng();
   return x % n;
@@ -102,7 +102,7 @@ EvalSummary Summarize(const std::vector<WindowStats>& windows, int bootstrap_sam
     }
   }
 
-  std::array<Interval*, kMetrics> out = {&summary.ppl, &summary.accuracy, &summary.kl,
+  std::array<Interval*, kMetrics> out = {&summary.ppl, &summary.accuracy,  &summary.kl,
                                          &summary.ear, &summary.ear_top10, &summary.flip_rate};
   for (int m = 0; m < kMetrics; ++m) {
     out[m]->value = value[m];

@@ -10,8 +10,8 @@ namespace quant::eval {
 // Sums over the predicted positions of one window.
 struct WindowStats {
   int64_t positions = 0;
-  double nll_sum = 0;        // -log q(target), nats
-  double correct = 0;        // argmax q == target
+  double nll_sum = 0;  // -log q(target), nats
+  double correct = 0;  // argmax q == target
   // Only with a reference p (has_reference):
   bool has_reference = false;
   double kl_sum = 0;         // sum_x p log(p/q), nats

@@ -37,7 +37,8 @@ GemmResult TimeMatmul(int64_t m, int64_t k, int64_t n) {
   }
   // Keep the result observable so the call cannot be dropped.
   if (!c.defined() || c.size(0) != m) std::abort();
-  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const double flops =
+      2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   return {best, flops / best / 1e9};
 }
 

@@ -73,8 +73,8 @@ uint8_t Code_ref(float w, float scale, int32_t zero, int maxq) {
 
 absl::Status ValidateScheme(const QuantScheme& scheme) {
   if (scheme.bits < kMinBits || scheme.bits > kMaxBits) {
-    return absl::InvalidArgumentError(absl::StrCat("QuantScheme.bits must be in ", kMinBits,
-                                                   "..", kMaxBits, ", got ", scheme.bits));
+    return absl::InvalidArgumentError(absl::StrCat("QuantScheme.bits must be in ", kMinBits, "..",
+                                                   kMaxBits, ", got ", scheme.bits));
   }
   if (scheme.group_size <= 0) {
     return absl::InvalidArgumentError(

@@ -11,7 +11,7 @@
 namespace quant::quant {
 
 inline constexpr int kDefaultGroupSize = 128;  // GPTQ/GSQ convention (DESIGN.md section 5)
-inline constexpr int kMinBits = 2;  // DESIGN.md section 5: 2..8-bit codes in uint8
+inline constexpr int kMinBits = 2;             // DESIGN.md section 5: 2..8-bit codes in uint8
 inline constexpr int kMaxBits = 8;
 
 // Which scale the asymmetric zero point is computed from. The anchors (../shared/anchors.json)
@@ -26,9 +26,9 @@ inline constexpr bool kZeroFromFp32Scale = true;
 enum class Grid { kSymmetric, kAsymmetric };
 
 struct QuantScheme {
-  int bits = 4;                         // 2..8
+  int bits = 4;  // 2..8
   Grid grid = Grid::kSymmetric;
-  int group_size = kDefaultGroupSize;   // columns per group; per-channel when in % group != 0
+  int group_size = kDefaultGroupSize;  // columns per group; per-channel when in % group != 0
 };
 
 // Validates bits in 2..8 and group_size > 0; InvalidArgument naming the field otherwise.
@@ -41,10 +41,10 @@ int EffectiveGroupSize(const QuantScheme& scheme, int64_t in_features);
 // Codes u in [0, 2^bits - 1]; w' = scale * (u - zero), per group of `group_size` input columns.
 struct QuantizedWeight {
   QuantScheme scheme;
-  int group_size = 0;   // effective group size
-  at::Tensor codes;     // uint8 [out, in]
-  at::Tensor scales;    // float32 [out, in/group_size], every value exactly representable in bf16
-  at::Tensor zeros;     // int32 [out, in/group_size]
+  int group_size = 0;  // effective group size
+  at::Tensor codes;    // uint8 [out, in]
+  at::Tensor scales;   // float32 [out, in/group_size], every value exactly representable in bf16
+  at::Tensor zeros;    // int32 [out, in/group_size]
 
   // float32 [out, in].
   at::Tensor Dequantize() const;
@@ -52,8 +52,8 @@ struct QuantizedWeight {
 
 // What a quantizer may use besides the weight. Fields a method does not need stay undefined.
 struct UnitContext {
-  at::Tensor hessian;        // float32 [in, in], H = 2 X^T X / n; undefined: identity
-  int64_t tokens_seen = 0;   // calibration tokens that reached this unit
+  at::Tensor hessian;       // float32 [in, in], H = 2 X^T X / n; undefined: identity
+  int64_t tokens_seen = 0;  // calibration tokens that reached this unit
 };
 
 class Quantizer {

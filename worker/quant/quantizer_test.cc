@@ -286,8 +286,8 @@ TEST(RtnTest, Deterministic) {
 }
 
 TEST(RtnTest, EmptyWeights) {
-  for (const std::vector<int64_t>& shape : {std::vector<int64_t>{0, 128},
-                                            std::vector<int64_t>{4, 0}}) {
+  for (const std::vector<int64_t>& shape :
+       {std::vector<int64_t>{0, 128}, std::vector<int64_t>{4, 0}}) {
     const at::Tensor w = at::zeros(shape);
     const QuantizedWeight q = QuantizeOrDie(w, Scheme(4, Grid::kAsymmetric));
     EXPECT_EQ(q.codes.sizes(), w.sizes());

@@ -72,8 +72,8 @@ bool InQuantScope(const std::string& tensor_name, Scope scope) {
 absl::StatusOr<Scope> ParseScope(std::string_view text) {
   if (text == "experts") return Scope::kExperts;
   if (text == "all") return Scope::kAll;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown quantization scope \"", std::string(text), "\"; expected \"experts\" or \"all\""));
+  return absl::InvalidArgumentError(absl::StrCat("unknown quantization scope \"", std::string(text),
+                                                 "\"; expected \"experts\" or \"all\""));
 }
 
 std::string_view ScopeName(Scope scope) {
