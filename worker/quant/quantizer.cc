@@ -155,7 +155,7 @@ absl::StatusOr<QuantizedWeight> RtnQuantizer::Quantize(const at::Tensor& weight,
         "RTN expects a 2-D weight [out, in], got ",
         weight.defined() ? absl::StrCat(weight.dim(), "-D") : std::string("undefined")));
   }
-  if (!at::isFloatingType(weight.scalar_type())) {
+  if (!c10::isFloatingType(weight.scalar_type())) {
     return absl::InvalidArgumentError(absl::StrCat("RTN expects a floating-point weight, got ",
                                                    c10::toString(weight.scalar_type())));
   }
