@@ -35,7 +35,9 @@ constexpr int64_t kDefaultFp8Block = 128;
 // config.json and the index are small (Kimi-K2's index is a few MB); a bigger one is not ours.
 constexpr uint64_t kMaxJsonFileBytes = 256ull << 20;
 
-std::string Quote(std::string_view s) { return absl::StrCat("\"", absl::CHexEscape(Absl(s)), "\""); }
+std::string Quote(std::string_view s) {
+  return absl::StrCat("\"", absl::CHexEscape(Absl(s)), "\"");
+}
 
 std::string JoinPath(std::string_view dir, std::string_view name) {
   if (!dir.empty() && dir.back() == '/') return absl::StrCat(Absl(dir), Absl(name));
@@ -66,13 +68,11 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot stat"));
   if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": cannot read: not a regular file"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read: not a regular file"));
   }
   if (static_cast<uint64_t>(st.st_size) > kMaxJsonFileBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.st_size,
-                                                   " bytes is larger than the limit of ",
-                                                   kMaxJsonFileBytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": ", st.st_size, " bytes is larger than the limit of ", kMaxJsonFileBytes));
   }
   std::string text;
   char buf[1 << 16];
@@ -85,8 +85,8 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
     if (got == 0) break;
     text.append(buf, static_cast<size_t>(got));
     if (text.size() > kMaxJsonFileBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": larger than the limit of ",
-                                                     kMaxJsonFileBytes, " bytes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": larger than the limit of ", kMaxJsonFileBytes, " bytes"));
     }
   }
   return text;
@@ -113,8 +113,8 @@ absl::StatusOr<json> ReadJsonObject(const std::string& path) {
 // A shard named by the index must be a plain file name inside the checkpoint directory: no
 // separators, no "." or "..", so an index cannot point reads outside the directory.
 bool IsPlainFileName(std::string_view name) {
-  return !name.empty() && name != "." && name != ".." &&
-         name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos &&
+         name.find('\0') == std::string_view::npos;
 }
 
 bool IsIntegerDType(DType dtype) {
@@ -176,18 +176,17 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   if (ckpt->config_.contains("quantization_config")) {
     const json& qc = ckpt->config_["quantization_config"];
     if (!qc.is_object()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(config_path, ": quantization_config must be an object, got ",
-                       qc.type_name()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          config_path, ": quantization_config must be an object, got ", qc.type_name()));
     }
     const json method = qc.value("quant_method", json());
     if (method == "fp8") {
       ckpt->fp8_allowed_ = true;
       const json fmt = qc.value("fmt", json("e4m3"));
       if (fmt != "e4m3") {
-        return absl::InvalidArgumentError(
-            absl::StrCat(config_path, ": quantization_config.fmt ", fmt.dump(),
-                         " is not supported (only \"e4m3\")"));
+        return absl::InvalidArgumentError(absl::StrCat(config_path, ": quantization_config.fmt ",
+                                                       fmt.dump(),
+                                                       " is not supported (only \"e4m3\")"));
       }
       const json block = qc.value("weight_block_size", json());
       if (!block.is_null()) {
@@ -236,8 +235,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   } else if (IsRegularFile(single_path)) {
     map_source = single_path;
   } else {
-    return absl::NotFoundError(absl::StrCat(dir, ": neither ", kIndexFile, " nor ",
-                                            kSingleShardFile, " found"));
+    return absl::NotFoundError(
+        absl::StrCat(dir, ": neither ", kIndexFile, " nor ", kSingleShardFile, " found"));
   }
 
   // Open each shard once, in name order so errors are deterministic.
@@ -264,8 +263,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
       const TensorInfo* info = ckpt->shards_[idx]->Find(name);
       if (info == nullptr) {
         return absl::NotFoundError(absl::StrCat(index_path, ": tensor ", Quote(name),
-                                                " is mapped to shard ",
-                                                ckpt->shards_[idx]->path(),
+                                                " is mapped to shard ", ckpt->shards_[idx]->path(),
                                                 ", which has no such tensor"));
       }
       ckpt->tensors_.emplace(name, std::make_pair(idx, info));
@@ -281,9 +279,9 @@ absl::Status Checkpoint::CheckDTypes(const std::string& config_path) const {
     const std::string& shard = shards_[entry.first]->path();
     const bool is_weight = absl::EndsWith(name, ".weight");
     if (is_weight && IsIntegerDType(info.dtype)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(shard, ": tensor ", Quote(name), " is ", Absl(DTypeName(info.dtype)),
-                       "; a .weight must be a floating-point dtype"));
+      return absl::InvalidArgumentError(absl::StrCat(shard, ": tensor ", Quote(name), " is ",
+                                                     Absl(DTypeName(info.dtype)),
+                                                     "; a .weight must be a floating-point dtype"));
     }
     if (info.dtype != DType::kF8E4M3) continue;
     if (!fp8_allowed_) {
@@ -292,16 +290,14 @@ absl::Status Checkpoint::CheckDTypes(const std::string& config_path) const {
                        " has no quantization_config with quant_method \"fp8\""));
     }
     if (!is_weight || info.shape.size() != 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(shard, ": tensor ", Quote(name),
-                       " is F8_E4M3; only 2-D \".weight\" tensors may be fp8"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          shard, ": tensor ", Quote(name), " is F8_E4M3; only 2-D \".weight\" tensors may be fp8"));
     }
     const std::string scale_name = name + kScaleSuffix;
     auto it = tensors_.find(scale_name);
     if (it == tensors_.end()) {
-      return absl::NotFoundError(absl::StrCat(shard, ": fp8 tensor ", Quote(name),
-                                              " has no ", Quote(scale_name),
-                                              " in the checkpoint"));
+      return absl::NotFoundError(absl::StrCat(shard, ": fp8 tensor ", Quote(name), " has no ",
+                                              Quote(scale_name), " in the checkpoint"));
     }
     const TensorInfo& scale = *it->second.second;
     const std::vector<int64_t> want = {CeilDiv(info.shape[0], fp8_block_rows_),
@@ -312,11 +308,11 @@ absl::Status Checkpoint::CheckDTypes(const std::string& config_path) const {
         absl::StrAppend(&got_shape, i ? ", " : "", scale.shape[i]);
       }
       got_shape += "]";
-      return absl::InvalidArgumentError(absl::StrCat(
-          shards_[it->second.first]->path(), ": ", Quote(scale_name), " must be F32 [", want[0],
-          ", ", want[1], "] (weight [", info.shape[0], ", ", info.shape[1], "] in blocks of ",
-          fp8_block_rows_, "x", fp8_block_cols_, "), got ", Absl(DTypeName(scale.dtype)), " ",
-          got_shape));
+      return absl::InvalidArgumentError(
+          absl::StrCat(shards_[it->second.first]->path(), ": ", Quote(scale_name), " must be F32 [",
+                       want[0], ", ", want[1], "] (weight [", info.shape[0], ", ", info.shape[1],
+                       "] in blocks of ", fp8_block_rows_, "x", fp8_block_cols_, "), got ",
+                       Absl(DTypeName(scale.dtype)), " ", got_shape));
     }
   }
   return absl::OkStatus();
@@ -355,13 +351,11 @@ absl::StatusOr<HostTensor> Checkpoint::ReadF32(std::string_view name) const {
   float* dst = out.data<float>();
   switch (raw.dtype) {
     case DType::kBF16: {
-      const uint16_t* src = raw.data<uint16_t>();
-      for (int64_t i = 0; i < n; ++i) dst[i] = BF16ToFloat(src[i]);
+      BF16ToFloatArray(raw.data<uint16_t>(), n, dst);
       return out;
     }
     case DType::kF16: {
-      const uint16_t* src = raw.data<uint16_t>();
-      for (int64_t i = 0; i < n; ++i) dst[i] = F16ToFloat(src[i]);
+      F16ToFloatArray(raw.data<uint16_t>(), n, dst);
       return out;
     }
     case DType::kF64: {
@@ -373,16 +367,16 @@ absl::StatusOr<HostTensor> Checkpoint::ReadF32(std::string_view name) const {
       // Open checked the scale's presence, dtype and shape against this weight.
       ASSIGN_OR_RETURN(HostTensor scale, ReadRaw(absl::StrCat(Absl(name), kScaleSuffix)));
       QUANT_CHECK(raw.shape.size() == 2 && scale.dtype == DType::kF32);
-      QUANT_CHECK(scale.numel() == CeilDiv(raw.shape[0], fp8_block_rows_) *
-                                       CeilDiv(raw.shape[1], fp8_block_cols_));
+      QUANT_CHECK(scale.numel() ==
+                  CeilDiv(raw.shape[0], fp8_block_rows_) * CeilDiv(raw.shape[1], fp8_block_cols_));
       DequantFp8Blocks_ref(raw.data<uint8_t>(), raw.shape[0], raw.shape[1], scale.data<float>(),
                            fp8_block_rows_, fp8_block_cols_, dst);
       return out;
     }
     default:
       return absl::InvalidArgumentError(
-          absl::StrCat(shards_[tensors_.find(name)->second.first]->path(), ": tensor ",
-                       Quote(name), " is ", Absl(DTypeName(raw.dtype)),
+          absl::StrCat(shards_[tensors_.find(name)->second.first]->path(), ": tensor ", Quote(name),
+                       " is ", Absl(DTypeName(raw.dtype)),
                        "; ReadF32 decodes floating-point dtypes only (use ReadRaw)"));
   }
 }

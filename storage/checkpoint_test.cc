@@ -106,7 +106,9 @@ TEST_P(SharedModelTest, ReferenceOutputsOpen) {
     ASSERT_GE(t->data<int64_t>()[k], 0);
     ASSERT_LT(t->data<int64_t>()[k], 4096);
   }
-  if (GetParam() != "fixtures/tiny-kimi-k2") EXPECT_EQ(t->data<int64_t>()[0], 0);
+  if (GetParam() != "fixtures/tiny-kimi-k2") {
+    EXPECT_EQ(t->data<int64_t>()[0], 0);
+  }
   EXPECT_NE((*f)->Find("logits"), nullptr);
 }
 
@@ -114,8 +116,8 @@ INSTANTIATE_TEST_SUITE_P(Models, SharedModelTest,
                          ::testing::Values("tiny-deepseek-v3", "tiny-qwen3-moe",
                                            "fixtures/tiny-deepseek-v3-fp8",
                                            "fixtures/tiny-kimi-k2"),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string name = info.param;
+                         [](const ::testing::TestParamInfo<std::string>& param) {
+                           std::string name = param.param;
                            for (char& ch : name) {
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            }
@@ -129,7 +131,8 @@ INSTANTIATE_TEST_SUITE_P(Models, SharedModelTest,
 TEST(Fp8FixtureTest, DequantizedWeightsMatchTheBf16Model) {
   absl::StatusOr<std::unique_ptr<Checkpoint>> fp8 =
       Checkpoint::Open(kModels + "/fixtures/tiny-deepseek-v3-fp8");
-  absl::StatusOr<std::unique_ptr<Checkpoint>> bf16 = Checkpoint::Open(kModels + "/tiny-deepseek-v3");
+  absl::StatusOr<std::unique_ptr<Checkpoint>> bf16 =
+      Checkpoint::Open(kModels + "/tiny-deepseek-v3");
   ASSERT_TRUE(fp8.ok()) << fp8.status();
   ASSERT_TRUE(bf16.ok()) << bf16.status();
   int fp8_tensors = 0;
@@ -181,9 +184,10 @@ TEST(Fp8FixtureTest, DequantizedWeightsMatchTheBf16Model) {
     sum_ref2 += ref2;
   }
   const double overall_rel = std::sqrt(sum_err2 / sum_ref2);
-  std::printf("fp8 vs bf16: %d tensors, relative Frobenius error overall %.4f, worst %.4f (%s), "
-              "worst element at %.3f of its rounding bound\n",
-              fp8_tensors, overall_rel, worst_tensor_rel, worst_name.c_str(), worst_elem_excess);
+  std::printf(
+      "fp8 vs bf16: %d tensors, relative Frobenius error overall %.4f, worst %.4f (%s), "
+      "worst element at %.3f of its rounding bound\n",
+      fp8_tensors, overall_rel, worst_tensor_rel, worst_name.c_str(), worst_elem_excess);
   RecordProperty("fp8_rel_error_overall", std::to_string(overall_rel));
   RecordProperty("fp8_rel_error_worst_tensor", std::to_string(worst_tensor_rel));
   EXPECT_EQ(fp8_tensors, 176);  // every linear but router, embeddings and lm_head
@@ -305,8 +309,7 @@ void WriteGoodCheckpoint(const std::string& dir) {
   ShardContents shards;
   shards["model-00001-of-00002.safetensors"] = {
       {"a.weight", PatternTensor(DType::kBF16, {4, 4}, 1)}};
-  shards["model-00002-of-00002.safetensors"] = {
-      {"b.weight", PatternTensor(DType::kF32, {3}, 2)}};
+  shards["model-00002-of-00002.safetensors"] = {{"b.weight", PatternTensor(DType::kF32, {3}, 2)}};
   WriteCheckpoint(dir, {{"model_type", "x"}}, shards);
 }
 
@@ -369,9 +372,10 @@ TEST(CheckpointErrorTest, ConfigNotAnObject) {
 TEST(CheckpointErrorTest, BadQuantizationConfig) {
   ScratchDir dir;
   WriteGoodCheckpoint(dir.path());
-  WriteBytes(dir.File("config.json"),
-             json({{"quantization_config", {{"quant_method", "fp8"}, {"weight_block_size", {0, 128}}}}})
-                 .dump());
+  WriteBytes(
+      dir.File("config.json"),
+      json({{"quantization_config", {{"quant_method", "fp8"}, {"weight_block_size", {0, 128}}}}})
+          .dump());
   ExpectError(OpenStatus(dir.path()), absl::StatusCode::kInvalidArgument, dir.File("config.json"),
               "weight_block_size must be two positive integers, got [0,128]");
   WriteBytes(dir.File("config.json"), json({{"quantization_config", "fp8"}}).dump());
@@ -462,8 +466,7 @@ TEST(CheckpointErrorTest, ShardWithBadOffsetsOrDtype) {
       {"{\"b.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
        "\"c\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}",
        "overlap"},
-      {"{\"b.weight\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}",
-       "needs 12 bytes"},
+      {"{\"b.weight\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", "needs 12 bytes"},
       {"{\"b.weight\":{\"dtype\":\"INT4\",\"shape\":[3],\"data_offsets\":[0,8]}}",
        "unknown dtype \"INT4\""},
   };
@@ -523,8 +526,8 @@ TEST(CheckpointErrorTest, Fp8ScaleMissingOrMisShaped) {
     ShardContents shards;
     shards["model.safetensors"] = {{"m.weight", PatternTensor(DType::kF8E4M3, {4, 4}, 1)}};
     WriteCheckpoint(dir.path(), config, shards);
-    ExpectError(OpenStatus(dir.path()), absl::StatusCode::kNotFound,
-                dir.File("model.safetensors"), "has no \"m.weight_scale_inv\"");
+    ExpectError(OpenStatus(dir.path()), absl::StatusCode::kNotFound, dir.File("model.safetensors"),
+                "has no \"m.weight_scale_inv\"");
   }
   {
     ScratchDir dir;

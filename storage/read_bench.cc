@@ -26,11 +26,10 @@ bool Pass(const quant::storage::Checkpoint& ckpt, bool f32, PassResult* result) 
   for (const std::string& name : ckpt.Names()) {
     const quant::storage::TensorInfo* info = ckpt.Info(name);
     // ReadF32 refuses integer tensors; those are read raw in both passes.
-    const bool decodable = info->dtype == quant::storage::DType::kBF16 ||
-                           info->dtype == quant::storage::DType::kF16 ||
-                           info->dtype == quant::storage::DType::kF32 ||
-                           info->dtype == quant::storage::DType::kF64 ||
-                           info->dtype == quant::storage::DType::kF8E4M3;
+    const bool decodable =
+        info->dtype == quant::storage::DType::kBF16 || info->dtype == quant::storage::DType::kF16 ||
+        info->dtype == quant::storage::DType::kF32 || info->dtype == quant::storage::DType::kF64 ||
+        info->dtype == quant::storage::DType::kF8E4M3;
     absl::StatusOr<quant::storage::HostTensor> t =
         f32 && decodable ? ckpt.ReadF32(name) : ckpt.ReadRaw(name);
     if (!t.ok()) {
@@ -40,7 +39,8 @@ bool Pass(const quant::storage::Checkpoint& ckpt, bool f32, PassResult* result) 
     ++result->tensors;
     result->out_bytes += t->bytes.size();
   }
-  result->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result->seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result->file_bytes += ckpt.bytes_read() - before;
   return true;
 }
@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
     escaped_dir += c;
   }
   std::printf("{\"dir\":\"%s\",\"shard_bytes\":%llu,\"repeat\":%d,\"raw\":%s,\"f32\":%s}\n",
-              escaped_dir.c_str(), static_cast<unsigned long long>((*ckpt)->total_bytes()),
-              repeat, PassJson(raw).c_str(), PassJson(f32).c_str());
+              escaped_dir.c_str(), static_cast<unsigned long long>((*ckpt)->total_bytes()), repeat,
+              PassJson(raw).c_str(), PassJson(f32).c_str());
   return 0;
 }

@@ -66,13 +66,13 @@ absl::Status PreadFully(int fd, uint8_t* dst, uint64_t size, uint64_t offset,
     const ssize_t got = ::pread(fd, dst + done, want, static_cast<off_t>(offset + done));
     if (got < 0) {
       if (errno == EINTR) continue;
-      return ErrnoError(errno, path, absl::StrCat("read of bytes [", offset, ", ", offset + size,
-                                                  ") failed"));
+      return ErrnoError(errno, path,
+                        absl::StrCat("read of bytes [", offset, ", ", offset + size, ") failed"));
     }
     if (got == 0) {
       return absl::DataLossError(absl::StrCat(Absl(path), ": file ends at byte ", offset + done,
-                                              " while reading bytes [", offset, ", ",
-                                              offset + size, ") (truncated after open?)"));
+                                              " while reading bytes [", offset, ", ", offset + size,
+                                              ") (truncated after open?)"));
     }
     done += static_cast<uint64_t>(got);
   }
@@ -170,15 +170,15 @@ absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name, const json&
                    absl::StrCat(where, ": data_offsets [", begin, ", ", end, "] end before begin"));
   }
   if (end > data_bytes) {
-    return Invalid(file_label, absl::StrCat(where, ": data_offsets [", begin, ", ", end,
-                                            "] run past the end of the data section (",
-                                            data_bytes, " bytes)"));
+    return Invalid(file_label,
+                   absl::StrCat(where, ": data_offsets [", begin, ", ", end,
+                                "] run past the end of the data section (", data_bytes, " bytes)"));
   }
   if (end - begin != static_cast<uint64_t>(expected_bytes)) {
-    return Invalid(file_label,
-                   absl::StrCat(where, ": shape ", shape.dump(), " of ", Absl(DTypeName(info.dtype)),
-                                " needs ", expected_bytes, " bytes but data_offsets [", begin,
-                                ", ", end, "] hold ", end - begin));
+    return Invalid(file_label, absl::StrCat(where, ": shape ", shape.dump(), " of ",
+                                            Absl(DTypeName(info.dtype)), " needs ", expected_bytes,
+                                            " bytes but data_offsets [", begin, ", ", end,
+                                            "] hold ", end - begin));
   }
   info.begin = data_start + begin;
   info.end = data_start + end;
@@ -212,9 +212,9 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view header
                                                          uint64_t file_size,
                                                          std::string_view file_label) {
   if (header_json.size() > kMaxSafetensorsHeaderBytes) {
-    return Invalid(file_label, absl::StrCat("header of ", header_json.size(),
-                                            " bytes exceeds the limit of ",
-                                            kMaxSafetensorsHeaderBytes));
+    return Invalid(file_label,
+                   absl::StrCat("header of ", header_json.size(), " bytes exceeds the limit of ",
+                                kMaxSafetensorsHeaderBytes));
   }
   SafetensorsHeader header;
   header.data_start = 8 + header_json.size();
@@ -234,8 +234,7 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view header
   std::set<std::string, std::less<>> top_keys;
   std::string duplicate;
   bool has_duplicate = false;
-  const json::parser_callback_t on_event = [&](int depth, json::parse_event_t event,
-                                               json& parsed) {
+  const json::parser_callback_t on_event = [&](int depth, json::parse_event_t event, json& parsed) {
     if (event == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
       if (!top_keys.insert(parsed.get<std::string>()).second && !has_duplicate) {
         has_duplicate = true;
@@ -265,14 +264,13 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view header
   for (const auto& [key, value] : root.items()) {
     if (key == "__metadata__") {
       if (!value.is_object()) {
-        return Invalid(file_label, absl::StrCat("__metadata__ must be an object, got ",
-                                                JsonTypeName(value)));
+        return Invalid(file_label,
+                       absl::StrCat("__metadata__ must be an object, got ", JsonTypeName(value)));
       }
       for (const auto& [mkey, mvalue] : value.items()) {
         if (!mvalue.is_string()) {
           return Invalid(file_label, absl::StrCat("__metadata__ ", Quote(mkey),
-                                                  " must be a string, got ",
-                                                  JsonTypeName(mvalue)));
+                                                  " must be a string, got ", JsonTypeName(mvalue)));
         }
         header.metadata[mkey] = mvalue.get<std::string>();
       }
@@ -292,11 +290,11 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view header
     const TensorInfo& prev = header.tensors[i - 1];
     const TensorInfo& cur = header.tensors[i];
     if (cur.begin < prev.end) {
-      return Invalid(file_label,
-                     absl::StrCat("tensors ", Quote(prev.name), " [", prev.begin - header.data_start,
-                                  ", ", prev.end - header.data_start, ") and ", Quote(cur.name),
-                                  " [", cur.begin - header.data_start, ", ",
-                                  cur.end - header.data_start, ") overlap"));
+      return Invalid(file_label, absl::StrCat("tensors ", Quote(prev.name), " [",
+                                              prev.begin - header.data_start, ", ",
+                                              prev.end - header.data_start, ") and ",
+                                              Quote(cur.name), " [", cur.begin - header.data_start,
+                                              ", ", cur.end - header.data_start, ") overlap"));
     }
   }
   return header;
@@ -336,8 +334,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   ASSIGN_OR_RETURN(const uint64_t header_bytes,
                    ParseSafetensorsHeaderLength(prefix, file_size, path));
   std::string header_json(header_bytes, '\0');
-  RETURN_IF_ERROR(PreadFully(fd, reinterpret_cast<uint8_t*>(header_json.data()), header_bytes, 8,
-                             path));
+  RETURN_IF_ERROR(
+      PreadFully(fd, reinterpret_cast<uint8_t*>(header_json.data()), header_bytes, 8, path));
   ASSIGN_OR_RETURN(SafetensorsHeader header, ParseSafetensorsHeader(header_json, file_size, path));
   guard.fd = -1;
   return std::unique_ptr<SafetensorsFile>(
@@ -379,8 +377,8 @@ void SafetensorsWriter::SetMetadata(std::string key, std::string value) {
 
 absl::Status SafetensorsWriter::Add(std::string name, HostTensor tensor) {
   if (name.empty() || name == "__metadata__") {
-    return absl::InvalidArgumentError(absl::StrCat("safetensors writer: invalid tensor name ",
-                                                   Quote(name)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("safetensors writer: invalid tensor name ", Quote(name)));
   }
   if (names_.count(name) != 0) {
     return absl::InvalidArgumentError(

@@ -30,7 +30,7 @@ void CheckHeader(const quant::storage::SafetensorsHeader& header, size_t header_
     QUANT_CHECK(t.begin >= prev_end);  // sorted and not overlapping
     QUANT_CHECK(t.begin <= t.end && t.end <= file_size);
     QUANT_CHECK(t.end - t.begin == static_cast<uint64_t>(quant::storage::NumElements(t.shape) *
-                                                        quant::storage::DTypeSize(t.dtype)));
+                                                         quant::storage::DTypeSize(t.dtype)));
     prev_end = t.end;
   }
 }

@@ -125,8 +125,9 @@ TEST(SafetensorsOpenTest, HeaderNotAnObject) {
 TEST(SafetensorsOpenTest, OffsetsPastEndOfData) {
   ScratchDir dir;
   std::string path;
-  ExpectError(OpenImage(dir, SafetensorsImage(OneTensorHeader("\"F32\"", "[4]", "[0, 16]"),
-                                              std::string(12, '\0')),
+  ExpectError(OpenImage(dir,
+                        SafetensorsImage(OneTensorHeader("\"F32\"", "[4]", "[0, 16]"),
+                                         std::string(12, '\0')),
                         &path),
               absl::StatusCode::kInvalidArgument, path,
               "tensor \"w\": data_offsets [0, 16] run past the end of the data section (12 bytes)");
@@ -146,8 +147,9 @@ TEST(SafetensorsOpenTest, OverlappingOffsets) {
 TEST(SafetensorsOpenTest, ShapeSizeMismatch) {
   ScratchDir dir;
   std::string path;
-  ExpectError(OpenImage(dir, SafetensorsImage(OneTensorHeader("\"BF16\"", "[2, 3]", "[0, 8]"),
-                                              std::string(8, '\0')),
+  ExpectError(OpenImage(dir,
+                        SafetensorsImage(OneTensorHeader("\"BF16\"", "[2, 3]", "[0, 8]"),
+                                         std::string(8, '\0')),
                         &path),
               absl::StatusCode::kInvalidArgument, path,
               "shape [2,3] of BF16 needs 12 bytes but data_offsets [0, 8] hold 8");
@@ -156,30 +158,29 @@ TEST(SafetensorsOpenTest, ShapeSizeMismatch) {
 TEST(SafetensorsOpenTest, UnknownDType) {
   ScratchDir dir;
   std::string path;
-  ExpectError(OpenImage(dir, SafetensorsImage(OneTensorHeader("\"F8_E5M2\"", "[4]", "[0, 4]"),
-                                              std::string(4, '\0')),
+  ExpectError(OpenImage(dir,
+                        SafetensorsImage(OneTensorHeader("\"F8_E5M2\"", "[4]", "[0, 4]"),
+                                         std::string(4, '\0')),
                         &path),
-              absl::StatusCode::kInvalidArgument, path,
-              "tensor \"w\": unknown dtype \"F8_E5M2\"");
+              absl::StatusCode::kInvalidArgument, path, "tensor \"w\": unknown dtype \"F8_E5M2\"");
 }
 
 TEST(SafetensorsOpenTest, NegativeDimension) {
   ScratchDir dir;
   std::string path;
-  ExpectError(OpenImage(dir, SafetensorsImage(OneTensorHeader("\"F32\"", "[-1]", "[0, 0]"), ""),
-                        &path),
-              absl::StatusCode::kInvalidArgument, path, "negative dimension -1");
+  ExpectError(
+      OpenImage(dir, SafetensorsImage(OneTensorHeader("\"F32\"", "[-1]", "[0, 0]"), ""), &path),
+      absl::StatusCode::kInvalidArgument, path, "negative dimension -1");
 }
 
 TEST(SafetensorsOpenTest, ShapeOverflow) {
   ScratchDir dir;
   std::string path;
-  ExpectError(
-      OpenImage(dir,
-                SafetensorsImage(OneTensorHeader("\"F32\"", "[4294967296, 4294967296]", "[0, 0]"),
-                                 ""),
-                &path),
-      absl::StatusCode::kInvalidArgument, path, "more elements than fit in 64 bits");
+  ExpectError(OpenImage(dir,
+                        SafetensorsImage(
+                            OneTensorHeader("\"F32\"", "[4294967296, 4294967296]", "[0, 0]"), ""),
+                        &path),
+              absl::StatusCode::kInvalidArgument, path, "more elements than fit in 64 bits");
 }
 
 // Wrong JSON types in each field of an entry; all must be refused with the file named.
@@ -306,10 +307,13 @@ TEST(SafetensorsReadTest, HugeSparseFileReadsOnlyTheRequestedRange) {
   ScratchDir dir;
   const std::string path = dir.File("huge.safetensors");
   const uint64_t kHugeBytes = uint64_t{1} << 40;
-  std::string header = "{\"huge\":{\"dtype\":\"F8_E4M3\",\"shape\":[1048576,1048576],"
-                       "\"data_offsets\":[0," + std::to_string(kHugeBytes) + "]},"
-                       "\"small\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[" +
-                       std::to_string(kHugeBytes) + "," + std::to_string(kHugeBytes + 8) + "]}}";
+  std::string header =
+      "{\"huge\":{\"dtype\":\"F8_E4M3\",\"shape\":[1048576,1048576],"
+      "\"data_offsets\":[0," +
+      std::to_string(kHugeBytes) +
+      "]},"
+      "\"small\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[" +
+      std::to_string(kHugeBytes) + "," + std::to_string(kHugeBytes + 8) + "]}}";
   WriteBytes(path, SafetensorsImage(header, ""));
   const uint64_t data_start = 8 + header.size();
   std::error_code ec;
@@ -425,7 +429,9 @@ TEST(SafetensorsWriterTest, DataStartIsAlignedAndPaddingIsSpaces) {
     const size_t close = header.rfind('}');
     EXPECT_EQ(header.find_first_not_of(' ', close + 1), std::string::npos) << header;
     EXPECT_LT(n - close - 1, 8u);
-    if (len % 2) EXPECT_EQ(header.rfind("{\"__metadata__\":", 0), 0u) << header;
+    if (len % 2) {
+      EXPECT_EQ(header.rfind("{\"__metadata__\":", 0), 0u) << header;
+    }
     const nlohmann::json parsed = nlohmann::json::parse(header);
     EXPECT_EQ(parsed[std::string(len, 'n')]["data_offsets"], nlohmann::json({0, len}));
   }
@@ -499,6 +505,25 @@ TEST(SafetensorsWriterTest, PythonReaderAgreesWithTheLayout) {
   const std::string cmd = "python3 " + script + " " + path +
                           " 'b.weight:F32:2,3:1,2,3,4,5,6' 'a.bias:BF16:3:1,-2,0' 'c:I64::-5'";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+
+// The fuzzer's seeds must stay what they claim, or the fuzzer mutates nothing interesting.
+TEST(SafetensorsFuzzSeedsTest, SeedsParseAsIntended) {
+  const std::string testdata = std::string(QUANT_SOURCE_DIR) + "/storage/testdata/";
+  const std::string header = ReadBytes(testdata + "fuzz_seed_header.json");
+  absl::StatusOr<SafetensorsHeader> h = ParseSafetensorsHeader(header, 8 + header.size() + 64, "s");
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->tensors.size(), 5u);
+
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f =
+      SafetensorsFile::Open(testdata + "fuzz_seed_file.safetensors");
+  ASSERT_TRUE(f.ok()) << f.status();
+  absl::StatusOr<HostTensor> x = (*f)->Read(*(*f)->Find("x"));
+  ASSERT_TRUE(x.ok());
+  EXPECT_EQ(x->data<float>()[1], -2.5f);
+
+  const std::string bad = ReadBytes(testdata + "fuzz_seed_overlap.json");
+  EXPECT_FALSE(ParseSafetensorsHeader(bad, 8 + bad.size() + 64, "s").ok());
 }
 
 }  // namespace

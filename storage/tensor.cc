@@ -52,7 +52,8 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
   for (const DTypeEntry& e : kDTypes) {
     if (e.name == name) return e.dtype;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown dtype \"", absl::string_view(name.data(), name.size()), "\""));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype \"", absl::string_view(name.data(), name.size()), "\""));
 }
 
 int64_t NumElements(const std::vector<int64_t>& shape) {
@@ -137,5 +138,13 @@ constexpr std::array<float, 256> kF8E4M3Table = MakeF8E4M3Table();
 }  // namespace
 
 float F8E4M3ToFloat(uint8_t v) { return kF8E4M3Table[v]; }
+
+void BF16ToFloatArray(const uint16_t* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = BF16ToFloat(src[i]);
+}
+
+void F16ToFloatArray(const uint16_t* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = F16ToFloat(src[i]);
+}
 
 }  // namespace quant::storage

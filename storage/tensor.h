@@ -40,4 +40,9 @@ uint16_t FloatToBF16(float v);
 float F16ToFloat(uint16_t v);
 float F8E4M3ToFloat(uint8_t v);
 
+// Array forms of the decoders above (same results, element by element): the loops sit beside
+// the scalar code so the compiler inlines and vectorizes them. `src` and `dst` hold n elements.
+void BF16ToFloatArray(const uint16_t* src, int64_t n, float* dst);
+void F16ToFloatArray(const uint16_t* src, int64_t n, float* dst);
+
 }  // namespace quant::storage

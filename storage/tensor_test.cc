@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -38,10 +39,10 @@ TEST(DTypeTest, NamesSizesAndParseAgree) {
     DType dtype;
     const char* name;
     int64_t size;
-  } kCases[] = {{DType::kBF16, "BF16", 2}, {DType::kF16, "F16", 2},   {DType::kF32, "F32", 4},
-                {DType::kF64, "F64", 8},   {DType::kF8E4M3, "F8_E4M3", 1},
-                {DType::kI8, "I8", 1},     {DType::kU8, "U8", 1},     {DType::kI16, "I16", 2},
-                {DType::kI32, "I32", 4},   {DType::kI64, "I64", 8},   {DType::kBool, "BOOL", 1}};
+  } kCases[] = {{DType::kBF16, "BF16", 2}, {DType::kF16, "F16", 2},        {DType::kF32, "F32", 4},
+                {DType::kF64, "F64", 8},   {DType::kF8E4M3, "F8_E4M3", 1}, {DType::kI8, "I8", 1},
+                {DType::kU8, "U8", 1},     {DType::kI16, "I16", 2},        {DType::kI32, "I32", 4},
+                {DType::kI64, "I64", 8},   {DType::kBool, "BOOL", 1}};
   for (const auto& c : kCases) {
     EXPECT_EQ(DTypeName(c.dtype), c.name);
     EXPECT_EQ(DTypeSize(c.dtype), c.size) << c.name;
@@ -159,6 +160,18 @@ TEST(F16Test, DecodesAll65536AgainstFormula) {
   EXPECT_EQ(F16ToFloat(0x0001), std::ldexp(1.0f, -24));
 }
 
+TEST(ArrayDecodeTest, MatchesScalarDecodeOnAllValues) {
+  std::vector<uint16_t> all(65536);
+  for (uint32_t v = 0; v < 65536; ++v) all[v] = static_cast<uint16_t>(v);
+  std::vector<float> bf16(all.size()), f16(all.size());
+  BF16ToFloatArray(all.data(), static_cast<int64_t>(all.size()), bf16.data());
+  F16ToFloatArray(all.data(), static_cast<int64_t>(all.size()), f16.data());
+  for (uint32_t v = 0; v < 65536; ++v) {
+    ASSERT_EQ(std::bit_cast<uint32_t>(bf16[v]), std::bit_cast<uint32_t>(BF16ToFloat(all[v])));
+    ASSERT_EQ(std::bit_cast<uint32_t>(f16[v]), std::bit_cast<uint32_t>(F16ToFloat(all[v])));
+  }
+}
+
 TEST(F8E4M3Test, DecodesAll256AgainstFormula) {
   for (uint32_t v = 0; v < 256; ++v) {
     const float got = F8E4M3ToFloat(static_cast<uint8_t>(v));
@@ -176,8 +189,8 @@ TEST(F8E4M3Test, DecodesAll256AgainstFormula) {
 TEST(F8E4M3Test, KnownValues) {
   EXPECT_EQ(F8E4M3ToFloat(0x7e), 448.0f);  // largest finite, S.1111.110
   EXPECT_EQ(F8E4M3ToFloat(0xfe), -448.0f);
-  EXPECT_EQ(F8E4M3ToFloat(0x78), 256.0f);  // exponent 15 is finite in the fn variant
-  EXPECT_EQ(F8E4M3ToFloat(0x38), 1.0f);    // exponent 7 = bias
+  EXPECT_EQ(F8E4M3ToFloat(0x78), 256.0f);                // exponent 15 is finite in the fn variant
+  EXPECT_EQ(F8E4M3ToFloat(0x38), 1.0f);                  // exponent 7 = bias
   EXPECT_EQ(F8E4M3ToFloat(0x08), std::ldexp(1.0f, -6));  // smallest normal
   EXPECT_EQ(F8E4M3ToFloat(0x07), 7 * std::ldexp(1.0f, -9));  // largest subnormal
   EXPECT_EQ(F8E4M3ToFloat(0x01), std::ldexp(1.0f, -9));      // smallest subnormal
