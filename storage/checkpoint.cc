@@ -101,6 +101,8 @@ absl::StatusOr<json> ReadJsonObject(const std::string& path) {
     // e.what() names the line and column; nlohmann escapes the offending token.
     std::string what = e.what();
     std::replace(what.begin(), what.end(), '\n', ' ');
+    // The last-read token can be as long as the file; a message stays short.
+    if (what.size() > 300) what = what.substr(0, 300) + "...";
     return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", what));
   }
   if (!parsed.is_object()) {
@@ -153,7 +155,11 @@ void DequantFp8Blocks_ref(const uint8_t* fp8, int64_t rows, int64_t cols, const 
     const float* scale_row = scale_inv + (i / block_rows) * scale_cols;
     const uint8_t* src = fp8 + i * cols;
     float* dst = out + i * cols;
-    for (int64_t j = 0; j < cols; ++j) dst[j] = decode[src[j]] * scale_row[j / block_cols];
+    for (int64_t jb = 0; jb < scale_cols; ++jb) {
+      const float scale = scale_row[jb];
+      const int64_t end = std::min(cols, (jb + 1) * block_cols);
+      for (int64_t j = jb * block_cols; j < end; ++j) dst[j] = decode[src[j]] * scale;
+    }
   }
 }
 
@@ -213,9 +219,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   std::map<std::string, std::string> weight_map;
   const std::string index_path = JoinPath(dir, kIndexFile);
   const std::string single_path = JoinPath(dir, kSingleShardFile);
-  std::string map_source;  // the file that named the tensors, for errors
-  if (PathExists(index_path)) {
-    map_source = index_path;
+  const bool has_index = PathExists(index_path);
+  if (has_index) {
     ASSIGN_OR_RETURN(json index, ReadJsonObject(index_path));
     if (!index.contains("weight_map") || !index["weight_map"].is_object()) {
       return absl::InvalidArgumentError(
@@ -232,16 +237,14 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     if (weight_map.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map is empty"));
     }
-  } else if (IsRegularFile(single_path)) {
-    map_source = single_path;
-  } else {
+  } else if (!IsRegularFile(single_path)) {
     return absl::NotFoundError(
         absl::StrCat(dir, ": neither ", kIndexFile, " nor ", kSingleShardFile, " found"));
   }
 
   // Open each shard once, in name order so errors are deterministic.
   std::map<std::string, size_t> shard_index;
-  if (weight_map.empty()) {
+  if (!has_index) {
     shard_index.emplace(kSingleShardFile, 0);
   } else {
     for (const auto& [name, shard] : weight_map) shard_index.emplace(shard, 0);
@@ -253,7 +256,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     ckpt->shards_.push_back(std::move(shard));
   }
 
-  if (weight_map.empty()) {
+  if (!has_index) {
     for (const TensorInfo& info : ckpt->shards_[0]->header().tensors) {
       ckpt->tensors_.emplace(info.name, std::make_pair(size_t{0}, &info));
     }

@@ -251,6 +251,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view header
     // its last-read token is already escaped by nlohmann, so the line stays one line.
     std::string what = e.what();
     std::replace(what.begin(), what.end(), '\n', ' ');
+    // The last-read token can be as long as the file; a message stays short.
+    if (what.size() > 300) what = what.substr(0, 300) + "...";
     return Invalid(file_label, absl::StrCat("header is not valid JSON: ", what));
   }
   if (!root.is_object()) {
