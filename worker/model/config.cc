@@ -12,11 +12,11 @@ namespace {
 
 using nlohmann::json;
 
-absl::Status FieldError(std::string_view label, std::string_view field, std::string_view what) {
+absl::Status FieldError(const std::string& label, const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(label, ": field '", field, "' ", what));
 }
 
-absl::StatusOr<int> GetInt(const json& j, std::string_view label, const std::string& key,
+absl::StatusOr<int> GetInt(const json& j, const std::string& label, const std::string& key,
                            std::optional<int> fallback, int min_value = 1) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
@@ -31,7 +31,7 @@ absl::StatusOr<int> GetInt(const json& j, std::string_view label, const std::str
   return static_cast<int>(v);
 }
 
-absl::StatusOr<double> GetDouble(const json& j, std::string_view label, const std::string& key,
+absl::StatusOr<double> GetDouble(const json& j, const std::string& label, const std::string& key,
                                  std::optional<double> fallback) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
@@ -54,7 +54,7 @@ bool GetBool(const json& j, const std::string& key, bool fallback) {
   return (it != j.end() && it->is_boolean()) ? it->get<bool>() : fallback;
 }
 
-absl::Status ParseRopeScaling(const json& j, std::string_view label, ModelConfig& c) {
+absl::Status ParseRopeScaling(const json& j, const std::string& label, ModelConfig& c) {
   auto it = j.find("rope_scaling");
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_object()) return FieldError(label, "rope_scaling", "is not an object");
@@ -111,7 +111,8 @@ double ModelConfig::AttentionScale() const {
   return scale;
 }
 
-absl::StatusOr<ModelConfig> ModelConfig::FromJson(const json& j, std::string_view label) {
+absl::StatusOr<ModelConfig> ModelConfig::FromJson(const json& j, std::string_view label_view) {
+  const std::string label(label_view);
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(label, ": not a JSON object"));
   ModelConfig c;
   std::string arch_name;

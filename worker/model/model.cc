@@ -70,7 +70,7 @@ absl::StatusOr<ComputeDType> ParseComputeDType(std::string_view name) {
   if (name == "fp32" || name == "float32") return ComputeDType::kF32;
   if (name == "bf16" || name == "bfloat16") return ComputeDType::kBF16;
   return absl::InvalidArgumentError(
-      absl::StrCat("--compute: '", name, "' is not one of fp32, bf16"));
+      absl::StrCat("--compute: '", std::string(name), "' is not one of fp32, bf16"));
 }
 
 const at::Tensor& LayerWeights::at(const std::string& name) const {

@@ -108,10 +108,13 @@ TEST(HessianCollectorTest, CountsTokensPerExpertAndSharesGateUp) {
     routed += gate.tokens;
   }
   EXPECT_EQ(routed, tokens * (*model)->config().experts_per_token);
-  // H is symmetric positive semi-definite: x^T H x >= 0.
-  at::Tensor hq = stats.at("model.layers.0.self_attn.q_proj").Hessian();
-  EXPECT_TRUE(at::allclose(hq, hq.t()));
-  EXPECT_GE(at::linalg_eigvalsh(hq.to(at::kDouble)).min().item<double>(), -1e-6);
+  // H is symmetric positive semi-definite up to float32 rounding of the sums (128 tokens in
+  // 256 dims: rank-deficient, so its smallest eigenvalues are zeros plus rounding).
+  at::Tensor hq = stats.at("model.layers.0.self_attn.q_proj").Hessian().to(at::kDouble);
+  const double top = hq.abs().max().item<double>();
+  EXPECT_LE((hq - hq.t()).abs().max().item<double>(), 1e-6 * top);
+  at::Tensor eig = at::linalg_eigvalsh(hq);
+  EXPECT_GE(eig.min().item<double>(), -1e-5 * eig.max().item<double>());
 }
 
 TEST(ModelConfigTest, RejectsUnknownArchitecture) {
