@@ -106,8 +106,7 @@ void AddedVocabulary::SplitWith(const Matcher& matcher, std::string_view text, s
     // The scan goes on after the match even when single_word rejects it (aho-corasick's
     // non-overlapping iteration in HF).
     pos = stop;
-    if (token.single_word &&
-        (EndsWithWordChar(text, start) || StartsWithWordChar(text, stop))) {
+    if (token.single_word && (EndsWithWordChar(text, start) || StartsWithWordChar(text, stop))) {
       continue;
     }
     if (token.lstrip) start = std::max(WhitespaceRunStart(text, start), plain_begin);
@@ -139,8 +138,8 @@ void AddedVocabulary::Split(std::string_view text, std::vector<TextSegment>* seg
     if (segment.token_id >= 0) {
       segments->push_back(segment);
     } else {
-      SplitWith(normalized_, text.substr(segment.begin, segment.end - segment.begin),
-                segment.begin, segments);
+      SplitWith(normalized_, text.substr(segment.begin, segment.end - segment.begin), segment.begin,
+                segments);
     }
   }
 }

@@ -21,7 +21,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(
   model->vocab_ = std::move(vocab);
   model->options_ = std::move(options);
   for (const auto& [token, id] : model->vocab_) {
-    if (id < 0) return absl::InvalidArgumentError(absl::StrCat("vocab id of \"", token, "\" is negative"));
+    if (id < 0)
+      return absl::InvalidArgumentError(absl::StrCat("vocab id of \"", token, "\" is negative"));
     model->max_id_ = std::max(model->max_id_, id);
     // Two tokens sharing an id decode as the lexicographically first, to stay deterministic.
     auto [it, inserted] = model->tokens_by_id_.try_emplace(id, token);
@@ -30,8 +31,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(
   if (model->options_.unk_token.has_value()) {
     auto it = model->vocab_.find(*model->options_.unk_token);
     if (it == model->vocab_.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unk_token \"", *model->options_.unk_token, "\" is not in the vocabulary"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unk_token \"", *model->options_.unk_token, "\" is not in the vocabulary"));
     }
     model->unk_id_ = it->second;
   }
@@ -39,11 +40,17 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(
   model->merges_.reserve(merges.size());
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& [left, right] = merges[rank];
-    auto describe = [&] { return absl::StrCat("merge #", rank, " (\"", left, "\", \"", right, "\")"); };
+    auto describe = [&] {
+      return absl::StrCat("merge #", rank, " (\"", left, "\", \"", right, "\")");
+    };
     const auto left_id = model->TokenToId(left);
-    if (!left_id) return absl::InvalidArgumentError(absl::StrCat(describe(), " names unknown token \"", left, "\""));
+    if (!left_id)
+      return absl::InvalidArgumentError(
+          absl::StrCat(describe(), " names unknown token \"", left, "\""));
     const auto right_id = model->TokenToId(right);
-    if (!right_id) return absl::InvalidArgumentError(absl::StrCat(describe(), " names unknown token \"", right, "\""));
+    if (!right_id)
+      return absl::InvalidArgumentError(
+          absl::StrCat(describe(), " names unknown token \"", right, "\""));
     // With a continuing-subword prefix ("##"), the right part's prefix is dropped on merging.
     std::string merged = absl::StartsWith(right, prefix)
                              ? absl::StrCat(left, absl::string_view(right).substr(prefix.size()))
@@ -79,7 +86,8 @@ const BpeModel::MergeTarget* BpeModel::FindMerge(int32_t left, int32_t right) co
 std::vector<int32_t> BpeModel::InitialSymbols(std::string_view word) const {
   std::vector<int32_t> ids;
   ids.reserve(word.size());
-  const bool plain = options_.continuing_subword_prefix.empty() && options_.end_of_word_suffix.empty();
+  const bool plain =
+      options_.continuing_subword_prefix.empty() && options_.end_of_word_suffix.empty();
   std::string symbol;
   // A pending unknown symbol, held back so that fuse_unk can extend it.
   bool unk_pending = false;
@@ -154,7 +162,8 @@ std::vector<int32_t> BpeModel::TokenizeUncached(std::string_view word) const {
   std::vector<Candidate> heap;
   heap.reserve(n);
   for (int i = 0; i + 1 < n; ++i) {
-    if (const MergeTarget* m = FindMerge(ids[i], ids[i + 1])) heap.push_back({m->rank, i, m->new_id});
+    if (const MergeTarget* m = FindMerge(ids[i], ids[i + 1]))
+      heap.push_back({m->rank, i, m->new_id});
   }
   std::make_heap(heap.begin(), heap.end(), lower_priority);
   while (!heap.empty()) {
@@ -226,7 +235,8 @@ void BpeModel::Tokenize(std::string_view word, std::vector<int32_t>* ids) const 
   std::vector<int32_t> word_ids = TokenizeUncached(word);
   ids->insert(ids->end(), word_ids.begin(), word_ids.end());
   std::unique_lock<std::shared_mutex> lock(cache_mu_);
-  if (cache_.size() < options_.cache_capacity_words) cache_.try_emplace(std::string(word), std::move(word_ids));
+  if (cache_.size() < options_.cache_capacity_words)
+    cache_.try_emplace(std::string(word), std::move(word_ids));
 }
 
 }  // namespace quant::tokenizer

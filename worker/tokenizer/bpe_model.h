@@ -79,8 +79,7 @@ class BpeModel {
   // std::shared_mutex rather than absl::Mutex: this build keeps asserts on (no NDEBUG), which
   // turns on absl::Mutex's deadlock graph, a measured ~5% of encode time for a lock per word.
   mutable std::shared_mutex cache_mu_;
-  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_
-      ABSL_GUARDED_BY(cache_mu_);
+  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 }  // namespace quant::tokenizer

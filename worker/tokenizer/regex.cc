@@ -55,8 +55,8 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern) 
   if (rc != ONIG_NORMAL) {
     OnigUChar message[ONIG_MAX_ERROR_MESSAGE_LEN];
     onig_error_code_to_str(message, rc, &error_info);
-    return absl::InvalidArgumentError(absl::StrCat("bad regex /", ToAbsl(pattern),
-                                                   "/: ", reinterpret_cast<char*>(message)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad regex /", ToAbsl(pattern), "/: ", reinterpret_cast<char*>(message)));
   }
   return std::unique_ptr<Regex>(new Regex(compiled));
 }
@@ -77,8 +77,7 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::CompileLiteral(std::string_view li
 
 Regex::~Regex() { onig_free(static_cast<regex_t*>(compiled_)); }
 
-void Regex::FindAll(std::string_view text,
-                    std::vector<std::pair<size_t, size_t>>* matches) const {
+void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
   matches->clear();
   auto* re = static_cast<regex_t*>(compiled_);
   OnigRegion* region = ThreadRegion();
@@ -88,8 +87,7 @@ void Regex::FindAll(std::string_view text,
   bool have_last_end = false;
   size_t last_match_end = 0;
   while (search_from <= text.size()) {
-    const int rc = onig_search(re, begin, end, begin + search_from, end, region,
-                               ONIG_OPTION_NONE);
+    const int rc = onig_search(re, begin, end, begin + search_from, end, region, ONIG_OPTION_NONE);
     // ONIG_MISMATCH ends the scan; so does any engine error (e.g. the backtracking retry
     // limit), leaving the rest of the text unsplit rather than failing the encode.
     if (rc < 0) break;

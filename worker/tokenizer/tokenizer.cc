@@ -5,10 +5,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -73,7 +72,8 @@ absl::StatusOr<std::string> RequiredString(const json& obj, const char* key,
 absl::StatusOr<int32_t> IdValue(const json& v, absl::string_view where) {
   if (!v.is_number_integer()) return Invalid(where, "expected a non-negative integer id");
   const int64_t id = v.get<int64_t>();
-  if (id < 0 || id > std::numeric_limits<int32_t>::max()) {
+  // The top value is refused too, so that vocab_size() = max id + 1 still fits in int32_t.
+  if (id < 0 || id >= std::numeric_limits<int32_t>::max()) {
     return Invalid(where, absl::StrCat("id ", id, " is out of range"));
   }
   return static_cast<int32_t>(id);
@@ -93,7 +93,8 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseMerges(con
       // The legacy "a b" form: HF splits at the first space.
       const std::string& s = m.get_ref<const std::string&>();
       const size_t space = s.find(' ');
-      if (space == std::string::npos) return Invalid(where, absl::StrCat("\"", s, "\" is not \"left right\""));
+      if (space == std::string::npos)
+        return Invalid(where, absl::StrCat("\"", s, "\" is not \"left right\""));
       out.emplace_back(s.substr(0, space), s.substr(space + 1));
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
       out.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
@@ -119,7 +120,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> ParseModel(const json& root) {
   absl::flat_hash_map<std::string, int32_t> vocab;
   vocab.reserve(vocab_json->size());
   for (const auto& [token, id_json] : vocab_json->items()) {
-    ASSIGN_OR_RETURN(const int32_t id, IdValue(id_json, absl::StrCat("model.vocab[\"", token, "\"]")));
+    ASSIGN_OR_RETURN(const int32_t id,
+                     IdValue(id_json, absl::StrCat("model.vocab[\"", token, "\"]")));
     vocab.emplace(token, id);
   }
   ASSIGN_OR_RETURN(auto merges, ParseMerges(Find(*model, "merges")));
@@ -127,7 +129,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> ParseModel(const json& root) {
   if (const json* dropout = Find(*model, "dropout")) {
     if (!dropout->is_number()) return Invalid("model.dropout", "expected a number or null");
     // Dropout makes encoding random; our ids must be deterministic (STYLE.md 10).
-    if (dropout->get<double>() > 0) return Unsupported("model.dropout", "BPE dropout is not supported");
+    if (dropout->get<double>() > 0)
+      return Unsupported("model.dropout", "BPE dropout is not supported");
   }
   BpeOptions options;
   ASSIGN_OR_RETURN(options.unk_token, StringField(*model, "unk_token", "model"));
@@ -140,7 +143,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> ParseModel(const json& root) {
   ASSIGN_OR_RETURN(options.ignore_merges, BoolField(*model, "ignore_merges", false, "model"));
 
   auto bpe = BpeModel::Create(std::move(vocab), merges, std::move(options));
-  if (!bpe.ok()) return absl::Status(bpe.status().code(), absl::StrCat("model: ", bpe.status().message()));
+  if (!bpe.ok())
+    return absl::Status(bpe.status().code(), absl::StrCat("model: ", bpe.status().message()));
   return bpe;
 }
 
@@ -263,11 +267,13 @@ absl::StatusOr<TemplatePiece> SpecialPiece(const json& special_tokens, const std
   }
   const json* ids = Find(*entry, "ids");
   if (ids == nullptr || !ids->is_array()) {
-    return Invalid(absl::StrCat(where, ": special_tokens[\"", name, "\"].ids"), "expected an array");
+    return Invalid(absl::StrCat(where, ": special_tokens[\"", name, "\"].ids"),
+                   "expected an array");
   }
   TemplatePiece piece;
   for (const json& id : *ids) {
-    ASSIGN_OR_RETURN(const int32_t value, IdValue(id, absl::StrCat(where, ": special_tokens[\"", name, "\"].ids")));
+    ASSIGN_OR_RETURN(const int32_t value,
+                     IdValue(id, absl::StrCat(where, ": special_tokens[\"", name, "\"].ids")));
     piece.ids.push_back(value);
   }
   return piece;
@@ -294,14 +300,15 @@ absl::StatusOr<Template> ParseTemplate(const json& processor, const std::string&
   Template out;
   if (single->is_string()) {
     // The string form "<s> $A </s>", with optional ":type_id" suffixes (HF's Piece::try_from).
-    for (absl::string_view part : absl::StrSplit(single->get_ref<const std::string&>(), ' ',
-                                                absl::SkipEmpty())) {
+    for (absl::string_view part :
+         absl::StrSplit(single->get_ref<const std::string&>(), ' ', absl::SkipEmpty())) {
       absl::string_view name = part.substr(0, part.find(':'));
       if (!name.empty() && name[0] == '$') {
         ASSIGN_OR_RETURN(const bool is_a, IsSequenceA(name.substr(1), single_where));
         if (is_a) out.push_back({true, {}});
       } else {
-        ASSIGN_OR_RETURN(TemplatePiece piece, SpecialPiece(*special_tokens, std::string(name), single_where));
+        ASSIGN_OR_RETURN(TemplatePiece piece,
+                         SpecialPiece(*special_tokens, std::string(name), single_where));
         out.push_back(std::move(piece));
       }
     }

@@ -22,8 +22,13 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
 
   // Ids as the HF `tokenizers` library gives for encode(text, add_special_tokens).
+  // Bytes of `text` that are not UTF-8 are first replaced by U+FFFD (as Python's
+  // errors="replace" would hand them to HF). Thread-safe.
   virtual std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens) const = 0;
+  // HF's decode(ids, skip_special_tokens=False): unknown ids are skipped; byte sequences that
+  // are not UTF-8 come out as U+FFFD.
   virtual std::string Decode(const std::vector<int32_t>& ids) const = 0;
+  // One past the largest id Encode can return (vocabulary, added tokens, template ids).
   virtual int32_t vocab_size() const = 0;
 };
 

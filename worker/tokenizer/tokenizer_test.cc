@@ -8,12 +8,11 @@
 #include <chrono>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "worker/tokenizer/bpe_model.h"
 #include "worker/tokenizer/pre_tokenizer.h"
@@ -140,8 +139,12 @@ TEST_P(SharedTokenizerTest, ConcurrentEncodesAgree) {
 TEST_P(SharedTokenizerTest, InvalidUtf8IsReplacedLikeLossyDecoding) {
   auto tokenizer = Load(TokenizerPath(GetParam()));
   ASSERT_NE(tokenizer, nullptr);
-  EXPECT_EQ(tokenizer->Encode("a\xFF" "b\xE6\x97", false),
-            tokenizer->Encode("a\xEF\xBF\xBD" "b\xEF\xBF\xBD", false));
+  EXPECT_EQ(tokenizer->Encode("a\xFF"
+                              "b\xE6\x97",
+                              false),
+            tokenizer->Encode("a\xEF\xBF\xBD"
+                              "b\xEF\xBF\xBD",
+                              false));
 }
 
 INSTANTIATE_TEST_SUITE_P(Both, SharedTokenizerTest, ::testing::Values("ds", "qwen"),
@@ -164,8 +167,7 @@ TEST(SharedTokenizerFilesTest, ModelDirectoriesCarryTheSameTokenizers) {
 // A valid minimal tokenizer.json with `patch` merged over it (null deletes a key).
 std::string MinimalJson(const json& patch) {
   json j = {
-      {"model",
-       {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}}}, {"merges", {"a b"}}}},
+      {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}}}, {"merges", {"a b"}}}},
       {"pre_tokenizer",
        {{"type", "Split"}, {"pattern", {{"Regex", "\\s+"}}}, {"behavior", "Isolated"}}}};
   j.merge_patch(patch);
@@ -200,19 +202,21 @@ TEST(TokenizerErrorsTest, MissingModelOrVocab) {
   EXPECT_THAT(no_model.status().message(), HasSubstr("x.json: model: missing"));
   auto no_vocab = Tokenizer::FromJson(MinimalJson({{"model", {{"vocab", nullptr}}}}), "x.json");
   EXPECT_THAT(no_vocab.status().message(), HasSubstr("x.json: model.vocab: missing"));
-  auto bad_id = Tokenizer::FromJson(MinimalJson({{"model", {{"vocab", {{"a", "zero"}}}}}}), "x.json");
+  auto bad_id =
+      Tokenizer::FromJson(MinimalJson({{"model", {{"vocab", {{"a", "zero"}}}}}}), "x.json");
   EXPECT_THAT(bad_id.status().message(), HasSubstr("model.vocab[\"a\"]"));
 }
 
 TEST(TokenizerErrorsTest, UnsupportedModelType) {
   auto t = Tokenizer::FromJson(MinimalJson({{"model", {{"type", "WordPiece"}}}}), "wp.json");
   EXPECT_EQ(t.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(t.status().message(), HasSubstr("wp.json: model.type: unsupported model type \"WordPiece\""));
+  EXPECT_THAT(t.status().message(),
+              HasSubstr("wp.json: model.type: unsupported model type \"WordPiece\""));
 }
 
 TEST(TokenizerErrorsTest, BadRegex) {
-  auto t = Tokenizer::FromJson(
-      MinimalJson({{"pre_tokenizer", {{"pattern", {{"Regex", "[a-"}}}}}}), "re.json");
+  auto t = Tokenizer::FromJson(MinimalJson({{"pre_tokenizer", {{"pattern", {{"Regex", "[a-"}}}}}}),
+                               "re.json");
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(t.status().message(), HasSubstr("re.json: pre_tokenizer.pattern: bad regex /[a-/"));
 }
@@ -229,17 +233,28 @@ TEST(TokenizerErrorsTest, MergeNamingUnknownToken) {
 
 TEST(TokenizerErrorsTest, OtherUnsupportedParts) {
   EXPECT_EQ(Tokenizer::FromJson(MinimalJson({{"normalizer", {{"type", "NFC"}}}}), "n.json")
-                .status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(Tokenizer::FromJson(MinimalJson({{"pre_tokenizer", {{"type", "Whitespace"}}}}), "p.json")
-                .status().code(), absl::StatusCode::kUnimplemented);
+                .status()
+                .code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(
+      Tokenizer::FromJson(MinimalJson({{"pre_tokenizer", {{"type", "Whitespace"}}}}), "p.json")
+          .status()
+          .code(),
+      absl::StatusCode::kUnimplemented);
   EXPECT_EQ(Tokenizer::FromJson(MinimalJson({{"decoder", {{"type", "WordPiece"}}}}), "d.json")
-                .status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(Tokenizer::FromJson(MinimalJson({{"model", {{"dropout", 0.1}}}}), "b.json")
-                .status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(Tokenizer::FromJson(MinimalJson({{"padding", {{"length", 8}}}}), "p.json")
-                .status().code(), absl::StatusCode::kUnimplemented);
+                .status()
+                .code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(
+      Tokenizer::FromJson(MinimalJson({{"model", {{"dropout", 0.1}}}}), "b.json").status().code(),
+      absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(
+      Tokenizer::FromJson(MinimalJson({{"padding", {{"length", 8}}}}), "p.json").status().code(),
+      absl::StatusCode::kUnimplemented);
   EXPECT_THAT(Tokenizer::FromJson(MinimalJson({{"model", {{"unk_token", "<unk>"}}}}), "u.json")
-                  .status().message(), HasSubstr("unk_token \"<unk>\" is not in the vocabulary"));
+                  .status()
+                  .message(),
+              HasSubstr("unk_token \"<unk>\" is not in the vocabulary"));
 }
 
 // ---- the seed tokenizers: features the shared files do not use -----------------------
@@ -312,7 +327,8 @@ TEST(TokenizerSplitBehaviorTest, MatchesHfDocumentation) {
   const std::vector<std::pair<size_t, size_t>> dashes = {{3, 4}, {9, 10}, {10, 11}};
   auto pieces = [&](SplitBehavior behavior, bool invert = false) {
     std::vector<std::string> out;
-    for (const auto& [b, e] : ApplySplitBehavior(MatchesToSegments(text.size(), dashes, invert), behavior)) {
+    for (const auto& [b, e] :
+         ApplySplitBehavior(MatchesToSegments(text.size(), dashes, invert), behavior)) {
       out.push_back(text.substr(b, e - b));
     }
     return out;
@@ -324,7 +340,8 @@ TEST(TokenizerSplitBehaviorTest, MatchesHfDocumentation) {
               ElementsAre("the-", "final-", "-", "countdown"));
   EXPECT_THAT(pieces(SplitBehavior::kMergedWithNext),
               ElementsAre("the", "-final", "-", "-countdown"));
-  EXPECT_THAT(pieces(SplitBehavior::kContiguous), ElementsAre("the", "-", "final", "--", "countdown"));
+  EXPECT_THAT(pieces(SplitBehavior::kContiguous),
+              ElementsAre("the", "-", "final", "--", "countdown"));
   EXPECT_THAT(pieces(SplitBehavior::kRemoved, /*invert=*/true), ElementsAre("-", "-", "-"));
   EXPECT_FALSE(ParseSplitBehavior("Merged").ok());
 }
@@ -335,12 +352,13 @@ TEST(TokenizerBpeModelTest, FastMergeMatchesReference) {
   absl::flat_hash_map<std::string, int32_t> vocab;
   for (const auto& [token, id] : model["vocab"].items()) vocab.emplace(token, id.get<int32_t>());
   std::vector<std::pair<std::string, std::string>> merges;
-  for (const json& m : model["merges"]) merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
+  for (const json& m : model["merges"])
+    merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
   auto bpe = BpeModel::Create(std::move(vocab), merges, BpeOptions{});
   ASSERT_TRUE(bpe.ok()) << bpe.status();
   // Words of mapped bytes: letters and the byte-level space 'Ġ' mostly, so merges fire.
-  const std::vector<std::string> alphabet = {"a", "e", "t", "h", "n", "d", "s", "o", "r", "l",
-                                             "\xC4\xA0", "x", "z", "1", "I", "\xC3\xA9"};
+  const std::vector<std::string> alphabet = {"a", "e", "t",        "h", "n", "d", "s", "o",
+                                             "r", "l", "\xC4\xA0", "x", "z", "1", "I", "\xC3\xA9"};
   std::mt19937 rng(7);
   for (int i = 0; i < 3000; ++i) {
     std::string word;
@@ -353,8 +371,11 @@ TEST(TokenizerBpeModelTest, FastMergeMatchesReference) {
 TEST(TokenizerUtf8Test, LossyReplacesMaximalSubparts) {
   EXPECT_TRUE(IsValidUtf8("caf\xC3\xA9 \xF0\x9F\x98\x80"));
   EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));  // a surrogate
-  EXPECT_EQ(Utf8Lossy("a\xF0\x9F\x98" "b"), "a\xEF\xBF\xBD" "b");  // truncated 4-byte: one U+FFFD
-  EXPECT_EQ(Utf8Lossy("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");    // overlong: two
+  EXPECT_EQ(Utf8Lossy("a\xF0\x9F\x98"
+                      "b"),
+            "a\xEF\xBF\xBD"
+            "b");                                                // truncated 4-byte: one U+FFFD
+  EXPECT_EQ(Utf8Lossy("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong: two
 }
 
 }  // namespace
