@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status.h"
+#include "worker/eval/eval_pipeline.h"
 #include "worker/eval/metrics.h"
 #include "worker/model/model.h"
 #include "worker/quant/quantizer.h"
@@ -38,7 +39,8 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
   return text;
 }
 
-// Runs `model` over all windows layer by layer; returns the final-normed hidden states.
+}  // namespace
+
 absl::StatusOr<at::Tensor> RunToFinalHidden(const model::Model& model,
                                             const model::WeightTransform* transform,
                                             const at::Tensor& windows, int batch,
@@ -60,7 +62,54 @@ absl::StatusOr<at::Tensor> RunToFinalHidden(const model::Model& model,
   return at::cat(hidden, 0);
 }
 
-absl::StatusOr<model::WeightTransform> MakeFakeQuant(const FakeQuantOptions& fq,
+absl::StatusOr<at::Tensor> MakeWindows(const std::vector<int32_t>& ids, int window_tokens,
+                                       int64_t bos_id, const std::string& text_label) {
+  if (window_tokens < 2) return absl::InvalidArgumentError("window length must be at least 2");
+  const int64_t body = window_tokens - 1;
+  const int64_t n_windows = static_cast<int64_t>(ids.size()) / body;
+  if (n_windows == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(text_label, ": ", ids.size(),
+                                                   " tokens, too short for one window of ", body));
+  }
+  at::Tensor windows = at::empty({n_windows, window_tokens}, at::kLong);
+  int64_t* wp = windows.data_ptr<int64_t>();
+  for (int64_t w = 0; w < n_windows; ++w) {
+    wp[w * window_tokens] = bos_id;
+    for (int64_t i = 0; i < body; ++i) wp[w * window_tokens + 1 + i] = ids[w * body + i];
+  }
+  return windows;
+}
+
+absl::StatusOr<std::vector<WindowStats>> ScoreHidden(const model::Model& candidate,
+                                                     const at::Tensor& hq,
+                                                     const model::Model* reference,
+                                                     const at::Tensor& hp,
+                                                     const at::Tensor& windows, int batch,
+                                                     const ProgressFn& progress) {
+  const int64_t n_windows = windows.size(0);
+  const int64_t body = windows.size(1) - 1;
+  ASSIGN_OR_RETURN(model::Model::Head head_q, candidate.LoadHead());
+  std::optional<model::Model::Head> head_p;
+  if (reference != nullptr) {
+    ASSIGN_OR_RETURN(head_p, reference->LoadHead());
+  }
+  std::vector<WindowStats> stats;
+  stats.reserve(n_windows);
+  for (int64_t b = 0; b < n_windows; b += batch) {
+    const int64_t m = std::min<int64_t>(batch, n_windows - b);
+    at::Tensor lq = candidate.Logits(head_q, hq.narrow(0, b, m));
+    at::Tensor lp = reference ? reference->Logits(*head_p, hp.narrow(0, b, m)) : at::Tensor();
+    for (int64_t i = 0; i < m; ++i) {
+      at::Tensor targets = windows[b + i].narrow(0, 1, body);
+      stats.push_back(ScoreWindow(lq[i].narrow(0, 0, body),
+                                  reference ? lp[i].narrow(0, 0, body) : at::Tensor(), targets));
+    }
+    if (progress) progress("score", b + m, n_windows);
+  }
+  return stats;
+}
+
+absl::StatusOr<model::WeightTransform> MakeFakeQuantTransform(const FakeQuantOptions& fq,
                                                      std::string* summary,
                                                      std::shared_ptr<int64_t> counter) {
   if (fq.method != "rtn") {
@@ -92,8 +141,6 @@ absl::StatusOr<model::WeightTransform> MakeFakeQuant(const FakeQuantOptions& fq,
         return q.Dequantize();
       });
 }
-
-}  // namespace
 
 int64_t PeakRssBytes() {
   std::ifstream status("/proc/self/status");
@@ -135,7 +182,7 @@ absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
   std::optional<model::WeightTransform> transform;
   if (options.fake_quant) {
     ASSIGN_OR_RETURN(transform,
-                     MakeFakeQuant(*options.fake_quant, &result.fake_quant_summary, fq_count));
+                     MakeFakeQuantTransform(*options.fake_quant, &result.fake_quant_summary, fq_count));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
                    tokenizer::Tokenizer::FromFile(options.model_dir + "/tokenizer.json"));
@@ -146,19 +193,10 @@ absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
   std::vector<int32_t> ids = tok->Encode(text, /*add_special_tokens=*/false);
   result.tokenize_seconds = Seconds(tokenize_start);
   result.text_tokens = static_cast<int64_t>(ids.size());
-  const int64_t body = options.window_tokens - 1;
-  const int64_t n_windows = static_cast<int64_t>(ids.size()) / body;
-  if (n_windows == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(options.text_path, ": ", ids.size(),
-                                                   " tokens, too short for one window of ", body));
-  }
   const int64_t bos = candidate->checkpoint().config().value("bos_token_id", 0);
-  at::Tensor windows = at::empty({n_windows, options.window_tokens}, at::kLong);
-  int64_t* wp = windows.data_ptr<int64_t>();
-  for (int64_t w = 0; w < n_windows; ++w) {
-    wp[w * options.window_tokens] = bos;
-    for (int64_t i = 0; i < body; ++i) wp[w * options.window_tokens + 1 + i] = ids[w * body + i];
-  }
+  ASSIGN_OR_RETURN(at::Tensor windows,
+                   MakeWindows(ids, options.window_tokens, bos, options.text_path));
+  const int64_t n_windows = windows.size(0);
 
   const auto forward_start = Clock::now();
   const int batch = std::max(1, options.batch_windows);
@@ -169,24 +207,8 @@ absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
     ASSIGN_OR_RETURN(hp, RunToFinalHidden(*reference, nullptr, windows, batch, "reference",
                                           progress));
   }
-  ASSIGN_OR_RETURN(model::Model::Head head_q, candidate->LoadHead());
-  std::optional<model::Model::Head> head_p;
-  if (reference) {
-    ASSIGN_OR_RETURN(head_p, reference->LoadHead());
-  }
-  std::vector<WindowStats> stats;
-  stats.reserve(n_windows);
-  for (int64_t b = 0; b < n_windows; b += batch) {
-    const int64_t m = std::min<int64_t>(batch, n_windows - b);
-    at::Tensor lq = candidate->Logits(head_q, hq.narrow(0, b, m));
-    at::Tensor lp = reference ? reference->Logits(*head_p, hp.narrow(0, b, m)) : at::Tensor();
-    for (int64_t i = 0; i < m; ++i) {
-      at::Tensor targets = windows[b + i].narrow(0, 1, body);
-      stats.push_back(ScoreWindow(lq[i].narrow(0, 0, body),
-                                  reference ? lp[i].narrow(0, 0, body) : at::Tensor(), targets));
-    }
-    if (progress) progress("score", b + m, n_windows);
-  }
+  ASSIGN_OR_RETURN(std::vector<WindowStats> stats,
+                   ScoreHidden(*candidate, hq, reference.get(), hp, windows, batch, progress));
   result.forward_seconds = Seconds(forward_start);
   result.forward_tokens = n_windows * options.window_tokens;
   result.summary = Summarize(stats, options.bootstrap_samples);

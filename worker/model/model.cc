@@ -13,7 +13,16 @@
 namespace quant::model {
 namespace {
 
-at::Tensor Linear(const at::Tensor& x, const at::Tensor& w) { return at::matmul(x, w.t()); }
+// bf16 products accumulate in float32 and round once, as tensor-core GEMMs do; the CPU's own
+// bf16 GEMM in libtorch 1.13 is a slow reference loop (measured ~40x slower than this).
+at::Tensor MatMul(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() == at::kBFloat16) {
+    return at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(at::kBFloat16);
+  }
+  return at::matmul(a, b);
+}
+
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w) { return MatMul(x, w.t()); }
 
 // transformers' rotate_half: (-x2, x1) over the two halves of the last dim.
 at::Tensor RotateHalf(const at::Tensor& x) {
@@ -26,19 +35,21 @@ at::Tensor RotateHalf(const at::Tensor& x) {
 at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            double scale) {
   const int64_t t = q.size(2);
-  at::Tensor scores = at::matmul(q, k.transpose(2, 3)) * scale;
+  at::Tensor scores = MatMul(q, k.transpose(2, 3)) * scale;
   at::Tensor mask = at::ones({t, t}, at::TensorOptions().dtype(at::kBool)).triu(1);
   scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-  return at::matmul(probs, v).transpose(1, 2).contiguous();
+  return MatMul(probs, v).transpose(1, 2).contiguous();
 }
 
 double YarnGetMscale(double scale, double mscale) {
   return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
 }
 
+// Every 2-D ".weight" of a layer is a linear (norms are 1-D); the transform decides which of
+// them it quantizes (kv_a_proj_with_mqa does not end in "_proj.weight").
 bool IsLinearWeight(const std::string& name, const at::Tensor& t) {
-  return t.dim() == 2 && name.size() > 7 && name.ends_with("_proj.weight");
+  return t.dim() == 2 && name.ends_with(".weight");
 }
 
 }  // namespace

@@ -1,0 +1,170 @@
+// GPTQ: column-by-column quantization with error feedback through the inverse Hessian's
+// Cholesky factor, in blocks (the reference's fasterquant, written for batched tensors).
+#include "worker/quant/gptq.h"
+
+#include <limits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace quant::quant {
+namespace {
+
+at::Tensor Fake(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& zero, int maxq) {
+  at::Tensor q = at::clamp(at::round(w / scale) + zero, 0, maxq);
+  return scale * (q - zero);
+}
+
+}  // namespace
+
+void ComputeGroupParamsMse(const at::Tensor& w_group, const QuantScheme& scheme,
+                           const GptqOptions& options, at::Tensor* scale, at::Tensor* zero) {
+  ComputeGroupParams(w_group, scheme, scale, zero);
+  if (!options.mse_scale_search) return;
+  const int maxq = (1 << scheme.bits) - 1;
+  const bool sym = scheme.grid == Grid::kSymmetric;
+  // The same clipped range as ComputeGroupParams, before shrinking.
+  const at::Tensor zeros_row = at::zeros({w_group.size(0)}, w_group.options());
+  at::Tensor xmin = at::minimum(w_group.amin(1), zeros_row);
+  at::Tensor xmax = at::maximum(w_group.amax(1), zeros_row);
+  if (sym) {
+    xmax = at::maximum(xmin.abs(), xmax);
+    xmin = at::where(xmin < 0, -xmax, xmin);
+  }
+  const at::Tensor degenerate = at::logical_and(xmin == 0, xmax == 0);
+  xmin = at::where(degenerate, at::full_like(xmin, -1.0), xmin);
+  xmax = at::where(degenerate, at::full_like(xmax, 1.0), xmax);
+
+  at::Tensor best = at::full_like(xmin, std::numeric_limits<float>::infinity());
+  at::Tensor best_scale = scale->clone();
+  at::Tensor best_zero = zero->to(at::kFloat);
+  const int steps = static_cast<int>(options.mse_max_shrink * options.mse_grid);
+  for (int i = 0; i < steps; ++i) {
+    const double p = 1.0 - static_cast<double>(i) / options.mse_grid;
+    at::Tensor xmin1 = xmin * p;
+    at::Tensor xmax1 = xmax * p;
+    at::Tensor scale1_fp32 = (xmax1 - xmin1) / at::full_like(xmax1, static_cast<double>(maxq));
+    at::Tensor scale1 = scale1_fp32.to(at::kBFloat16).to(at::kFloat);
+    at::Tensor zero1 = sym ? at::full_like(xmin1, (maxq + 1) / 2)
+                           : at::round(-xmin1 / (kZeroFromFp32Scale ? scale1_fp32 : scale1));
+    at::Tensor err = (Fake(w_group, scale1.unsqueeze(1), zero1.unsqueeze(1), maxq) - w_group)
+                         .abs_()
+                         .pow_(options.mse_norm)
+                         .sum(1);
+    at::Tensor better = err < best;
+    best = at::where(better, err, best);
+    best_scale = at::where(better, scale1, best_scale);
+    best_zero = at::where(better, zero1, best_zero);
+  }
+  *scale = best_scale;
+  *zero = best_zero.to(at::kInt);
+}
+
+absl::StatusOr<QuantizedWeight> GptqQuantizer::Quantize(const at::Tensor& weight,
+                                                        const QuantScheme& scheme,
+                                                        const UnitContext& context) const {
+  RETURN_IF_ERROR(ValidateScheme(scheme));
+  if (!weight.defined() || weight.dim() != 2) {
+    return absl::InvalidArgumentError("GPTQ expects a 2-D weight [out, in]");
+  }
+  const int64_t rows = weight.size(0);
+  const int64_t cols = weight.size(1);
+  at::Tensor w = weight.to(at::kFloat).clone();
+  at::Tensor h = context.hessian.defined()
+                     ? context.hessian.to(w.device(), at::kFloat).clone()
+                     : at::eye(cols, w.options());
+  if (h.dim() != 2 || h.size(0) != cols || h.size(1) != cols) {
+    return absl::InvalidArgumentError(absl::StrCat("GPTQ: Hessian is not [", cols, ", ", cols, "]"));
+  }
+  const int maxq = (1 << scheme.bits) - 1;
+  const int group = EffectiveGroupSize(scheme, cols);
+  const int64_t groups = cols / group;
+
+  // Dead inputs (never active) carry no information: H_ii = 1, w = 0 (reference convention).
+  at::Tensor diag = h.diagonal();
+  at::Tensor dead = diag == 0;
+  diag.masked_fill_(dead, 1.0);
+  w.index_put_({at::indexing::Slice(), dead}, 0.0);
+
+  QuantizedWeight result;
+  result.scheme = scheme;
+  result.group_size = group;
+  at::Tensor scales = at::empty({rows, groups}, w.options());
+  at::Tensor zeros = at::empty({rows, groups}, w.options().dtype(at::kInt));
+  at::Tensor codes = at::empty({rows, cols}, w.options().dtype(at::kByte));
+
+  // Static groups (needed with act-order): parameters from the original weight per group.
+  const bool static_groups = options_.act_order;
+  if (static_groups) {
+    for (int64_t g = 0; g < groups; ++g) {
+      at::Tensor s, z;
+      ComputeGroupParamsMse(w.narrow(1, g * group, group), scheme, options_, &s, &z);
+      scales.select(1, g).copy_(s);
+      zeros.select(1, g).copy_(z);
+    }
+  }
+  at::Tensor perm;
+  if (options_.act_order) {
+    perm = std::get<1>(h.diagonal().sort(/*stable=*/true, 0, /*descending=*/true));
+    w = w.index_select(1, perm);
+    h = h.index_select(0, perm).index_select(1, perm);
+  }
+
+  const double damp = options_.damp * h.diagonal().mean().item<double>();
+  h.diagonal().add_(damp);
+  // Upper Cholesky factor of H^-1: row i holds the update coefficients for column i onward.
+  at::Tensor l = at::linalg_cholesky(h);
+  at::Tensor hinv = at::cholesky_inverse(l);
+  hinv = at::linalg_cholesky(hinv, /*upper=*/true);
+
+  std::vector<int64_t> perm_host;
+  if (options_.act_order) {
+    at::Tensor p = perm.cpu().contiguous();
+    perm_host.assign(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + cols);
+  }
+  at::Tensor zero_f = zeros.to(at::kFloat);
+  at::Tensor cur_scale, cur_zero;
+  for (int64_t i1 = 0; i1 < cols; i1 += options_.block_size) {
+    const int64_t i2 = std::min<int64_t>(i1 + options_.block_size, cols);
+    const int64_t count = i2 - i1;
+    at::Tensor w1 = w.narrow(1, i1, count).clone();
+    at::Tensor err1 = at::zeros_like(w1);
+    at::Tensor hinv1 = hinv.narrow(0, i1, count).narrow(1, i1, count);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t col = i1 + i;
+      const int64_t orig_col = options_.act_order ? perm_host[col] : col;
+      const int64_t g = orig_col / group;
+      if (!static_groups && col % group == 0) {
+        // Dynamic groups: parameters from the weights as GPTQ has updated them so far.
+        at::Tensor s, z;
+        // The reference reads W, which holds the state at the start of this block for the
+        // block's own columns (in-block updates live in w1 until the block ends).
+        at::Tensor span = w.narrow(1, col, std::min<int64_t>(group, cols - col));
+        ComputeGroupParamsMse(span, scheme, options_, &s, &z);
+        scales.select(1, g).copy_(s);
+        zeros.select(1, g).copy_(z);
+        zero_f.select(1, g).copy_(z);
+      }
+      at::Tensor s = scales.select(1, g);
+      at::Tensor z = zero_f.select(1, g);
+      at::Tensor wc = w1.select(1, i);
+      at::Tensor q = at::clamp(at::round(wc / s) + z, 0, maxq);
+      codes.select(1, orig_col).copy_(q);
+      at::Tensor deq = s * (q - z);
+      const at::Tensor d = hinv1[i][i];
+      at::Tensor e = (wc - deq) / d;
+      w1.narrow(1, i, count - i).sub_(at::outer(e, hinv1[i].narrow(0, i, count - i)));
+      err1.select(1, i).copy_(e);
+    }
+    if (i2 < cols) {
+      w.narrow(1, i2, cols - i2).sub_(at::matmul(err1, hinv.narrow(0, i1, count).narrow(1, i2, cols - i2)));
+    }
+  }
+  result.codes = codes;
+  result.scales = scales;
+  result.zeros = zeros;
+  return result;
+}
+
+}  // namespace quant::quant

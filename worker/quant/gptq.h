@@ -1,0 +1,41 @@
+// GPTQ (Frantar et al. 2022) with the reference code's conventions (DESIGN.md section 5):
+// H = 2 X^T X / n, relative damping, dead columns, lazy block updates of 128 columns,
+// optional act-order with static groups, and the MSE grid search for group scales.
+#pragma once
+
+#include "worker/quant/quantizer.h"
+
+namespace quant::quant {
+
+struct GptqOptions {
+  double damp = 0.01;          // times mean(diag H); DESIGN.md 5 (the GSQ reference uses 0.1)
+  int block_size = 128;        // lazy-batch block (GPTQ paper)
+  bool act_order = false;      // columns by descending diag(H), with static groups
+  bool mse_scale_search = true;  // off: the min/max RTN grid
+  // The MSE search shrinks [xmin, xmax] by p = 1 - i/grid for i < max_shrink*grid and keeps the
+  // p minimising sum |q(w) - w|^norm: GPTQ's Quantizer(mse=True) defaults.
+  int mse_grid = 100;
+  double mse_max_shrink = 0.8;
+  double mse_norm = 2.4;
+};
+
+// Group parameters with the MSE shrink search; w_group [rows, g] float32 -> scale/zero [rows].
+// Candidate scales are rounded to bf16 before they are scored, so the stored scale is the one
+// that won. Without search it equals ComputeGroupParams.
+void ComputeGroupParamsMse(const at::Tensor& w_group, const QuantScheme& scheme,
+                           const GptqOptions& options, at::Tensor* scale, at::Tensor* zero);
+
+class GptqQuantizer : public Quantizer {
+ public:
+  explicit GptqQuantizer(GptqOptions options = {}) : options_(options) {}
+  std::string name() const override { return "gptq"; }
+  // context.hessian [in, in] float32 (undefined: identity, the no-token fallback).
+  absl::StatusOr<QuantizedWeight> Quantize(const at::Tensor& weight, const QuantScheme& scheme,
+                                           const UnitContext& context) const override;
+  const GptqOptions& options() const { return options_; }
+
+ private:
+  GptqOptions options_;
+};
+
+}  // namespace quant::quant
