@@ -1,0 +1,365 @@
+// RunGsq: batched GSQ over all members of each family. Element-wise work runs in the fused
+// kernels of kernels/gsq_step.h; the matmuls of the objective are batched over experts (bmm).
+#include "worker/quant/gsq.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+#include <cmath>
+#include <numbers>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "kernels/gsq_step.h"
+
+namespace quant::quant {
+namespace {
+
+// Training state of one family, flattened to rows = members * out, cols = in.
+struct FamilyState {
+  int64_t members = 0, out = 0, in = 0, group = 0;
+  int levels = 0;
+  at::Tensor logits, momentum;   // [K, members*out*in]
+  at::Tensor base;               // [members*out*in] start codes (shift mode) or undefined
+  at::Tensor offsets;            // [K]
+  at::Tensor scales, scale_momentum, grad_scales, zeros;  // [members*out*in/group]
+  at::Tensor init_codes;         // uint8 [members, out, in]
+  at::Tensor weight;             // float32 [members, out, in]: forward output
+  at::Tensor original;           // float32 [members, out, in]
+  at::Tensor hessian;            // float32 [members, in, in] (layer-local)
+  kernels::GsqTensors view;
+};
+
+at::Tensor Stack(const std::vector<at::Tensor>& ts) { return at::stack(ts, 0).contiguous(); }
+
+absl::StatusOr<FamilyState> InitFamily(const GsqFamily& f, const QuantScheme& scheme,
+                                       const GsqOptions& options, at::Generator& gen) {
+  FamilyState s;
+  if (f.init.empty()) return absl::InvalidArgumentError("GSQ: empty family " + f.name);
+  s.members = static_cast<int64_t>(f.init.size());
+  s.out = f.init[0].codes.size(0);
+  s.in = f.init[0].codes.size(1);
+  s.group = f.init[0].group_size;
+  std::vector<at::Tensor> codes, scales, zeros;
+  for (const QuantizedWeight& q : f.init) {
+    if (q.codes.size(0) != s.out || q.codes.size(1) != s.in || q.group_size != s.group) {
+      return absl::InvalidArgumentError("GSQ: members of " + f.name + " differ in shape");
+    }
+    codes.push_back(q.codes);
+    scales.push_back(q.scales);
+    zeros.push_back(q.zeros.to(at::kFloat));
+  }
+  s.init_codes = Stack(codes);
+  s.scales = Stack(scales).reshape({-1}).clone();
+  s.zeros = Stack(zeros).reshape({-1}).contiguous();
+  s.scale_momentum = at::zeros_like(s.scales);
+  s.grad_scales = at::zeros_like(s.scales);
+  const int64_t n = s.members * s.out * s.in;
+  const int max_code = (1 << scheme.bits) - 1;
+  at::Tensor u0 = s.init_codes.reshape({-1}).to(at::kFloat);
+  // 2 bits: one logit per code (4 levels); more bits: shifts -2..2 around the GPTQ code.
+  at::Tensor values;  // [K, n]
+  if (scheme.bits == 2) {
+    s.levels = 4;
+    s.offsets = at::arange(4, at::kFloat);
+    values = s.offsets.unsqueeze(1).expand({4, n});
+  } else {
+    s.levels = 5;
+    s.offsets = at::arange(-2, 3, at::kFloat);
+    s.base = u0.contiguous();
+    values = s.base.unsqueeze(0) + s.offsets.unsqueeze(1);
+  }
+  at::Tensor valid = at::logical_and(values >= 0, values <= max_code).to(at::kFloat);
+  at::Tensor c = -0.5 * (u0.unsqueeze(0) - values).pow(2);
+  at::Tensor mean = (c * valid).sum(0, true) / valid.sum(0, true);
+  at::Tensor noise = at::randn({s.levels, n}, gen, at::TensorOptions().dtype(at::kFloat));
+  s.logits = (options.init_std * (noise + options.init_strength * (c - mean)) * valid).contiguous();
+  s.momentum = at::zeros_like(s.logits);
+  s.weight = at::empty({s.members, s.out, s.in}, at::kFloat);
+  if (!f.original.empty()) s.original = Stack(f.original).to(at::kFloat);
+  if (!f.hessian.empty()) {
+    std::vector<at::Tensor> hs;
+    for (const at::Tensor& h : f.hessian) {
+      hs.push_back(h.defined() ? h.to(at::kFloat) : at::eye(s.in, at::kFloat));
+    }
+    s.hessian = Stack(hs);
+  }
+  kernels::GsqTensors& v = s.view;
+  v.rows = s.members * s.out;
+  v.cols = s.in;
+  v.group_size = s.group;
+  v.levels = s.levels;
+  v.max_code = max_code;
+  v.logits = s.logits.data_ptr<float>();
+  v.momentum = s.momentum.data_ptr<float>();
+  v.base = s.base.defined() ? s.base.data_ptr<float>() : nullptr;
+  v.offsets = s.offsets.data_ptr<float>();
+  v.scales = s.scales.data_ptr<float>();
+  v.scale_momentum = s.scale_momentum.data_ptr<float>();
+  v.zeros = s.zeros.data_ptr<float>();
+  return s;
+}
+
+void Forward(FamilyState& s, const kernels::GsqStepParams& p, int threads) {
+  float* out = s.weight.data_ptr<float>();
+  kernels::ParallelRows(s.view.rows, threads, [&](int64_t r0, int64_t r1) {
+    kernels::GsqForward_ref(s.view, p, out, r0, r1);
+  });
+}
+
+void BackwardAndUpdate(FamilyState& s, const at::Tensor& grad_w, const kernels::GsqStepParams& p,
+                       int threads) {
+  at::Tensor g = grad_w.contiguous();
+  const float* gp = g.data_ptr<float>();
+  float* gs = s.grad_scales.data_ptr<float>();
+  kernels::ParallelRows(s.view.rows, threads, [&](int64_t r0, int64_t r1) {
+    kernels::GsqBackwardLion_ref(s.view, p, gp, gs, r0, r1);
+  });
+  kernels::LionUpdate_ref(s.scales.data_ptr<float>(), s.scale_momentum.data_ptr<float>(), gs,
+                          s.scales.numel(), p.lr_scales, 0.0f, p.beta1, p.beta2);
+}
+
+// Final codes and bf16 scales of every member.
+std::vector<QuantizedWeight> HardResult(const FamilyState& s, const QuantScheme& scheme) {
+  at::Tensor codes = at::empty({s.members, s.out, s.in}, at::kByte);
+  kernels::GsqHardCodes_ref(s.view, codes.data_ptr<uint8_t>(), 0, s.view.rows);
+  at::Tensor scales = s.scales.to(at::kBFloat16).to(at::kFloat).view({s.members, s.out, -1});
+  at::Tensor zeros = s.zeros.to(at::kInt).view({s.members, s.out, -1});
+  std::vector<QuantizedWeight> result;
+  for (int64_t m = 0; m < s.members; ++m) {
+    QuantizedWeight q;
+    q.scheme = scheme;
+    q.group_size = static_cast<int>(s.group);
+    q.codes = codes[m].clone();
+    q.scales = scales[m].clone();
+    q.zeros = zeros[m].clone();
+    result.push_back(std::move(q));
+  }
+  return result;
+}
+
+at::Tensor Dequant(const std::vector<QuantizedWeight>& qs) {
+  std::vector<at::Tensor> ws;
+  for (const QuantizedWeight& q : qs) ws.push_back(q.Dequantize());
+  return Stack(ws);
+}
+
+// SwiGLU expert MLP, batched: x [E, M, H], gate/up [E, I, H], down [E, H, I] -> [E, M, H].
+at::Tensor ExpertMlp(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& up,
+                     const at::Tensor& down) {
+  at::Tensor a = at::bmm(x, gate.transpose(1, 2));
+  at::Tensor h = at::silu(a) * at::bmm(x, up.transpose(1, 2));
+  return at::bmm(h, down.transpose(1, 2));
+}
+
+double Schedule(double start, double end, int64_t step, int64_t steps) {
+  return steps <= 1 ? end : start + (end - start) * static_cast<double>(step) / (steps - 1);
+}
+
+}  // namespace
+
+absl::StatusOr<GsqObjective> ParseGsqObjective(std::string_view text) {
+  if (text == "expert-output") return GsqObjective::kExpertOutput;
+  if (text == "layer-local") return GsqObjective::kLayerLocal;
+  return absl::InvalidArgumentError(absl::StrCat("--objective: '", std::string(text),
+                                                 "' is not one of expert-output, layer-local"));
+}
+
+absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
+                                 const GsqExpertTokens* tokens, const QuantScheme& scheme,
+                                 const GsqOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  RETURN_IF_ERROR(ValidateScheme(scheme));
+  if (options.steps < 0) return absl::InvalidArgumentError("GSQ: steps must be >= 0");
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  std::vector<FamilyState> states;
+  for (const GsqFamily& f : families) {
+    ASSIGN_OR_RETURN(FamilyState s, InitFamily(f, scheme, options, gen));
+    states.push_back(std::move(s));
+  }
+  const bool expert_output = options.objective == GsqObjective::kExpertOutput;
+
+  // Expert-output: every expert draws a fixed-size minibatch from its own shuffled token stream
+  // each step, so all experts batch into one bmm without padding. Lion's update is the sign of a
+  // per-parameter average, so an expert's step does not depend on how many tokens it saw.
+  at::Tensor x_all, y_all, stream, stream_offset, stream_len;
+  int64_t rows_per_expert = 0;
+  std::vector<int64_t> counts;
+  if (expert_output) {
+    if (tokens == nullptr || states.size() != 3 || families[0].name != "gate_proj" ||
+        families[1].name != "up_proj" || families[2].name != "down_proj") {
+      return absl::InvalidArgumentError(
+          "GSQ expert-output objective needs gate_proj, up_proj, down_proj families and tokens");
+    }
+    const int64_t experts = states[0].members;
+    if (static_cast<int64_t>(tokens->inputs.size()) != experts ||
+        tokens->targets.size() != tokens->inputs.size()) {
+      return absl::InvalidArgumentError("GSQ: one token set per expert is needed");
+    }
+    const int64_t hidden = states[0].in;
+    std::vector<at::Tensor> xs, ys, perms;
+    std::vector<int64_t> offsets, lens;
+    int64_t total = 0;
+    for (int64_t e = 0; e < experts; ++e) {
+      const int64_t n = tokens->inputs[e].size(0);
+      counts.push_back(n);
+      xs.push_back(tokens->inputs[e].to(at::kFloat));
+      ys.push_back(tokens->targets[e].to(at::kFloat));
+      offsets.push_back(total);
+      lens.push_back(std::max<int64_t>(n, 1));
+      perms.push_back(n > 0 ? at::randperm(n, gen, at::TensorOptions().dtype(at::kLong)) + total
+                            : at::empty({0}, at::kLong));
+      total += n;
+    }
+    // A zero row at the end stands in for experts without tokens: zero input, zero target,
+    // zero gradient, so their codes stay GPTQ's.
+    xs.push_back(at::zeros({1, hidden}, at::kFloat));
+    ys.push_back(at::zeros({1, hidden}, at::kFloat));
+    x_all = at::cat(xs, 0);
+    y_all = at::cat(ys, 0);
+    for (int64_t e = 0; e < experts; ++e) {
+      if (counts[e] == 0) perms[e] = at::full({1}, total, at::kLong);
+    }
+    stream = at::cat(perms, 0);
+    // Start of each expert's stream inside `stream` (empty experts: their one zero-row entry).
+    std::vector<int64_t> stream_starts;
+    int64_t pos = 0;
+    for (int64_t e = 0; e < experts; ++e) {
+      stream_starts.push_back(pos);
+      pos += lens[e];
+    }
+    stream_offset = at::tensor(stream_starts, at::kLong).unsqueeze(1);
+    stream_len = at::tensor(lens, at::kLong).unsqueeze(1);
+    int64_t routed = 0;
+    for (int64_t n : counts) routed += n;
+    // Rows per expert per step: the layer's batch of tokens times the routed pairs per token,
+    // shared evenly over the experts (16 windows x 256 tokens x top-k / E in the reference).
+    const double pairs_per_token =
+        static_cast<double>(routed) / std::max<int64_t>(1, tokens->layer_tokens);
+    rows_per_expert = std::max<int64_t>(
+        1, static_cast<int64_t>(std::ceil(options.batch_tokens * pairs_per_token / experts)));
+  }
+
+  // Losses with hard weights, per expert (expert-output) or per member (layer-local).
+  auto hard_losses = [&](const std::vector<std::vector<QuantizedWeight>>& qs) {
+    std::vector<std::vector<double>> losses(states.size());
+    if (expert_output) {
+      at::Tensor g = Dequant(qs[0]), u = Dequant(qs[1]), d = Dequant(qs[2]);
+      std::vector<double> per_expert;
+      for (int64_t e = 0; e < states[0].members; ++e) {
+        if (counts[e] == 0) {
+          per_expert.push_back(0.0);
+          continue;
+        }
+        at::Tensor x = tokens->inputs[e].to(at::kFloat).unsqueeze(0);
+        at::Tensor y = ExpertMlp(x, g[e].unsqueeze(0), u[e].unsqueeze(0), d[e].unsqueeze(0));
+        per_expert.push_back((y - tokens->targets[e].to(at::kFloat).unsqueeze(0))
+                                 .pow(2)
+                                 .mean()
+                                 .item<double>());
+      }
+      for (auto& l : losses) l = per_expert;
+    } else {
+      for (size_t f = 0; f < states.size(); ++f) {
+        at::Tensor dw = Dequant(qs[f]) - states[f].original;
+        at::Tensor l = (at::bmm(dw, states[f].hessian) * dw).sum({1, 2});
+        for (int64_t m = 0; m < states[f].members; ++m) losses[f].push_back(l[m].item<double>());
+      }
+    }
+    return losses;
+  };
+  std::vector<std::vector<QuantizedWeight>> init;
+  for (const GsqFamily& f : families) init.push_back(f.init);
+  if (!expert_output) {
+    for (size_t f = 0; f < states.size(); ++f) {
+      if (!states[f].original.defined() || !states[f].hessian.defined()) {
+        return absl::InvalidArgumentError("GSQ layer-local objective needs weights and Hessians");
+      }
+    }
+  }
+  const std::vector<std::vector<double>> before = hard_losses(init);
+
+  kernels::GsqStepParams p;
+  p.seed = options.seed;
+  p.beta1 = static_cast<float>(options.beta1);
+  p.beta2 = static_cast<float>(options.beta2);
+  p.weight_decay = static_cast<float>(options.weight_decay);
+  const int64_t steps = options.steps;
+  for (int64_t step = 0; step < steps; ++step) {
+    p.step = static_cast<uint64_t>(step);
+    p.kappa = static_cast<float>(Schedule(options.kappa_start, options.kappa_end, step, steps));
+    p.tau = static_cast<float>(Schedule(options.tau_start, options.tau_end, step, steps));
+    const double cosine = 0.5 * (1.0 + std::cos(std::numbers::pi * step / steps));
+    const double lr_factor = options.min_lr_ratio + (1.0 - options.min_lr_ratio) * cosine;
+    p.lr_logits = static_cast<float>(options.logits_lr * lr_factor);
+    p.lr_scales = static_cast<float>(options.scales_lr * lr_factor);
+    for (FamilyState& s : states) Forward(s, p, options.threads);
+
+    std::vector<at::Tensor> grads(states.size());
+    if (expert_output) {
+      // Each expert's next rows_per_expert tokens of its stream, as one gather.
+      at::Tensor pos = (at::arange(rows_per_expert, at::kLong).unsqueeze(0) +
+                        step * rows_per_expert)
+                           .remainder(stream_len);
+      at::Tensor idx = stream.index_select(0, (stream_offset + pos).reshape({-1}));
+      const int64_t experts = states[0].members;
+      at::Tensor x = x_all.index_select(0, idx).view({experts, rows_per_expert, -1});
+      at::Tensor y = y_all.index_select(0, idx).view({experts, rows_per_expert, -1});
+      const at::Tensor& wg = states[0].weight;
+      const at::Tensor& wu = states[1].weight;
+      const at::Tensor& wd = states[2].weight;
+      at::Tensor ag = at::bmm(x, wg.transpose(1, 2));
+      at::Tensor au = at::bmm(x, wu.transpose(1, 2));
+      at::Tensor sg = at::sigmoid(ag);
+      at::Tensor act = ag * sg;
+      at::Tensor h = act * au;
+      at::Tensor out = at::bmm(h, wd.transpose(1, 2));
+      // d/dy of mean((y - target)^2) over the step's rows.
+      at::Tensor dy = (out - y) * (2.0 / static_cast<double>(out.numel()));
+      grads[2] = at::bmm(dy.transpose(1, 2), h);
+      at::Tensor dh = at::bmm(dy, wd);
+      at::Tensor dau = dh * act;
+      at::Tensor dag = dh * au * sg * (1.0 + ag * (1.0 - sg));
+      grads[0] = at::bmm(dag.transpose(1, 2), x);
+      grads[1] = at::bmm(dau.transpose(1, 2), x);
+    } else {
+      for (size_t f = 0; f < states.size(); ++f) {
+        grads[f] = 2.0 * at::bmm(states[f].weight - states[f].original, states[f].hessian);
+      }
+    }
+    for (size_t f = 0; f < states.size(); ++f) {
+      BackwardAndUpdate(states[f], grads[f], p, options.threads);
+    }
+  }
+
+  GsqResult result;
+  for (const FamilyState& s : states) result.families.push_back(HardResult(s, scheme));
+  // Experts that saw no token keep their GPTQ start exactly (scales included).
+  if (expert_output) {
+    for (size_t f = 0; f < states.size(); ++f) {
+      for (int64_t e = 0; e < states[f].members; ++e) {
+        if (counts[e] == 0) result.families[f][e] = families[f].init[e];
+      }
+    }
+  }
+  const std::vector<std::vector<double>> after = hard_losses(result.families);
+  for (size_t f = 0; f < states.size(); ++f) {
+    std::vector<GsqMemberReport> reports;
+    for (int64_t m = 0; m < states[f].members; ++m) {
+      GsqMemberReport r;
+      r.loss_before = before[f][m];
+      r.loss_after = after[f][m];
+      r.changed_fraction =
+          result.families[f][m].codes.ne(families[f].init[m].codes).to(at::kDouble).mean()
+              .item<double>();
+      r.tokens = expert_output ? counts[m] : 0;
+      reports.push_back(r);
+    }
+    result.reports.push_back(std::move(reports));
+  }
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace quant::quant
