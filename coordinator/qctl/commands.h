@@ -11,6 +11,7 @@ namespace quant::qctl {
 using Runner = std::function<int()>;
 
 Runner AddEvalCommand(CLI::App& app);
+Runner AddQuantizeCommand(CLI::App& app);
 
 // One clear error line on stderr: "qctl: error: <message>".
 void PrintError(const std::string& message);

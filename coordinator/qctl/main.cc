@@ -1,4 +1,4 @@
-// qctl: the command-line client. `eval` (and later `quantize`) run embedded, in-process.
+// qctl: the command-line client. `eval` and `quantize` run embedded, in-process.
 #include <unistd.h>
 
 #include <cstdio>
@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   std::map<CLI::App*, quant::qctl::Runner> runners;
   quant::qctl::Runner eval = quant::qctl::AddEvalCommand(app);
   runners[app.get_subcommand("eval")] = eval;
+  quant::qctl::Runner quantize = quant::qctl::AddQuantizeCommand(app);
+  runners[app.get_subcommand("quantize")] = quantize;
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

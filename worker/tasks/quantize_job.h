@@ -1,0 +1,75 @@
+// The quantization job behind `qctl quantize` (torch-free header): the planner's tasks run
+// in-process, layer by layer (calibrate -> quantize -> propagate), then write and evaluate.
+// The distributed service runs the very same task code (DESIGN.md section 4).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "worker/eval/summary.h"
+
+namespace quant::tasks {
+
+// Every option of a job; validated before anything runs. Defaults from DESIGN.md section 5.
+struct QuantizeJobSpec {
+  std::string model_dir;
+  std::string out_dir;
+  std::string method = "gsq";          // rtn | gptq | gsq
+  int bits = 4;                        // 2..8
+  std::string grid = "sym";            // sym | asym
+  int group_size = 128;
+  bool channel_fallback = true;        // per-channel when the group does not divide
+  std::string scope = "experts";       // experts | all
+  std::string calib_path;              // default: ../shared/data/calib/calib.txt
+  int64_t calib_tokens = 384 * 256;    // the reference's 384 windows of 256 tokens
+  int window_tokens = 256;
+  int steps = 640;                     // GSQ steps per layer
+  std::string objective = "expert-output";  // expert-output | layer-local
+  std::string export_format = "vllm";  // vllm | native
+  uint64_t seed = 0;
+  int threads = 2;
+  bool overwrite = false;
+  double damp = 0.01;
+  bool act_order = false;
+  bool mse_scale_search = true;
+  int batch_windows = 16;              // windows per forward batch and per GSQ step
+  std::string eval_text;               // default: ../shared/data/eval/kjv_val.txt; "" + no_eval
+  bool evaluate = true;
+
+  nlohmann::json ToJson() const;
+};
+
+struct PhaseTiming {
+  std::string phase;
+  double seconds = 0;
+  int64_t peak_rss_bytes = 0;  // of the process, at the end of the phase
+};
+
+struct QuantizeJobResult {
+  std::string out_dir;
+  std::string report_path;
+  int64_t units = 0;
+  std::vector<std::string> fallback_experts;  // saw no calibration token: H = I
+  double bits_per_quantized_param_true = 0, bits_per_quantized_param_stored = 0;
+  double bits_per_param_true = 0, bits_per_param_stored = 0;
+  std::string container_note;
+  bool evaluated = false;
+  eval::EvalSummary eval;
+  std::vector<PhaseTiming> phases;
+  double gsq_mean_changed_fraction = 0;
+  double gsq_mean_loss_ratio = 0;  // mean over units of loss_after / loss_before
+};
+
+using ProgressFn = std::function<void(const std::string& phase, int64_t done, int64_t total)>;
+
+// Checks every field (and the files it names) without running anything heavy.
+absl::Status ValidateSpec(const QuantizeJobSpec& spec);
+
+absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
+                                                 const ProgressFn& progress);
+
+}  // namespace quant::tasks
