@@ -1,5 +1,6 @@
 // Checkpoint directories: config.json + index + shards, validated on open so that later reads
-// fail only on I/O, and fp8 block dequantization (DeepSeek-V3 / Kimi-K2 weight_scale_inv).
+// fail only on I/O, fp8 block dequantization (DeepSeek-V3 / Kimi-K2 weight_scale_inv), and
+// packed quantized linears (compressed-tensors pack-quantized, native dense-packed) decoded.
 #include "storage/checkpoint.h"
 
 #include <fcntl.h>
@@ -9,7 +10,10 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <optional>
+#include <regex>
 #include <set>
+#include <unordered_map>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -134,6 +138,114 @@ bool IsIntegerDType(DType dtype) {
 }
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) absl::StrAppend(&out, i ? ", " : "", shape[i]);
+  return out + "]";
+}
+
+// One quantization_config.config_groups entry, as far as decoding packed weights needs it.
+struct PackedGroup {
+  std::string name;
+  int bits = 0;
+  bool symmetric = true;
+  bool channel = false;     // strategy "channel": one scale per output row
+  int64_t group_size = 0;   // strategy "group"
+  std::string unsupported;  // why weights of this group cannot be decoded; empty when they can
+};
+
+// The weights scheme of one group. Shapes of JSON that no writer produces are errors at once;
+// schemes we do not decode (float types, tensor/block strategies) only fail a module that uses
+// them, so a mixed checkpoint still opens.
+absl::StatusOr<PackedGroup> ParsePackedGroup(const std::string& name, const json& group,
+                                             const std::string& config_path) {
+  PackedGroup out;
+  out.name = name;
+  const std::string where = absl::StrCat(config_path, ": quantization_config.config_groups.", name);
+  const json weights = group.value("weights", json());
+  if (weights.is_null()) {
+    out.unsupported = "has no \"weights\" scheme";
+    return out;
+  }
+  if (!weights.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".weights must be an object, got ", weights.type_name()));
+  }
+  const json type = weights.value("type", json("int"));
+  if (type != "int") {
+    out.unsupported = absl::StrCat("has weights type ", type.dump(), " (only \"int\" is packed)");
+    return out;
+  }
+  const json bits = weights.value("num_bits", json());
+  if (!bits.is_number_integer() || bits.get<int64_t>() < kMinPackBits ||
+      bits.get<int64_t>() > kMaxPackBits) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".weights.num_bits must be an integer in ", kMinPackBits, "..",
+                     kMaxPackBits, ", got ", bits.dump()));
+  }
+  out.bits = bits.get<int>();
+  const json symmetric = weights.value("symmetric", json(true));
+  if (!symmetric.is_boolean()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".weights.symmetric must be true or false, got ", symmetric.dump()));
+  }
+  out.symmetric = symmetric.get<bool>();
+  const json strategy = weights.value("strategy", json());
+  if (strategy == "channel") {
+    out.channel = true;
+  } else if (strategy == "group") {
+    const json group_size = weights.value("group_size", json());
+    if (!group_size.is_number_integer() || group_size.get<int64_t>() <= 0 ||
+        group_size.get<int64_t>() > (int64_t{1} << 31)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".weights.group_size must be a positive integer, got ", group_size.dump()));
+    }
+    out.group_size = group_size.get<int64_t>();
+  } else {
+    out.unsupported = absl::StrCat("has weights strategy ", strategy.dump(),
+                                   " (packed weights are decoded for \"group\" and \"channel\")");
+  }
+  const json actorder = weights.value("actorder", json());
+  if (actorder == "group") {
+    out.unsupported = "has actorder \"group\" (weight_g_idx is not decoded)";
+  }
+  return out;
+}
+
+// quantization_config.config_groups targets -> group, with compressed-tensors' precedence: an
+// exact module name, then a "re:" regex (matched from the start, as Python's re.match), then
+// the class name "Linear" (every packed module is a linear).
+class TargetMatcher {
+ public:
+  absl::Status Add(const std::string& target, size_t group, const std::string& where) {
+    if (target.starts_with("re:")) {
+      try {
+        regexes_.emplace_back(std::regex(target.substr(3), std::regex::ECMAScript), group);
+      } catch (const std::regex_error& e) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": target ", Quote(target), " is not a valid regex: ", e.what()));
+      }
+    } else if (target == "Linear") {
+      if (!linear_) linear_ = group;
+    } else {
+      exact_.emplace(target, group);  // the first group naming a module wins
+    }
+    return absl::OkStatus();
+  }
+  std::optional<size_t> Match(const std::string& module) const {
+    if (auto it = exact_.find(module); it != exact_.end()) return it->second;
+    for (const auto& [re, group] : regexes_) {
+      if (std::regex_search(module, re, std::regex_constants::match_continuous)) return group;
+    }
+    return linear_;
+  }
+
+ private:
+  std::unordered_map<std::string, size_t> exact_;
+  std::vector<std::pair<std::regex, size_t>> regexes_;
+  std::optional<size_t> linear_;
+};
 
 }  // namespace
 
@@ -273,7 +385,203 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     }
   }
   RETURN_IF_ERROR(ckpt->CheckDTypes(config_path));
+  RETURN_IF_ERROR(ckpt->IndexPackedWeights(config_path));
   return ckpt;
+}
+
+const std::string& Checkpoint::ShardPath(std::string_view stored_name) const {
+  auto it = tensors_.find(stored_name);
+  QUANT_CHECK(it != tensors_.end());
+  return shards_[it->second.first]->path();
+}
+
+absl::Status Checkpoint::IndexPackedWeights(const std::string& config_path) {
+  constexpr std::string_view kPacked = kWeightPackedSuffix;
+  std::vector<std::string> modules;
+  for (const auto& [name, unused] : tensors_) {
+    if (name.ends_with(kPacked)) modules.push_back(name.substr(0, name.size() - kPacked.size()));
+  }
+  if (modules.empty()) return absl::OkStatus();
+  const std::string first_packed = modules.front() + std::string(kPacked);
+
+  // Which format: compressed-tensors pack-quantized or ours.
+  const json qc = config_.value("quantization_config", json());
+  const json method = qc.is_object() ? qc.value("quant_method", json()) : json();
+  PackLayout layout = PackLayout::kDense;
+  if (method == kCompressedTensorsMethod) {
+    // compressed-tensors packs floor(32 / b) values per word; for 4 and 8 bits that is dense.
+    layout = PackLayout::kWordAligned;
+    const json format = qc.value("format", json());
+    if (format != kPackQuantizedFormat) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config_path, ": quantization_config.format is ", format.dump(), " but ",
+                       ShardPath(first_packed), " stores packed tensors such as ",
+                       Quote(first_packed), " (expected \"", Absl(kPackQuantizedFormat), "\")"));
+    }
+  } else if (method == kNativeMethod) {
+    layout = PackLayout::kDense;
+    const json format = qc.value("format", json());
+    const json version = qc.value("version", json());
+    if (format != kNativeFormat) {
+      return absl::InvalidArgumentError(absl::StrCat(config_path, ": quantization_config.format ",
+                                                     format.dump(), " is not \"",
+                                                     Absl(kNativeFormat), "\""));
+    }
+    if (version != kNativeFormatVersion) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config_path, ": quantization_config.version expected ", kNativeFormatVersion,
+                       ", got ", version.dump()));
+    }
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ShardPath(first_packed), ": tensor ", Quote(first_packed), " is packed but ",
+                     config_path, " has no quantization_config with quant_method \"",
+                     Absl(kCompressedTensorsMethod), "\" or \"", Absl(kNativeMethod), "\""));
+  }
+
+  const json groups_json = qc.value("config_groups", json());
+  if (!groups_json.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_path, ": quantization_config.config_groups must be an object, got ",
+                     groups_json.type_name()));
+  }
+  std::vector<PackedGroup> groups;
+  TargetMatcher matcher;
+  for (const auto& [group_name, group] : groups_json.items()) {
+    const std::string where =
+        absl::StrCat(config_path, ": quantization_config.config_groups.", group_name);
+    if (!group.is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, " must be an object, got ", group.type_name()));
+    }
+    ASSIGN_OR_RETURN(PackedGroup parsed, ParsePackedGroup(group_name, group, config_path));
+    const json targets = group.value("targets", json());
+    if (!targets.is_array()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".targets must be a list of strings, got ", targets.type_name()));
+    }
+    for (const json& target : targets) {
+      if (!target.is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ".targets must hold strings, got ", target.dump()));
+      }
+      RETURN_IF_ERROR(matcher.Add(target.get<std::string>(), groups.size(), where));
+    }
+    groups.push_back(std::move(parsed));
+  }
+
+  for (const std::string& module : modules) {
+    PackedEntry entry;
+    PackedWeight& p = entry.weight;
+    p.module = module;
+    p.weight_name = module + ".weight";
+    p.packed_name = module + std::string(kWeightPackedSuffix);
+    p.scale_name = module + std::string(kWeightScaleSuffix);
+    p.shape_name = module + std::string(kWeightShapeSuffix);
+    const std::string zero_name = module + std::string(kWeightZeroPointSuffix);
+    const std::string& shard = ShardPath(p.packed_name);
+    auto bad = [&](const std::string& tensor, const std::string& problem) {
+      const std::string& file = tensors_.count(tensor) ? ShardPath(tensor) : shard;
+      return absl::InvalidArgumentError(
+          absl::StrCat(file, ": tensor ", Quote(tensor), " ", problem));
+    };
+    if (tensors_.count(p.weight_name)) {
+      return bad(p.weight_name, absl::StrCat("is stored beside the packed ", Quote(p.packed_name),
+                                             "; a linear is either packed or not"));
+    }
+    if (tensors_.count(module + ".weight_g_idx")) {
+      return bad(module + ".weight_g_idx", "is not supported (act-order group indices)");
+    }
+    const std::optional<size_t> group_index = matcher.Match(module);
+    if (!group_index) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(shard, ": packed tensor ", Quote(p.packed_name), " matches no target of ",
+                       config_path, " quantization_config.config_groups"));
+    }
+    const PackedGroup& group = groups[*group_index];
+    if (!group.unsupported.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(shard, ": packed tensor ", Quote(p.packed_name), " belongs to config group ",
+                       group.name, " of ", config_path, ", which ", group.unsupported));
+    }
+    p.config_group = group.name;
+    p.bits = group.bits;
+    p.layout = layout;
+    p.symmetric = group.symmetric;
+
+    // weight_shape first: it sizes everything else.
+    auto shape_it = tensors_.find(p.shape_name);
+    if (shape_it == tensors_.end()) {
+      return absl::NotFoundError(absl::StrCat(shard, ": packed tensor ", Quote(p.packed_name),
+                                              " has no ", Quote(p.shape_name),
+                                              " in the checkpoint"));
+    }
+    const TensorInfo& shape_info = *shape_it->second.second;
+    if ((shape_info.dtype != DType::kI64 && shape_info.dtype != DType::kI32) ||
+        shape_info.shape != std::vector<int64_t>{2}) {
+      return bad(p.shape_name,
+                 absl::StrCat("must be I64 [2], got ", Absl(DTypeName(shape_info.dtype)), " ",
+                              ShapeText(shape_info.shape)));
+    }
+    ASSIGN_OR_RETURN(HostTensor shape_value, shards_[shape_it->second.first]->Read(shape_info));
+    for (int i = 0; i < 2; ++i) {
+      const int64_t v = shape_info.dtype == DType::kI64 ? shape_value.data<int64_t>()[i]
+                                                        : shape_value.data<int32_t>()[i];
+      // 2^31 rows or columns is far beyond any linear (Kimi-K2's largest is 163840); the bound
+      // keeps out * in and the word counts far from overflow.
+      if (v <= 0 || v > (int64_t{1} << 31)) {
+        return bad(p.shape_name, absl::StrCat("holds ", v, "; dimensions must be in 1..2^31"));
+      }
+      (i == 0 ? p.out : p.in) = v;
+    }
+    p.group_size = group.channel ? p.in : group.group_size;
+    const int64_t groups_per_row = group.channel ? 1 : CeilDiv(p.in, p.group_size);
+
+    auto expect = [&](const std::string& tensor, std::vector<DType> dtypes,
+                      std::vector<int64_t> shape, const std::string& why) -> absl::Status {
+      auto it = tensors_.find(tensor);
+      if (it == tensors_.end()) {
+        return absl::NotFoundError(absl::StrCat(shard, ": packed tensor ", Quote(p.packed_name),
+                                                " has no ", Quote(tensor), " in the checkpoint"));
+      }
+      const TensorInfo& info = *it->second.second;
+      if (std::find(dtypes.begin(), dtypes.end(), info.dtype) == dtypes.end() ||
+          info.shape != shape) {
+        std::string want;
+        for (size_t i = 0; i < dtypes.size(); ++i) {
+          absl::StrAppend(&want, i ? "/" : "", Absl(DTypeName(dtypes[i])));
+        }
+        return bad(tensor,
+                   absl::StrCat("must be ", want, " ", ShapeText(shape), " (", why, "), got ",
+                                Absl(DTypeName(info.dtype)), " ", ShapeText(info.shape)));
+      }
+      return absl::OkStatus();
+    };
+    const std::string scheme = absl::StrCat(
+        "weight [", p.out, ", ", p.in, "] at ", p.bits, " bits ", Absl(PackLayoutName(layout)),
+        group.channel ? ", per channel" : absl::StrCat(", groups of ", p.group_size));
+    RETURN_IF_ERROR(expect(p.packed_name, {DType::kI32},
+                           {p.out, PackedWordCount(p.in, p.bits, layout)}, scheme));
+    RETURN_IF_ERROR(expect(p.scale_name, {DType::kBF16, DType::kF16, DType::kF32},
+                           {p.out, groups_per_row}, scheme));
+    if (!p.symmetric) {
+      p.zero_point_name = zero_name;
+      RETURN_IF_ERROR(expect(zero_name, {DType::kI32},
+                             {PackedWordCount(p.out, p.bits, layout), groups_per_row},
+                             scheme + ", zero points packed along the output dim"));
+    }
+    for (const std::string* part : {&p.packed_name, &p.scale_name, &p.shape_name}) {
+      hidden_.insert(*part);
+    }
+    // A symmetric module's stray zero point (older compressed-tensors wrote all-zero ones) is
+    // hidden too: the loader must not see it as a tensor of its own.
+    if (tensors_.count(zero_name)) hidden_.insert(zero_name);
+    entry.logical.name = p.weight_name;
+    entry.logical.dtype = DType::kF32;
+    entry.logical.shape = {p.out, p.in};
+    packed_.emplace(p.weight_name, std::move(entry));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Checkpoint::CheckDTypes(const std::string& config_path) const {
@@ -321,9 +629,22 @@ absl::Status Checkpoint::CheckDTypes(const std::string& config_path) const {
   return absl::OkStatus();
 }
 
-bool Checkpoint::Has(std::string_view name) const { return tensors_.find(name) != tensors_.end(); }
+bool Checkpoint::Has(std::string_view name) const {
+  return tensors_.find(name) != tensors_.end() || packed_.find(name) != packed_.end();
+}
 
 std::vector<std::string> Checkpoint::Names() const {
+  std::vector<std::string> names;
+  names.reserve(tensors_.size() + packed_.size() - hidden_.size());
+  for (const auto& [name, unused] : tensors_) {
+    if (!hidden_.contains(name)) names.push_back(name);
+  }
+  for (const auto& [name, unused] : packed_) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::vector<std::string> Checkpoint::StoredNames() const {
   std::vector<std::string> names;
   names.reserve(tensors_.size());
   for (const auto& [name, unused] : tensors_) names.push_back(name);
@@ -332,18 +653,67 @@ std::vector<std::string> Checkpoint::Names() const {
 
 const TensorInfo* Checkpoint::Info(std::string_view name) const {
   auto it = tensors_.find(name);
-  return it == tensors_.end() ? nullptr : it->second.second;
+  if (it != tensors_.end()) return it->second.second;
+  auto packed = packed_.find(name);
+  return packed == packed_.end() ? nullptr : &packed->second.logical;
+}
+
+const PackedWeight* Checkpoint::Packed(std::string_view weight_name) const {
+  auto it = packed_.find(weight_name);
+  return it == packed_.end() ? nullptr : &it->second.weight;
 }
 
 absl::StatusOr<HostTensor> Checkpoint::ReadRaw(std::string_view name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) {
+    auto packed = packed_.find(name);
+    if (packed != packed_.end()) return ReadPacked(packed->second.weight);
     return absl::NotFoundError(absl::StrCat(dir_, ": no tensor ", Quote(name)));
   }
   return shards_[it->second.first]->Read(*it->second.second);
 }
 
+absl::StatusOr<HostTensor> Checkpoint::ReadPacked(const PackedWeight& p) const {
+  // Open checked every part's presence, dtype and shape against weight_shape.
+  ASSIGN_OR_RETURN(HostTensor packed, ReadRaw(p.packed_name));
+  ASSIGN_OR_RETURN(HostTensor scale_raw, ReadRaw(p.scale_name));
+  QUANT_CHECK(packed.dtype == DType::kI32 && scale_raw.shape.size() == 2);
+  const int64_t groups = scale_raw.shape[1];
+  std::vector<float> scale(static_cast<size_t>(scale_raw.numel()));
+  switch (scale_raw.dtype) {
+    case DType::kBF16:
+      BF16ToFloatArray(scale_raw.data<uint16_t>(), scale_raw.numel(), scale.data());
+      break;
+    case DType::kF16:
+      F16ToFloatArray(scale_raw.data<uint16_t>(), scale_raw.numel(), scale.data());
+      break;
+    default:
+      QUANT_CHECK(scale_raw.dtype == DType::kF32);
+      std::copy_n(scale_raw.data<float>(), scale.size(), scale.data());
+  }
+  std::vector<uint8_t> codes(static_cast<size_t>(p.out * p.in));
+  UnpackRows(packed.data<int32_t>(), p.out, p.in, p.bits, p.layout, codes.data());
+  std::vector<uint8_t> zeros;
+  if (!p.symmetric) {
+    ASSIGN_OR_RETURN(HostTensor zero_raw, ReadRaw(p.zero_point_name));
+    QUANT_CHECK(zero_raw.dtype == DType::kI32);
+    zeros.resize(static_cast<size_t>(p.out * groups));
+    UnpackColumns(zero_raw.data<int32_t>(), p.out, groups, p.bits, p.layout, zeros.data());
+  }
+  HostTensor out;
+  out.dtype = DType::kF32;
+  out.shape = {p.out, p.in};
+  out.bytes.resize(static_cast<size_t>(p.out * p.in) * sizeof(float));
+  DequantizeGroups_ref(codes.data(), p.out, p.in, p.group_size, scale.data(),
+                       p.symmetric ? nullptr : zeros.data(), SymmetricZero(p.bits),
+                       out.data<float>());
+  return out;
+}
+
 absl::StatusOr<HostTensor> Checkpoint::ReadF32(std::string_view name) const {
+  if (auto packed = packed_.find(name); packed != packed_.end()) {
+    return ReadPacked(packed->second.weight);
+  }
   ASSIGN_OR_RETURN(HostTensor raw, ReadRaw(name));
   if (raw.dtype == DType::kF32) return raw;
   HostTensor out;

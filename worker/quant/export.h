@@ -1,0 +1,69 @@
+// Writing a quantized checkpoint (DESIGN.md section 7, docs/formats.md): compressed-tensors
+// `pack-quantized` for vLLM (2-3 bit codes in a 4-bit container, 5-7 in 8) or the native layout
+// with the true bits; shards first, then index, config.json and the manifest, all into a
+// temporary directory renamed into place at the very end.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "storage/checkpoint.h"
+#include "worker/quant/quantizer.h"
+
+namespace quant::quant {
+
+enum class ExportFormat { kVllm, kNative };
+absl::StatusOr<ExportFormat> ParseExportFormat(std::string_view text);  // "vllm" | "native"
+std::string_view ExportFormatName(ExportFormat format);                 // the inverse
+
+// Bits each stored code takes: vLLM's compressed-tensors kernels take 4- and 8-bit weights, so
+// kVllm widens 2-3 bit codes to 4 and 5-7 bit codes to 8; kNative stores the true bits.
+int ContainerBits(int bits, ExportFormat format);
+
+// The manifest's name and version (docs/formats.md).
+inline constexpr char kManifestFile[] = "quant_manifest.json";
+inline constexpr int kManifestFormatVersion = 1;
+
+struct ExportOptions {
+  ExportFormat format = ExportFormat::kVllm;
+  std::string out_dir;
+  bool overwrite = false;               // replace an existing out_dir (else AlreadyExists)
+  int64_t max_shard_bytes = 5LL << 30;  // HF's default shard size
+  nlohmann::json job_options;           // recorded in the manifest (and its fingerprint)
+  std::string tool_version = "0.1.0";
+};
+
+struct ExportStats {
+  int64_t quantized_params = 0;                // weights that were quantized
+  int64_t total_params = 0;                    // every tensor element in the checkpoint
+  double bits_per_quantized_param_true = 0;    // codes at their true bits + scales + zeros
+  double bits_per_quantized_param_stored = 0;  // as stored (container bits)
+  double bits_per_param_true = 0;              // over the whole checkpoint (bf16 parts at 16)
+  double bits_per_param_stored = 0;
+  int64_t bytes_written = 0;
+  std::vector<std::string> shards;
+  std::string container_note;  // e.g. "2-bit codes stored in 4-bit containers for vLLM"
+};
+
+// `units`: weight name ("model.layers.1.mlp.experts.3.gate_proj.weight") -> its quantization
+// (on any device). Each must name a 2-D weight of `source` with the codes' shape, codes in
+// [0, 2^bits - 1], zeros in that range (2^(bits-1) everywhere for a symmetric grid) and scales
+// finite and exactly representable in bf16; else InvalidArgument naming the unit.
+// Every other tensor of `source` is copied as stored (fp8 weights are dequantized to bf16 and
+// their `_scale_inv` dropped). A source that is itself packed is refused.
+// Output: `<module>.weight_packed` / `weight_scale` / `weight_zero_point` (asymmetric) /
+// `weight_shape` per unit, shards `model-0000i-of-0000n.safetensors` of at most
+// max_shard_bytes tensor bytes (a larger single tensor gets a shard of its own), the index,
+// config.json with quantization_config, tokenizer/generation files copied, quant_manifest.json.
+// Fails with AlreadyExists when out_dir exists and !overwrite; on any failure nothing is left
+// behind (the temporary `<out_dir>.tmp-<pid>` is removed) and an existing out_dir is untouched.
+absl::StatusOr<ExportStats> ExportCheckpoint(const storage::Checkpoint& source,
+                                             const std::map<std::string, QuantizedWeight>& units,
+                                             const ExportOptions& options);
+
+}  // namespace quant::quant
