@@ -5,9 +5,22 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/gsq_step.h"
+
+// Element indices are hashed as 32-bit counters: one family of one layer share must stay below
+// 2^32 elements (Kimi-K2's 48-expert share of one projection is 0.7e9).
+#define QUANT_CHECK_ELEMENTS(t)                                              \
+  do {                                                                       \
+    if ((t).rows * (t).cols >= (int64_t{1} << 32) || (t).levels > 5 ||       \
+        ((t).levels == 5) != ((t).base != nullptr)) {                        \
+      std::fprintf(stderr, "GSQ kernel: unsupported tensor layout\n");     \
+      std::abort();                                                          \
+    }                                                                        \
+  } while (0)
 
 namespace quant::kernels {
 namespace {
@@ -26,16 +39,21 @@ inline uint32_t Mix32(uint32_t x) {
 }
 
 inline uint32_t StepKey(uint64_t seed, uint64_t step) {
-  return Mix32(static_cast<uint32_t>(seed) ^ Mix32(static_cast<uint32_t>(seed >> 32) ^
-                                                    Mix32(static_cast<uint32_t>(step) + 0x9e3779b9u)));
+  return Mix32(static_cast<uint32_t>(seed) ^
+               Mix32(static_cast<uint32_t>(seed >> 32) ^
+                     Mix32(static_cast<uint32_t>(step) + 0x9e3779b9u)));
 }
 
-// Uniform in [0, 1) from 24 hashed bits of (key, element, level).
-inline float Uniform(uint32_t key, uint32_t element_lo, uint32_t element_hi, int level) {
-  const uint32_t h =
-      Mix32(element_lo ^ Mix32(key ^ (element_hi * 0x632be5abu) ^ (static_cast<uint32_t>(level) *
-                                                                    0x85ebca6bu)));
-  return static_cast<float>(h >> 8) * (1.0f / 16777216.0f);
+// Per-level key: the element index is then hashed once per (element, level).
+inline uint32_t LevelKey(uint32_t step_key, int level) {
+  return Mix32(step_key ^ (static_cast<uint32_t>(level) * 0x85ebca6bu + 0x632be5abu));
+}
+
+// Uniform in [0, 1) from 24 hashed bits of (level key, element).
+inline float Uniform(uint32_t level_key, uint32_t element) {
+  // Through int32: unsigned-to-float conversion does not vectorise on x86 (no such instruction).
+  return static_cast<float>(static_cast<int32_t>(Mix32(element ^ level_key) >> 8)) *
+         (1.0f / 16777216.0f);
 }
 
 inline float FastExp(float x) {
@@ -59,11 +77,11 @@ inline float FastExp(float x) {
 inline float FastLog(float x) {
   // x = 2^e m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172.
   const uint32_t bits = std::bit_cast<uint32_t>(x);
-  int32_t e = static_cast<int32_t>((bits >> 23) & 0xff) - 127;
-  float m = std::bit_cast<float>((bits & 0x7fffffu) | 0x3f800000u);
-  const bool big = m > 1.41421356f;
-  m = big ? m * 0.5f : m;
-  e = big ? e + 1 : e;
+  const int32_t e0 = static_cast<int32_t>((bits >> 23) & 0xff) - 127;
+  const float m0 = std::bit_cast<float>((bits & 0x7fffffu) | 0x3f800000u);
+  const bool big = m0 > 1.41421356f;
+  const float m = big ? m0 * 0.5f : m0;
+  const float e = static_cast<float>(big ? e0 + 1 : e0);
   const float s = (m - 1.0f) / (m + 1.0f);
   const float s2 = s * s;
   float q = 1.0f / 9.0f;
@@ -71,85 +89,140 @@ inline float FastLog(float x) {
   q = q * s2 + 1.0f / 5.0f;
   q = q * s2 + 1.0f / 3.0f;
   q = q * s2 + 1.0f;
-  return static_cast<float>(e) * 0.69314718055994531f + 2.0f * s * q;
+  return e * 0.69314718055994531f + 2.0f * s * q;
 }
 
 inline float Gumbel(float u) { return -FastLog(-FastLog(u + kEps) + kEps); }
 
 inline float Sign(float x) { return static_cast<float>((x > 0.0f) - (x < 0.0f)); }
 
-// Softmax over the valid levels of element i; returns E[v] and fills prob[] and value[].
-template <int K>
-inline float SoftExpected(const GsqTensors& t, const GsqStepParams& p, uint32_t key, int64_t i,
-                          int64_t n, float* prob, float* value) {
-  const float base = t.base ? t.base[i] : 0.0f;
-  const uint32_t lo = static_cast<uint32_t>(i), hi = static_cast<uint32_t>(i >> 32);
-  float a[K];
-  float amax = -3.0e38f;
-  for (int k = 0; k < K; ++k) {
-    value[k] = base + t.offsets[k];
-    const bool valid = value[k] >= 0.0f && value[k] <= static_cast<float>(t.max_code);
-    const float g = Gumbel(Uniform(key, lo, hi, k));
-    a[k] = valid ? (p.kappa * t.logits[k * n + i] + g) / p.tau : -3.0e38f;
-    amax = std::max(amax, a[k]);
-  }
-  float sum = 0.0f;
-  for (int k = 0; k < K; ++k) {
-    prob[k] = a[k] > -1.0e38f ? FastExp(a[k] - amax) : 0.0f;
-    sum += prob[k];
-  }
-  const float inv = 1.0f / sum;
-  float expected = 0.0f;
-  for (int k = 0; k < K; ++k) {
-    prob[k] *= inv;
-    expected += prob[k] * value[k];
-  }
-  return expected;
-}
+constexpr float kMasked = -3.0e38f;
 
+// Everything a row range needs, hoisted out of the element loops (restrict: no aliasing).
 template <int K>
-void ForwardRows(const GsqTensors& t, const GsqStepParams& p, float* w_out, int64_t r0,
-                 int64_t r1) {
-  const int64_t n = t.rows * t.cols;
-  const uint32_t key = StepKey(p.seed, p.step);
-  for (int64_t r = r0; r < r1; ++r) {
-    for (int64_t c = 0; c < t.cols; ++c) {
-      const int64_t i = r * t.cols + c;
-      const int64_t g = i / t.group_size;
-      float prob[K], value[K];
-      const float e = SoftExpected<K>(t, p, key, i, n, prob, value);
-      w_out[i] = t.scales[g] * (e - t.zeros[g]);
+struct Hoisted {
+  int64_t n;
+  float off[K];
+  uint32_t key[K];
+  float* __restrict logits[K];
+  float* __restrict momentum[K];
+  float kappa_over_tau, inv_tau, max_code;
+  Hoisted(const GsqTensors& t, const GsqStepParams& p) {
+    n = t.rows * t.cols;
+    const uint32_t step_key = StepKey(p.seed, p.step);
+    for (int k = 0; k < K; ++k) {
+      off[k] = t.offsets[k];
+      key[k] = LevelKey(step_key, k);
+      logits[k] = t.logits + k * n;
+      momentum[k] = t.momentum + k * n;
+    }
+    kappa_over_tau = p.kappa / p.tau;
+    inv_tau = 1.0f / p.tau;
+    max_code = static_cast<float>(t.max_code);
+  }
+};
+
+constexpr int64_t kBlock = 64;  // elements per inner block: K x 64 floats stay in L1
+
+// Softmax over the valid levels of elements [i0, i0 + m) (m <= kBlock), level-major so every
+// inner loop is a plain vectorisable loop: prob[k][j], value[k][j], expected[j].
+template <int K, bool kShift>
+[[gnu::always_inline]] inline void SoftBlock(const Hoisted<K>& h, const float* __restrict base,
+                                             int64_t i0, int64_t m, float (&prob)[K][kBlock],
+                                             float (&value)[K][kBlock],
+                                             float (&expected)[kBlock]) {
+  float amax[kBlock];
+  for (int64_t j = 0; j < m; ++j) amax[j] = kMasked;
+  for (int k = 0; k < K; ++k) {
+    const float* __restrict lg = h.logits[k] + i0;
+    const uint32_t key = h.key[k];
+    const float off = h.off[k];
+    for (int64_t j = 0; j < m; ++j) {
+      const float v = (kShift ? base[i0 + j] : 0.0f) + off;
+      value[k][j] = v;
+      // `&` and an unconditional load keep the loop free of branches (it must vectorise).
+      const bool valid = (v >= 0.0f) & (v <= h.max_code);
+      const float g = Gumbel(Uniform(key, static_cast<uint32_t>(i0 + j)));
+      const float l = lg[j];
+      const float a = valid ? l * h.kappa_over_tau + g * h.inv_tau : kMasked;
+      prob[k][j] = a;
+      amax[j] = std::max(amax[j], a);
+    }
+  }
+  float sum[kBlock];
+  for (int64_t j = 0; j < m; ++j) sum[j] = 0.0f;
+  for (int k = 0; k < K; ++k) {
+    for (int64_t j = 0; j < m; ++j) {
+      const float a = prob[k][j];
+      const float ex = FastExp(a - amax[j]);
+      const float pk = a > 0.5f * kMasked ? ex : 0.0f;
+      prob[k][j] = pk;
+      sum[j] += pk;
+    }
+  }
+  for (int64_t j = 0; j < m; ++j) {
+    sum[j] = 1.0f / sum[j];
+    expected[j] = 0.0f;
+  }
+  for (int k = 0; k < K; ++k) {
+    for (int64_t j = 0; j < m; ++j) {
+      prob[k][j] *= sum[j];
+      expected[j] += prob[k][j] * value[k][j];
     }
   }
 }
 
-template <int K>
-void BackwardRows(const GsqTensors& t, const GsqStepParams& p, const float* grad_w,
-                  float* grad_scales, int64_t r0, int64_t r1) {
-  const int64_t n = t.rows * t.cols;
-  const uint32_t key = StepKey(p.seed, p.step);
+template <int K, bool kShift>
+[[gnu::always_inline]] inline void ForwardRows(const GsqTensors& t, const GsqStepParams& p,
+                                               float* __restrict w_out, int64_t r0, int64_t r1) {
+  const Hoisted<K> h(t, p);
+  const int64_t gs = t.group_size;
+  float prob[K][kBlock], value[K][kBlock], expected[kBlock];
+  for (int64_t g = r0 * t.cols / gs; g < r1 * t.cols / gs; ++g) {
+    const float scale = t.scales[g], zero = t.zeros[g];
+    for (int64_t i0 = g * gs; i0 < (g + 1) * gs; i0 += kBlock) {
+      const int64_t m = std::min(kBlock, (g + 1) * gs - i0);
+      SoftBlock<K, kShift>(h, t.base, i0, m, prob, value, expected);
+      for (int64_t j = 0; j < m; ++j) w_out[i0 + j] = scale * (expected[j] - zero);
+    }
+  }
+}
+
+template <int K, bool kShift>
+[[gnu::always_inline]] inline void BackwardRows(const GsqTensors& t, const GsqStepParams& p,
+                                                const float* __restrict grad_w,
+                                                float* __restrict grad_scales, int64_t r0,
+                                                int64_t r1) {
+  const Hoisted<K> h(t, p);
+  const int64_t gs = t.group_size;
   const float decay = 1.0f - p.lr_logits * p.weight_decay;
-  const float coef = p.kappa / p.tau;
-  for (int64_t r = r0; r < r1; ++r) {
-    for (int64_t g0 = r * t.cols; g0 < (r + 1) * t.cols; g0 += t.group_size) {
-      const int64_t g = g0 / t.group_size;
-      float gs = 0.0f;
-      for (int64_t i = g0; i < g0 + t.group_size; ++i) {
-        float prob[K], value[K];
-        const float e = SoftExpected<K>(t, p, key, i, n, prob, value);
-        gs += grad_w[i] * (e - t.zeros[g]);
-        const float de = grad_w[i] * t.scales[g] * coef;
-        for (int k = 0; k < K; ++k) {
-          const float grad = prob[k] * (value[k] - e) * de;
-          float& logit = t.logits[k * n + i];
-          float& m = t.momentum[k * n + i];
-          const float update = Sign(p.beta1 * m + (1.0f - p.beta1) * grad);
-          logit = logit * decay - p.lr_logits * update;
-          m = p.beta2 * m + (1.0f - p.beta2) * grad;
+  const float lr = p.lr_logits, b1 = p.beta1, b2 = p.beta2;
+  float prob[K][kBlock], value[K][kBlock], expected[kBlock], de[kBlock];
+  for (int64_t g = r0 * t.cols / gs; g < r1 * t.cols / gs; ++g) {
+    const float scale = t.scales[g], zero = t.zeros[g];
+    const float de_coef = scale * p.kappa / p.tau;
+    float gsum = 0.0f;
+    for (int64_t i0 = g * gs; i0 < (g + 1) * gs; i0 += kBlock) {
+      const int64_t m = std::min(kBlock, (g + 1) * gs - i0);
+      SoftBlock<K, kShift>(h, t.base, i0, m, prob, value, expected);
+      const float* __restrict gw = grad_w + i0;
+      for (int64_t j = 0; j < m; ++j) {
+        gsum += gw[j] * (expected[j] - zero);
+        de[j] = gw[j] * de_coef;
+      }
+      for (int k = 0; k < K; ++k) {
+        float* __restrict lg = h.logits[k] + i0;
+        float* __restrict mo = h.momentum[k] + i0;
+        for (int64_t j = 0; j < m; ++j) {
+          const float grad = prob[k][j] * (value[k][j] - expected[j]) * de[j];
+          const float mj = mo[j];
+          const float update = Sign(b1 * mj + (1.0f - b1) * grad);
+          lg[j] = lg[j] * decay - lr * update;
+          mo[j] = b2 * mj + (1.0f - b2) * grad;
         }
       }
-      grad_scales[g] = gs;
     }
+    grad_scales[g] = gsum;
   }
 }
 
@@ -158,7 +231,7 @@ void HardRows(const GsqTensors& t, uint8_t* codes, int64_t r0, int64_t r1) {
   const int64_t n = t.rows * t.cols;
   for (int64_t i = r0 * t.cols; i < r1 * t.cols; ++i) {
     const float base = t.base ? t.base[i] : 0.0f;
-    float best = -3.0e38f;
+    float best = kMasked;
     float code = 0.0f;
     for (int k = 0; k < K; ++k) {
       const float v = base + t.offsets[k];
@@ -172,28 +245,53 @@ void HardRows(const GsqTensors& t, uint8_t* codes, int64_t r0, int64_t r1) {
   }
 }
 
+// Vectorised clones: AVX2 where the CPU has it (chosen at load time), plain x86-64 otherwise.
+#if defined(__x86_64__) && !defined(__clang__)
+#define QUANT_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define QUANT_CLONES
+#endif
+
+QUANT_CLONES void Forward4(const GsqTensors& t, const GsqStepParams& p, float* w, int64_t r0,
+                           int64_t r1) {
+  ForwardRows<4, false>(t, p, w, r0, r1);
+}
+QUANT_CLONES void Forward5(const GsqTensors& t, const GsqStepParams& p, float* w, int64_t r0,
+                           int64_t r1) {
+  ForwardRows<kMaxLevels, true>(t, p, w, r0, r1);
+}
+QUANT_CLONES void Backward4(const GsqTensors& t, const GsqStepParams& p, const float* gw,
+                            float* gs, int64_t r0, int64_t r1) {
+  BackwardRows<4, false>(t, p, gw, gs, r0, r1);
+}
+QUANT_CLONES void Backward5(const GsqTensors& t, const GsqStepParams& p, const float* gw,
+                            float* gs, int64_t r0, int64_t r1) {
+  BackwardRows<kMaxLevels, true>(t, p, gw, gs, r0, r1);
+}
+
 }  // namespace
 
 float CounterUniform(uint64_t seed, uint64_t step, uint64_t element, int level) {
-  return Uniform(StepKey(seed, step), static_cast<uint32_t>(element),
-                 static_cast<uint32_t>(element >> 32), level);
+  return Uniform(LevelKey(StepKey(seed, step), level), static_cast<uint32_t>(element));
 }
 
 void GsqForward_ref(const GsqTensors& t, const GsqStepParams& p, float* w_out, int64_t row_begin,
                     int64_t row_end) {
-  if (t.levels == 4) {
-    ForwardRows<4>(t, p, w_out, row_begin, row_end);
+  QUANT_CHECK_ELEMENTS(t);
+  if (t.levels == 4 && t.base == nullptr) {
+    Forward4(t, p, w_out, row_begin, row_end);
   } else {
-    ForwardRows<kMaxLevels>(t, p, w_out, row_begin, row_end);
+    Forward5(t, p, w_out, row_begin, row_end);
   }
 }
 
 void GsqBackwardLion_ref(const GsqTensors& t, const GsqStepParams& p, const float* grad_w,
                          float* grad_scales, int64_t row_begin, int64_t row_end) {
-  if (t.levels == 4) {
-    BackwardRows<4>(t, p, grad_w, grad_scales, row_begin, row_end);
+  QUANT_CHECK_ELEMENTS(t);
+  if (t.levels == 4 && t.base == nullptr) {
+    Backward4(t, p, grad_w, grad_scales, row_begin, row_end);
   } else {
-    BackwardRows<kMaxLevels>(t, p, grad_w, grad_scales, row_begin, row_end);
+    Backward5(t, p, grad_w, grad_scales, row_begin, row_end);
   }
 }
 
