@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <optional>
 #include <regex>
 #include <set>
@@ -213,15 +214,19 @@ absl::StatusOr<PackedGroup> ParsePackedGroup(const std::string& name, const json
   return out;
 }
 
+// compressed-tensors marks a regex target with this prefix; others are names or class names.
+constexpr char kRegexPrefix[] = "re:";
+
 // quantization_config.config_groups targets -> group, with compressed-tensors' precedence: an
 // exact module name, then a "re:" regex (matched from the start, as Python's re.match), then
 // the class name "Linear" (every packed module is a linear).
 class TargetMatcher {
  public:
   absl::Status Add(const std::string& target, size_t group, const std::string& where) {
-    if (target.starts_with("re:")) {
+    if (target.starts_with(kRegexPrefix)) {
       try {
-        regexes_.emplace_back(std::regex(target.substr(3), std::regex::ECMAScript), group);
+        regexes_.emplace_back(
+            std::regex(target.substr(std::strlen(kRegexPrefix)), std::regex::ECMAScript), group);
       } catch (const std::regex_error& e) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": target ", Quote(target), " is not a valid regex: ", e.what()));

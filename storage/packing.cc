@@ -257,12 +257,18 @@ void DequantizeGroups_ref(const uint8_t* codes, int64_t rows, int64_t cols, int6
                           const float* scale, const uint8_t* zero, int symmetric_zero, float* out) {
   QUANT_CHECK(rows >= 0 && cols >= 0 && group_size > 0);
   const int64_t groups = (cols + group_size - 1) / group_size;
-  const float sym_zero = static_cast<float>(symmetric_zero);
   for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t j = 0; j < cols; ++j) {
-      const int64_t g = i * groups + j / group_size;
-      const float z = zero == nullptr ? sym_zero : static_cast<float>(zero[g]);
-      out[i * cols + j] = scale[g] * (static_cast<float>(codes[i * cols + j]) - z);
+    // Group by group, so the inner loop is a plain multiply the compiler vectorizes (this runs
+    // for every packed weight a model loads).
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t k = i * groups + g;
+      const float s = scale[k];
+      const float z = static_cast<float>(zero == nullptr ? symmetric_zero : zero[k]);
+      const int64_t begin = g * group_size;
+      const int64_t end = std::min(cols, begin + group_size);
+      const uint8_t* src = codes + i * cols;
+      float* dst = out + i * cols;
+      for (int64_t j = begin; j < end; ++j) dst[j] = s * (static_cast<float>(src[j]) - z);
     }
   }
 }

@@ -104,6 +104,12 @@ struct UnitSpec {
   Grid grid;
 };
 
+// "<module>.weight" -> "<module>".
+std::string ModuleOf(const std::string& weight_name) {
+  EXPECT_TRUE(weight_name.ends_with(".weight")) << weight_name;
+  return weight_name.substr(0, weight_name.size() - std::strlen(".weight"));
+}
+
 std::string Expert(int layer, int expert, const std::string& linear) {
   return "model.layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(expert) + "." +
          linear + ".weight";
@@ -225,7 +231,7 @@ TEST_P(ExportFormatTest, ReadsBackBitForBit) {
     EXPECT_EQ(info->shape, (std::vector<int64_t>{qw.codes.size(0), qw.codes.size(1)}));
     // Bit for bit what the quantizer's own dequantization gives.
     EXPECT_EQ(TensorBytes(ReadTensor(*out, name)), TensorBytes(qw.Dequantize()));
-    const std::string module = name.substr(0, name.size() - 7);
+    const std::string module = ModuleOf(name);
     for (const char* part : {".weight_packed", ".weight_scale", ".weight_shape"}) {
       EXPECT_TRUE(out->Has(module + part)) << part;
     }
@@ -362,7 +368,7 @@ TEST_P(ExportFormatTest, StoredWordsFollowTheDocumentedLayout) {
   ASSERT_TRUE(ExportCheckpoint(*source, units, options).ok());
   auto out = OpenOrDie(options.out_dir);
   ASSERT_NE(out, nullptr);
-  const std::string module = name.substr(0, name.size() - 7);
+  const std::string module = ModuleOf(name);
   auto packed = out->ReadRaw(module + ".weight_packed");
   ASSERT_TRUE(packed.ok());
   const at::Tensor codes = units.at(name).codes;
@@ -391,7 +397,7 @@ TEST_P(ExportFormatTest, StoredWordsFollowTheDocumentedLayout) {
   EXPECT_EQ(scale->shape, (std::vector<int64_t>{256, 1}));
   // Asymmetric zero points: column 0 of [out, groups] runs down the rows, stored unchanged.
   const std::string asym = Expert(0, 1, "up_proj");
-  const std::string asym_module = asym.substr(0, asym.size() - 7);
+  const std::string asym_module = ModuleOf(asym);
   auto zp = out->ReadRaw(asym_module + ".weight_zero_point");
   ASSERT_TRUE(zp.ok());
   const QuantizedWeight& aq = units.at(asym);
@@ -423,7 +429,7 @@ TEST_P(ExportFormatTest, IndependentPythonDecoderAgrees) {
       "python3 '" + kDecoder + "' '" + options.out_dir + "' '" + scratch.File("decoded.f32") + "'";
   std::string want;
   for (const UnitSpec& spec : specs) {
-    command += " '" + spec.name.substr(0, spec.name.size() - 7) + "'";
+    command += " '" + ModuleOf(spec.name) + "'";
     want += TensorBytes(units.at(spec.name).Dequantize());
   }
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
