@@ -56,13 +56,21 @@ def run(cmd, check=True):
     return out, err, seconds, rc
 
 
+LAST_USAGE = {}
+
+
 def run_rss(cmd):
-    """Runs cmd and returns (stdout, maxrss_bytes) of that child alone (wait4's rusage)."""
+    """Runs cmd and returns (stdout, maxrss_bytes, returncode) of that child alone (wait4's
+    rusage); its wall and CPU seconds and the load average before it go to LAST_USAGE."""
+    load = loadavg()[0]
+    start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    LAST_USAGE.update(wall_s=time.perf_counter() - start,
+                      cpu_s=usage.ru_utime + usage.ru_stime, loadavg_1min_before=load)
     return out, usage.ru_maxrss * 1024, proc.returncode
 
 
@@ -85,8 +93,9 @@ def machine():
     for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
         if line.startswith("Model name:"):
             model_name = line.split(":", 1)[1].strip()
+    # A source snapshot (git archive) has no .git: FOUNDATION_COMMIT names what it was made of.
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                          text=True).stdout.strip()
+                          text=True).stdout.strip() or os.environ.get("FOUNDATION_COMMIT", "")
     emit({"bench": "machine", "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
           "nproc": os.cpu_count(), "lscpu_model_name": model_name,
           "mem_total_kb": int(open("/proc/meminfo").readline().split()[1]),
@@ -160,7 +169,10 @@ def eval_line(model, text, compute, j, cmd, ref_metrics, process_rss):
             "ppl": j["ppl"]["value"], "ppl_ci95": [j["ppl"]["lo"], j["ppl"]["hi"]],
             "tokens_per_second": j["tokens_per_second"], "forward_seconds": j["forward_seconds"],
             "peak_rss_bytes": j["peak_rss_bytes"], "process_maxrss_bytes": process_rss,
-            "model_bytes": j["model_bytes"]}
+            "model_bytes": j["model_bytes"],
+            # How much of the 2 cores the process got: low values mean other jobs interfered.
+            "process_wall_s": LAST_USAGE["wall_s"], "process_cpu_s": LAST_USAGE["cpu_s"],
+            "loadavg_1min_before": LAST_USAGE["loadavg_1min_before"]}
     if ref_metrics:
         key = f"{text}_ppl_{compute}compute"
         if key in ref_metrics:
@@ -218,6 +230,9 @@ def models_eval(repeats):
               "gemm_gflops_before_after": rates, "gemm_gflops_best": best_rate,
               "floor_tokens_per_second": floor_tps, "tokens_per_second_runs": tps,
               "tokens_per_second_best": max(tps), "tokens_per_second_median": statistics.median(tps),
+              "cpu_share_runs": [r["process_cpu_s"] / r["process_wall_s"] / os.cpu_count()
+                                 for r in runs],
+              "loadavg_1min_runs": [r["loadavg_1min_before"] for r in runs],
               "ratio_best_to_floor": max(tps) / floor_tps,
               "ratio_median_to_floor": statistics.median(tps) / floor_tps,
               "peak_rss_bytes": runs[0]["peak_rss_bytes"], "model_bytes": runs[0]["model_bytes"],
@@ -394,7 +409,7 @@ def anchor():
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--skip-anchor", action="store_true", help="leave out the ~6-minute RTN table")
-    p.add_argument("--repeats", type=int, default=3, help="fp32 kjv_val evals per model (speed)")
+    p.add_argument("--repeats", type=int, default=5, help="fp32 kjv_val evals per model (speed)")
     args = p.parse_args()
     for binary in (QCTL, f"{BUILD}/worker/quant/gemm_bench", f"{BUILD}/storage/read_bench",
                    f"{BUILD}/worker/tokenizer/tokenizer_bench", f"{BUILD}/worker/model/model_test",
