@@ -278,7 +278,7 @@ def tokenizer_speed():
             base = json.loads(run(base_cmd)[0].strip().splitlines()[-1])
             line = {"bench": "tokenizer_speed", "tokenizer": tok, "text": name,
                     "bytes": ours["bytes"], "tokens": ours["tokens"],
-                    "baseline_tokens": base["tokens"],
+                    "baseline_tokens": base["tokens"], "baseline_engine": base.get("engine"),
                     "cold_mb_per_s": ours["cold_mb_per_s"], "warm_mb_per_s": ours["warm_mb_per_s"],
                     "baseline_cold_mb_per_s": base["cold_mb_per_s"],
                     "baseline_warm_mb_per_s": base["warm_mb_per_s"],

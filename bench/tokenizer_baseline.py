@@ -3,7 +3,8 @@
 tokenizer_bench's MB/s is set against (docs/benchmarks.md).
 
 It does the same work as worker/tokenizer: the pre-tokenizer's Split regexes (Isolated, applied
-in sequence, with the third-party `regex` module for \\p{..} classes), the GPT-2 byte-to-unicode
+in sequence; \\p{..} classes through the `regex` module when installed, else spelled out as
+explicit ranges from `unicodedata` for the stdlib `re`), the GPT-2 byte-to-unicode
 map, then rank-ordered BPE merges with a per-word cache (as HF tokenizers and ours do). Special
 tokens are left out: the evaluation texts contain none. `--check` compares it with
 ../shared/tokenizers/reference_encodings.json first, so the baseline is known to do the same job.
@@ -12,10 +13,68 @@ Usage: tokenizer_baseline.py TOKENIZER_JSON TEXT_FILE [REPEATS] [--check REFEREN
 Prints one JSON line: bytes, tokens, cold and warm (mean of REPEATS) seconds and MB/s (1e6 B).
 """
 import json
+import re
 import sys
 import time
+import unicodedata
 
-import regex
+try:
+    import regex  # Debian: python3-regex
+except ImportError:
+    regex = None
+
+
+def _category_class(prefixes):
+    """The code points whose Unicode general category starts with one of prefixes, as the body
+    of a `re` character class (ranges, escaped)."""
+    out, start, prev = [], None, None
+    for cp in range(0x110000):
+        hit = unicodedata.category(chr(cp))[0] in prefixes
+        if hit and start is None:
+            start = cp
+        if not hit and start is not None:
+            out.append((start, prev))
+            start = None
+        prev = cp
+    if start is not None:
+        out.append((start, prev))
+    esc = lambda cp: "\\U%08x" % cp
+    return "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in out)
+
+
+def compile_pattern(pattern):
+    """Compiles an Oniguruma-style pattern with \\p{L} etc.: `regex` if present, else `re` with
+    the classes spelled out (same results on the shared tokenizers' patterns)."""
+    if regex is not None:
+        return regex.compile(pattern)
+    classes = {}
+
+    def cls(prefix):
+        if prefix not in classes:
+            classes[prefix] = _category_class(prefix)
+        return classes[prefix]
+
+    # \p{X} inside a [...] set contributes its ranges; outside, it becomes a set of its own.
+    out, i, in_set = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and pattern.startswith("\\p{", i):
+            j = pattern.index("}", i)
+            body = cls(pattern[i + 3:j])
+            out.append(body if in_set else f"[{body}]")
+            i = j + 1
+            continue
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if c == "[" and not in_set:
+            in_set = True
+        elif c == "]" and in_set:
+            in_set = False
+        out.append(c)
+        i += 1
+    return re.compile("".join(out))
 
 
 def bytes_to_unicode():
@@ -42,7 +101,7 @@ class BpeTokenizer:
             if step["type"] == "Split":
                 if step["behavior"] != "Isolated" or step.get("invert"):
                     raise ValueError("only Isolated, non-inverted splits are implemented")
-                self.patterns.append(regex.compile(step["pattern"]["Regex"]))
+                self.patterns.append(compile_pattern(step["pattern"]["Regex"]))
             elif step["type"] == "ByteLevel":
                 if step.get("use_regex") or step.get("add_prefix_space"):
                     raise ValueError("ByteLevel with its own regex/prefix space not implemented")
@@ -126,7 +185,7 @@ def main():
     for _ in range(repeats):
         tok.encode(text)
     warm = (time.perf_counter() - start) / repeats if repeats else 0.0
-    out = {"text": text_path, "bytes": nbytes, "tokens": tokens, "repeats": repeats,
+    out = {"engine": "regex" if regex is not None else "re", "text": text_path, "bytes": nbytes, "tokens": tokens, "repeats": repeats,
            "cold_s": round(cold, 4), "cold_mb_per_s": round(nbytes / 1e6 / cold, 3),
            "warm_s": round(warm, 4),
            "warm_mb_per_s": round(nbytes / 1e6 / warm, 3) if warm else 0.0}
