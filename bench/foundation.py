@@ -59,13 +59,13 @@ def run(cmd, check=True):
 LAST_USAGE = {}
 
 
-def run_rss(cmd):
+def run_rss(cmd, env=None):
     """Runs cmd and returns (stdout, maxrss_bytes, returncode) of that child alone (wait4's
     rusage); its wall and CPU seconds and the load average before it go to LAST_USAGE."""
     load = loadavg()[0]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+                            text=True, env=dict(os.environ, **(env or {})))
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -148,7 +148,7 @@ def parity_tokenizer():
 
 
 # ---------------------------------------------------------------- eval (parity + speed)
-def qctl_eval(model, text="kjv_val", compute="fp32", reference=None, extra=()):
+def qctl_eval(model, text="kjv_val", compute="fp32", reference=None, extra=(), env=None):
     cmd = [QCTL, "eval", "--model", model_dir(model)]
     if text != "kjv_val":
         cmd += ["--text", TEXTS.get(text, text)]
@@ -157,10 +157,11 @@ def qctl_eval(model, text="kjv_val", compute="fp32", reference=None, extra=()):
     if reference:
         cmd += ["--reference", model_dir(reference)]
     cmd += list(extra) + ["--json"]
-    out, rss, rc = run_rss(cmd)
+    out, rss, rc = run_rss(cmd, env)
     if rc != 0:
         raise RuntimeError(f"{shlex.join(cmd)} exited {rc}")
-    return json.loads(out), rss, shlex.join(cmd)
+    prefix = "".join(f"{k}={v} " for k, v in (env or {}).items())
+    return json.loads(out), rss, prefix + shlex.join(cmd)
 
 
 def eval_line(model, text, compute, j, cmd, ref_metrics, process_rss):
@@ -253,14 +254,17 @@ def models_eval(repeats):
 
 
 def threads_check(evals):
-    """`qctl eval --threads 2` against the default (libtorch's own intra-op count, 1 here)."""
+    """`qctl eval --threads 2` against the default (libtorch's own intra-op count, 1 here), with
+    libgomp's default spin-waiting and with OMP_WAIT_POLICY=PASSIVE."""
     model = "tiny-qwen3-moe"
-    log(f"{model}: --threads 2")
-    j, rss, cmd = qctl_eval(model, extra=("--threads", "2"))
     base = max(r["tokens_per_second"] for r in evals[model])
-    emit({"bench": "eval_threads", "model": model, "threads": 2,
-          "tokens_per_second": j["tokens_per_second"], "default_tokens_per_second_best": base,
-          "ratio_to_default": j["tokens_per_second"] / base, "ppl": j["ppl"]["value"], "cmd": cmd})
+    for env in (None, {"OMP_WAIT_POLICY": "PASSIVE"}):
+        log(f"{model}: --threads 2 {env or ''}")
+        j, rss, cmd = qctl_eval(model, extra=("--threads", "2"), env=env)
+        emit({"bench": "eval_threads", "model": model, "threads": 2, "env": env or {},
+              "tokens_per_second": j["tokens_per_second"], "default_tokens_per_second_best": base,
+              "ratio_to_default": j["tokens_per_second"] / base, "ppl": j["ppl"]["value"],
+              "cmd": cmd})
 
 
 # ---------------------------------------------------------------- tokenizer speed
@@ -325,7 +329,7 @@ def read_speed(repeat=50, trials=3):
 
 
 # ---------------------------------------------------------------- memory
-def memory(evals):
+def memory():
     model = "tiny-qwen3-moe"
     cfg = load_json(f"{model_dir(model)}/config.json")
     hidden, vocab = cfg["hidden_size"], cfg["vocab_size"]
@@ -409,6 +413,8 @@ def anchor():
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--skip-anchor", action="store_true", help="leave out the ~6-minute RTN table")
+    p.add_argument("--only", default="", help="comma-separated subset of: parity,evals,tokenizer,"
+                   "read,memory,anchor (evals: speed and perplexity; default all)")
     p.add_argument("--repeats", type=int, default=5, help="fp32 kjv_val evals per model (speed)")
     args = p.parse_args()
     for binary in (QCTL, f"{BUILD}/worker/quant/gemm_bench", f"{BUILD}/storage/read_bench",
@@ -416,16 +422,22 @@ def main():
                    f"{BUILD}/worker/tokenizer/tokenizer_test", f"{BUILD}/worker/eval/anchor_test"):
         if not os.access(os.path.join(ROOT, binary), os.X_OK):
             sys.exit(f"foundation: {binary} missing: run `bash scripts/build.sh` first")
+    only = set(filter(None, args.only.split(",")))
+    want = lambda name: not only or name in only
     start = time.perf_counter()
     machine()
-    parity_forward()
-    parity_tokenizer()
-    evals = models_eval(args.repeats)
-    threads_check(evals)
-    tokenizer_speed()
-    read_speed()
-    memory(evals)
-    if not args.skip_anchor:
+    if want("parity"):
+        parity_forward()
+        parity_tokenizer()
+    if want("evals"):
+        threads_check(models_eval(args.repeats))
+    if want("tokenizer"):
+        tokenizer_speed()
+    if want("read"):
+        read_speed()
+    if want("memory"):
+        memory()
+    if want("anchor") and not args.skip_anchor:
         anchor()
     emit({"bench": "done", "seconds": time.perf_counter() - start, "loadavg_1_5_15": loadavg(),
           "cmd": "bash bench/run_foundation.sh"})

@@ -60,9 +60,9 @@ def main():
             continue
         seen.add(key)
         rows.append((r["model"], r["text"], r["compute"], f"{r['windows']}/{r.get('windows_reference', '')}",
-                     f"{r['ppl']:.4f}", f"{r['ppl_reference']:.4f}", f"{100 * r['ppl_rel_diff']:+.4f}%",
+                     f"{r['ppl']:.4f}", f"{r['ppl_reference']:.4f}", f"{r['ppl_rel_diff']:+.1e}",
                      f"`{r['cmd']}`"))
-    p(table(["model", "text", "compute", "windows ours/ref", "ppl ours", "ppl reference", "diff",
+    p(table(["model", "text", "compute", "windows ours/ref", "ppl ours", "ppl reference", "relative diff",
              "command"], rows))
     rows = []
     for r in by.get("eval", []):

@@ -2,8 +2,8 @@
 # Runs every measurement of the foundation issue (issue 7): parity with the shared references,
 # the RTN anchor table, and speed/memory against floors measured in the same run. One JSON line
 # per measurement on stdout, progress on stderr. Builds nothing: run `bash scripts/build.sh` first.
-# Usage: bash bench/run_foundation.sh [--skip-anchor] [--repeats N] > foundation.jsonl
-#        python3 bench/foundation_tables.py foundation.jsonl    (the tables of docs/)
+# Usage: bash bench/run_foundation.sh [--skip-anchor] [--repeats N] [--only evals,read,...] > f.jsonl
+#        python3 bench/foundation_tables.py f.jsonl    (the tables of docs/)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
