@@ -27,6 +27,10 @@ struct GsqTensors {
   float* scales = nullptr;     // [rows*cols/group_size], fp32 while training
   float* scale_momentum = nullptr;  // same shape
   const float* zeros = nullptr;     // [rows*cols/group_size], fixed (symmetric: 2^(bits-1))
+  // Optional [levels][rows*cols]: forward stores the probabilities and backward reads them
+  // instead of replaying the noise (the CPU trades 4 bytes per logit for half the math; the
+  // GPU kernel replays, so no per-logit state is stored).
+  float* prob_cache = nullptr;
 };
 
 struct GsqStepParams {

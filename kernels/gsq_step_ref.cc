@@ -172,6 +172,24 @@ template <int K, bool kShift>
   }
 }
 
+// The forward's probabilities back from the cache, with the level values and E[v].
+template <int K, bool kShift>
+[[gnu::always_inline]] inline void CachedBlock(const Hoisted<K>& h, const float* __restrict base,
+                                               const float* __restrict cache, int64_t i0,
+                                               int64_t m, float (&prob)[K][kBlock],
+                                               float (&value)[K][kBlock],
+                                               float (&expected)[kBlock]) {
+  for (int64_t j = 0; j < m; ++j) expected[j] = 0.0f;
+  for (int k = 0; k < K; ++k) {
+    const float* __restrict c = cache + k * h.n + i0;
+    for (int64_t j = 0; j < m; ++j) {
+      value[k][j] = (kShift ? base[i0 + j] : 0.0f) + h.off[k];
+      prob[k][j] = c[j];
+      expected[j] += c[j] * value[k][j];
+    }
+  }
+}
+
 template <int K, bool kShift>
 [[gnu::always_inline]] inline void ForwardRows(const GsqTensors& t, const GsqStepParams& p,
                                                float* __restrict w_out, int64_t r0, int64_t r1) {
@@ -184,6 +202,12 @@ template <int K, bool kShift>
       const int64_t m = std::min(kBlock, (g + 1) * gs - i0);
       SoftBlock<K, kShift>(h, t.base, i0, m, prob, value, expected);
       for (int64_t j = 0; j < m; ++j) w_out[i0 + j] = scale * (expected[j] - zero);
+      if (t.prob_cache != nullptr) {
+        for (int k = 0; k < K; ++k) {
+          float* __restrict cache = t.prob_cache + k * h.n + i0;
+          for (int64_t j = 0; j < m; ++j) cache[j] = prob[k][j];
+        }
+      }
     }
   }
 }
@@ -204,7 +228,11 @@ template <int K, bool kShift>
     float gsum = 0.0f;
     for (int64_t i0 = g * gs; i0 < (g + 1) * gs; i0 += kBlock) {
       const int64_t m = std::min(kBlock, (g + 1) * gs - i0);
-      SoftBlock<K, kShift>(h, t.base, i0, m, prob, value, expected);
+      if (t.prob_cache != nullptr) {
+        CachedBlock<K, kShift>(h, t.base, t.prob_cache, i0, m, prob, value, expected);
+      } else {
+        SoftBlock<K, kShift>(h, t.base, i0, m, prob, value, expected);
+      }
       const float* __restrict gw = grad_w + i0;
       for (int64_t j = 0; j < m; ++j) {
         gsum += gw[j] * (expected[j] - zero);

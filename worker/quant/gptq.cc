@@ -64,107 +64,135 @@ void ComputeGroupParamsMse(const at::Tensor& w_group, const QuantScheme& scheme,
 absl::StatusOr<QuantizedWeight> GptqQuantizer::Quantize(const at::Tensor& weight,
                                                         const QuantScheme& scheme,
                                                         const UnitContext& context) const {
-  RETURN_IF_ERROR(ValidateScheme(scheme));
   if (!weight.defined() || weight.dim() != 2) {
     return absl::InvalidArgumentError("GPTQ expects a 2-D weight [out, in]");
   }
-  const int64_t rows = weight.size(0);
-  const int64_t cols = weight.size(1);
-  at::Tensor w = weight.to(at::kFloat).clone();
-  at::Tensor h = context.hessian.defined()
-                     ? context.hessian.to(w.device(), at::kFloat).clone()
-                     : at::eye(cols, w.options());
-  if (h.dim() != 2 || h.size(0) != cols || h.size(1) != cols) {
-    return absl::InvalidArgumentError(absl::StrCat("GPTQ: Hessian is not [", cols, ", ", cols, "]"));
+  ASSIGN_OR_RETURN(std::vector<QuantizedWeight> q,
+                   QuantizeBatch({weight}, {context.hessian}, scheme));
+  return std::move(q[0]);
+}
+
+absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
+    const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& hessians,
+    const QuantScheme& scheme) const {
+  RETURN_IF_ERROR(ValidateScheme(scheme));
+  if (weights.empty() || hessians.size() != weights.size()) {
+    return absl::InvalidArgumentError("GPTQ: one Hessian (or undefined) per weight");
   }
+  if (options_.act_order && weights.size() > 1) {
+    // Act-order permutes each member's columns differently: run members one at a time.
+    std::vector<QuantizedWeight> out;
+    for (size_t m = 0; m < weights.size(); ++m) {
+      ASSIGN_OR_RETURN(std::vector<QuantizedWeight> one,
+                       QuantizeBatch({weights[m]}, {hessians[m]}, scheme));
+      out.push_back(std::move(one[0]));
+    }
+    return out;
+  }
+  const int64_t batch = static_cast<int64_t>(weights.size());
+  const int64_t rows = weights[0].size(0);
+  const int64_t cols = weights[0].size(1);
+  std::vector<at::Tensor> ws, hs;
+  for (size_t m = 0; m < weights.size(); ++m) {
+    if (weights[m].dim() != 2 || weights[m].size(0) != rows || weights[m].size(1) != cols) {
+      return absl::InvalidArgumentError("GPTQ: batched weights must share one 2-D shape");
+    }
+    ws.push_back(weights[m].to(at::kFloat));
+    const at::Tensor& h = hessians[m];
+    if (h.defined() && (h.dim() != 2 || h.size(0) != cols || h.size(1) != cols)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("GPTQ: Hessian is not [", cols, ", ", cols, "]"));
+    }
+    hs.push_back(h.defined() ? h.to(weights[m].device(), at::kFloat)
+                             : at::eye(cols, weights[m].options().dtype(at::kFloat)));
+  }
+  at::Tensor w = at::stack(ws, 0).contiguous();  // [B, rows, cols]
+  at::Tensor h = at::stack(hs, 0).contiguous();  // [B, cols, cols]
   const int maxq = (1 << scheme.bits) - 1;
   const int group = EffectiveGroupSize(scheme, cols);
   const int64_t groups = cols / group;
 
   // Dead inputs (never active) carry no information: H_ii = 1, w = 0 (reference convention).
-  at::Tensor diag = h.diagonal();
+  at::Tensor diag = h.diagonal(0, 1, 2);
   at::Tensor dead = diag == 0;
   diag.masked_fill_(dead, 1.0);
-  w.index_put_({at::indexing::Slice(), dead}, 0.0);
+  w.masked_fill_(dead.unsqueeze(1), 0.0);
 
-  QuantizedWeight result;
-  result.scheme = scheme;
-  result.group_size = group;
-  at::Tensor scales = at::empty({rows, groups}, w.options());
-  at::Tensor zeros = at::empty({rows, groups}, w.options().dtype(at::kInt));
-  at::Tensor codes = at::empty({rows, cols}, w.options().dtype(at::kByte));
+  at::Tensor scales = at::empty({batch, rows, groups}, w.options());
+  at::Tensor zero_f = at::empty({batch, rows, groups}, w.options());
+  at::Tensor codes = at::empty({batch, rows, cols}, w.options().dtype(at::kByte));
+  auto group_params = [&](const at::Tensor& span, int64_t g) {
+    at::Tensor s, z;
+    ComputeGroupParamsMse(span.reshape({batch * rows, span.size(2)}), scheme, options_, &s, &z);
+    scales.select(2, g).copy_(s.view({batch, rows}));
+    zero_f.select(2, g).copy_(z.view({batch, rows}));
+  };
 
   // Static groups (needed with act-order): parameters from the original weight per group.
   const bool static_groups = options_.act_order;
   if (static_groups) {
-    for (int64_t g = 0; g < groups; ++g) {
-      at::Tensor s, z;
-      ComputeGroupParamsMse(w.narrow(1, g * group, group), scheme, options_, &s, &z);
-      scales.select(1, g).copy_(s);
-      zeros.select(1, g).copy_(z);
-    }
+    for (int64_t g = 0; g < groups; ++g) group_params(w.narrow(2, g * group, group), g);
   }
-  at::Tensor perm;
-  if (options_.act_order) {
-    perm = std::get<1>(h.diagonal().sort(/*stable=*/true, 0, /*descending=*/true));
-    w = w.index_select(1, perm);
-    h = h.index_select(0, perm).index_select(1, perm);
-  }
-
-  const double damp = options_.damp * h.diagonal().mean().item<double>();
-  h.diagonal().add_(damp);
-  // Upper Cholesky factor of H^-1: row i holds the update coefficients for column i onward.
-  at::Tensor l = at::linalg_cholesky(h);
-  at::Tensor hinv = at::cholesky_inverse(l);
-  hinv = at::linalg_cholesky(hinv, /*upper=*/true);
-
   std::vector<int64_t> perm_host;
-  if (options_.act_order) {
+  if (options_.act_order) {  // batch == 1 here
+    at::Tensor perm = std::get<1>(h[0].diagonal().sort(/*stable=*/true, 0, /*descending=*/true));
+    w = w.index_select(2, perm);
+    h = h.index_select(1, perm).index_select(2, perm);
     at::Tensor p = perm.cpu().contiguous();
     perm_host.assign(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + cols);
   }
-  at::Tensor zero_f = zeros.to(at::kFloat);
-  at::Tensor cur_scale, cur_zero;
+
+  at::Tensor damp = options_.damp * h.diagonal(0, 1, 2).mean(1, /*keepdim=*/true);  // [B, 1]
+  h.diagonal(0, 1, 2).add_(damp);
+  // Upper Cholesky factor of H^-1: row i holds the update coefficients for column i onward.
+  at::Tensor l = at::linalg_cholesky(h);
+  at::Tensor eye = at::eye(cols, h.options()).expand({batch, cols, cols});
+  at::Tensor hinv = at::linalg_cholesky(at::cholesky_solve(eye, l), /*upper=*/true);
+
   for (int64_t i1 = 0; i1 < cols; i1 += options_.block_size) {
     const int64_t i2 = std::min<int64_t>(i1 + options_.block_size, cols);
     const int64_t count = i2 - i1;
-    at::Tensor w1 = w.narrow(1, i1, count).clone();
+    at::Tensor w1 = w.narrow(2, i1, count).clone();
     at::Tensor err1 = at::zeros_like(w1);
-    at::Tensor hinv1 = hinv.narrow(0, i1, count).narrow(1, i1, count);
+    at::Tensor hinv1 = hinv.narrow(1, i1, count).narrow(2, i1, count);
     for (int64_t i = 0; i < count; ++i) {
       const int64_t col = i1 + i;
       const int64_t orig_col = options_.act_order ? perm_host[col] : col;
       const int64_t g = orig_col / group;
       if (!static_groups && col % group == 0) {
-        // Dynamic groups: parameters from the weights as GPTQ has updated them so far.
-        at::Tensor s, z;
-        // The reference reads W, which holds the state at the start of this block for the
-        // block's own columns (in-block updates live in w1 until the block ends).
-        at::Tensor span = w.narrow(1, col, std::min<int64_t>(group, cols - col));
-        ComputeGroupParamsMse(span, scheme, options_, &s, &z);
-        scales.select(1, g).copy_(s);
-        zeros.select(1, g).copy_(z);
-        zero_f.select(1, g).copy_(z);
+        // Dynamic groups read W, which holds the state at the start of this block for the
+        // block's own columns (in-block updates live in w1 until the block ends), as the
+        // reference does.
+        group_params(w.narrow(2, col, std::min<int64_t>(group, cols - col)), g);
       }
-      at::Tensor s = scales.select(1, g);
-      at::Tensor z = zero_f.select(1, g);
-      at::Tensor wc = w1.select(1, i);
+      at::Tensor s = scales.select(2, g);  // [B, rows]
+      at::Tensor z = zero_f.select(2, g);
+      at::Tensor wc = w1.select(2, i);
       at::Tensor q = at::clamp(at::round(wc / s) + z, 0, maxq);
-      codes.select(1, orig_col).copy_(q);
-      at::Tensor deq = s * (q - z);
-      const at::Tensor d = hinv1[i][i];
-      at::Tensor e = (wc - deq) / d;
-      w1.narrow(1, i, count - i).sub_(at::outer(e, hinv1[i].narrow(0, i, count - i)));
-      err1.select(1, i).copy_(e);
+      codes.select(2, orig_col).copy_(q);
+      at::Tensor d = hinv1.select(1, i).select(1, i).unsqueeze(1);  // [B, 1]
+      at::Tensor e = (wc - s * (q - z)) / d;
+      at::Tensor row = hinv1.select(1, i).narrow(1, i, count - i);  // [B, count - i]
+      w1.narrow(2, i, count - i).sub_(e.unsqueeze(2) * row.unsqueeze(1));
+      err1.select(2, i).copy_(e);
     }
     if (i2 < cols) {
-      w.narrow(1, i2, cols - i2).sub_(at::matmul(err1, hinv.narrow(0, i1, count).narrow(1, i2, cols - i2)));
+      w.narrow(2, i2, cols - i2)
+          .sub_(at::bmm(err1, hinv.narrow(1, i1, count).narrow(2, i2, cols - i2)));
     }
   }
-  result.codes = codes;
-  result.scales = scales;
-  result.zeros = zeros;
-  return result;
+  std::vector<QuantizedWeight> out;
+  at::Tensor zeros = zero_f.to(at::kInt);
+  for (int64_t m = 0; m < batch; ++m) {
+    QuantizedWeight q;
+    q.scheme = scheme;
+    q.group_size = group;
+    q.codes = codes[m].clone();
+    q.scales = scales[m].clone();
+    q.zeros = zeros[m].clone();
+    out.push_back(std::move(q));
+  }
+  return out;
 }
 
 }  // namespace quant::quant

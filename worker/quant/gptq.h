@@ -3,6 +3,8 @@
 // optional act-order with static groups, and the MSE grid search for group scales.
 #pragma once
 
+#include <vector>
+
 #include "worker/quant/quantizer.h"
 
 namespace quant::quant {
@@ -32,6 +34,11 @@ class GptqQuantizer : public Quantizer {
   // context.hessian [in, in] float32 (undefined: identity, the no-token fallback).
   absl::StatusOr<QuantizedWeight> Quantize(const at::Tensor& weight, const QuantScheme& scheme,
                                            const UnitContext& context) const override;
+  // All members at once (e.g. one projection of every expert of a layer): the number of tensor
+  // ops does not grow with the member count. hessians[i] undefined: identity.
+  absl::StatusOr<std::vector<QuantizedWeight>> QuantizeBatch(
+      const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& hessians,
+      const QuantScheme& scheme) const;
   const GptqOptions& options() const { return options_; }
 
  private:

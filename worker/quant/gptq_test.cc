@@ -105,3 +105,34 @@ TEST(GptqTest, RejectsBadHessianShape) {
 
 }  // namespace
 }  // namespace quant::quant
+
+namespace quant::quant {
+namespace {
+
+TEST(GptqTest, BatchEqualsOneByOne) {
+  at::manual_seed(9);
+  std::vector<at::Tensor> ws, hs;
+  for (int m = 0; m < 5; ++m) {
+    ws.push_back(at::randn({16, 256}) * 0.05);
+    hs.push_back(m == 3 ? at::Tensor() : CorrelatedHessian(256, 512));
+  }
+  for (int bits : {2, 4}) {
+    QuantScheme scheme{bits, Grid::kAsymmetric, 128};
+    GptqQuantizer gptq;
+    auto batch = gptq.QuantizeBatch(ws, hs, scheme);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    for (int m = 0; m < 5; ++m) {
+      UnitContext ctx;
+      ctx.hessian = hs[m];
+      auto one = gptq.Quantize(ws[m], scheme, ctx);
+      ASSERT_TRUE(one.ok());
+      // Batched BLAS may sum in another order: allow a handful of codes off by one step.
+      const double differ = one->codes.ne((*batch)[m].codes).sum().item<double>();
+      EXPECT_LE(differ, 0.005 * one->codes.numel()) << m;
+      EXPECT_TRUE(at::allclose(one->scales, (*batch)[m].scales)) << m;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace quant::quant

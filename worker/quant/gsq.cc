@@ -25,6 +25,7 @@ struct FamilyState {
   at::Tensor scales, scale_momentum, grad_scales, zeros;  // [members*out*in/group]
   at::Tensor init_codes;         // uint8 [members, out, in]
   at::Tensor weight;             // float32 [members, out, in]: forward output
+  at::Tensor prob_cache;         // [K, members*out*in]: forward's probabilities for backward
   at::Tensor original;           // float32 [members, out, in]
   at::Tensor hessian;            // float32 [members, in, in] (layer-local)
   kernels::GsqTensors view;
@@ -97,6 +98,8 @@ absl::StatusOr<FamilyState> InitFamily(const GsqFamily& f, const QuantScheme& sc
   v.scales = s.scales.data_ptr<float>();
   v.scale_momentum = s.scale_momentum.data_ptr<float>();
   v.zeros = s.zeros.data_ptr<float>();
+  s.prob_cache = at::empty_like(s.logits);
+  v.prob_cache = s.prob_cache.data_ptr<float>();
   return s;
 }
 

@@ -100,6 +100,19 @@ TEST_P(GsqKernelTest, ForwardAndBackwardMatchTensorOps) {
   EXPECT_LE(flips, 1e-3 * n * levels + 2);
   EXPECT_LE((k_momentum.to(at::kDouble) - m_ref).abs().max().item<double>(),
             1e-4 * m_ref.abs().max().item<double>() + 1e-9);
+  // The probability cache (CPU path) gives the same update as replaying the noise.
+  at::Tensor c_logits = logits.clone(), c_momentum = momentum.clone();
+  at::Tensor cache = at::empty({levels, n});
+  kernels::GsqTensors tc = t;
+  tc.logits = c_logits.data_ptr<float>();
+  tc.momentum = c_momentum.data_ptr<float>();
+  tc.prob_cache = cache.data_ptr<float>();
+  at::Tensor w2 = at::empty({n}), gs2 = at::empty_like(scales);
+  kernels::GsqForward_ref(tc, p, w2.data_ptr<float>(), 0, c.rows);
+  kernels::GsqBackwardLion_ref(tc, p, grad_w.data_ptr<float>(), gs2.data_ptr<float>(), 0, c.rows);
+  EXPECT_TRUE(at::equal(w, w2));
+  EXPECT_TRUE(at::allclose(k_logits, c_logits, 0, 1e-7));
+  EXPECT_TRUE(at::allclose(gs2, grad_scales, 1e-5, 1e-7));
   at::Tensor gs_ref = (g * (e - z_col)).view({-1, c.group}).sum(1);
   EXPECT_LE((grad_scales.to(at::kDouble) - gs_ref).abs().max().item<double>(),
             1e-4 * gs_ref.abs().max().item<double>() + 1e-6);

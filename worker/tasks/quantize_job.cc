@@ -277,40 +277,64 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
       t0 = Clock::now();
       const auto& stats = capture.hessians().stats();
       std::map<std::string, at::Tensor> hessian_of;
+      // Units of one batch share a shape: one projection of every routed expert, or one linear.
+      std::map<std::string, std::vector<std::string>> batches;
       for (const std::string& local : names) {
-        const std::string module = local.substr(0, local.size() - std::string(".weight").size());
-        auto it = stats.find(prefix + module);
-        UnitReport r;
-        r.name = prefix + local;
-        r.bits = spec.bits;
-        r.grid = spec.grid;
-        r.method = spec.method;
-        at::Tensor h;
-        if (it != stats.end() && it->second.tokens > 0) {
-          h = it->second.Hessian();
-          r.tokens = it->second.tokens;
+        std::string key = local;
+        if (local.starts_with("mlp.experts.")) {
+          key = "experts/" + local.substr(local.rfind('.', local.size() - 8) + 1);
+        }
+        batches[key].push_back(local);
+      }
+      for (const auto& [key, members] : batches) {
+        std::vector<at::Tensor> ws, hs;
+        std::vector<UnitReport> batch_reports;
+        for (const std::string& local : members) {
+          const std::string module = local.substr(0, local.size() - std::string(".weight").size());
+          auto it = stats.find(prefix + module);
+          UnitReport r;
+          r.name = prefix + local;
+          r.bits = spec.bits;
+          r.grid = spec.grid;
+          r.method = spec.method;
+          at::Tensor h;
+          if (it != stats.end() && it->second.tokens > 0) {
+            h = it->second.Hessian();
+            r.tokens = it->second.tokens;
+          } else {
+            r.fallback = true;  // no calibration token reached it: H = I
+            if (local.find("experts.") != std::string::npos &&
+                local.ends_with("gate_proj.weight")) {
+              result.fallback_experts.push_back(ExpertPrefix(r.name));
+            }
+          }
+          hessian_of[local] = h;
+          ws.push_back(weights.at(local));
+          hs.push_back(h);
+          batch_reports.push_back(r);
+        }
+        const auto batch_start = Clock::now();
+        std::vector<quant::QuantizedWeight> qs;
+        if (spec.method == "rtn") {
+          for (const at::Tensor& w : ws) {
+            ASSIGN_OR_RETURN(quant::QuantizedWeight q, rtn.Quantize(w, scheme, quant::UnitContext{}));
+            qs.push_back(std::move(q));
+          }
         } else {
-          r.fallback = true;  // no calibration token reached it: H = I
+          auto batch = gptq.QuantizeBatch(ws, hs, scheme);
+          if (!batch.ok()) {
+            return absl::Status(batch.status().code(),
+                                absl::StrCat(prefix, key, ": ", batch.status().message()));
+          }
+          qs = std::move(*batch);
         }
-        hessian_of[local] = h;
-        const at::Tensor& w = weights.at(local);
-        const auto unit_start = Clock::now();
-        quant::UnitContext ctx;
-        ctx.hessian = h;
-        ctx.tokens_seen = r.tokens;
-        absl::StatusOr<quant::QuantizedWeight> q =
-            spec.method == "rtn" ? rtn.Quantize(w, scheme, ctx) : gptq.Quantize(w, scheme, ctx);
-        if (!q.ok()) {
-          return absl::Status(q.status().code(), absl::StrCat(r.name, ": ", q.status().message()));
+        const double per_unit = Since(batch_start) / static_cast<double>(members.size());
+        for (size_t m = 0; m < members.size(); ++m) {
+          batch_reports[m].group_size = qs[m].group_size;
+          batch_reports[m].seconds = per_unit;
+          units[batch_reports[m].name] = std::move(qs[m]);
+          reports.push_back(batch_reports[m]);
         }
-        r.group_size = q->group_size;
-        r.seconds = Since(unit_start);
-        if (r.fallback && local.find("experts.") != std::string::npos &&
-            local.ends_with("gate_proj.weight")) {
-          result.fallback_experts.push_back(ExpertPrefix(r.name));
-        }
-        units[r.name] = std::move(*q);
-        reports.push_back(r);
       }
       add_phase(spec.method == "rtn" ? "rtn" : "gptq", Since(t0));
       if (progress) progress(spec.method == "rtn" ? "rtn" : "gptq", layer + 1, config.num_layers);
