@@ -211,4 +211,81 @@ TEST_F(QctlTest, EvaluatesShortTextAgainstItself) {
   EXPECT_NE(r.out.find("\"ppl\""), std::string::npos);
 }
 
+std::string Quantize(const fs::path& out, const std::string& extra) {
+  return "quantize --model " + kQwen + " --out " + out.string() + " " + extra;
+}
+
+TEST_F(QctlTest, QuantizeBitsOutOfRange) {
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--bits 9")), {"--bits", "9"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--bits 1")), {"--bits", "1"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
+TEST_F(QctlTest, QuantizeGroupDoesNotDivideWithoutFallback) {
+  // down_proj of tiny-qwen3-moe has 64 input columns: 48 divides neither it nor 256.
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--group 48 --no-channel-fallback")),
+                     {"--group 48", "input columns"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
+TEST_F(QctlTest, QuantizeOutputExists) {
+  fs::create_directories(tmp_ / "out");
+  std::ofstream(tmp_ / "out" / "keep.txt") << "mine";
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--method rtn")), {"already exists"});
+  EXPECT_EQ(Slurp(tmp_ / "out" / "keep.txt"), "mine");
+}
+
+TEST_F(QctlTest, QuantizeCalibrationTooSmall) {
+  std::ofstream(tmp_ / "calib.txt") << "In the beginning God created the heaven and the earth.";
+  ExpectOneLineError(
+      Qctl(Quantize(tmp_ / "out", "--calib " + (tmp_ / "calib.txt").string())),
+      {"calib.txt", "fewer than"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
+TEST_F(QctlTest, QuantizeUnknownMethodAndObjective) {
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--method awq")), {"--method", "awq"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--objective kl")), {"--objective", "kl"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--export gguf")), {"gguf"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
+TEST_F(QctlTest, QuantizeBadModel) {
+  fs::path m = CopyModel(false);
+  std::ofstream(m / "config.json", std::ios::trunc) << "{not json";
+  ExpectOneLineError(Qctl("quantize --model " + m.string() + " --out " + (tmp_ / "out").string()),
+                     {"config.json"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
+// A small end-to-end job per method: 8 calibration windows, a few GSQ steps; both exports are
+// then read back by `qctl eval` against the original.
+TEST_F(QctlTest, QuantizeSmallJobsAndEvaluateBothExports) {
+  std::ifstream in(kShared + "/data/eval/kjv_val.txt");
+  std::string text(3000, '\0');
+  in.read(text.data(), text.size());
+  std::ofstream(tmp_ / "short.txt") << text;
+  const std::string eval_text = " --eval-text " + (tmp_ / "short.txt").string();
+  for (const std::string& job :
+       {std::string("--method gptq --bits 4 --export native"),
+        std::string("--method gsq --bits 2 --steps 4 --grid asym --export vllm"),
+        std::string("--method rtn --bits 3 --scope all --export vllm")}) {
+    fs::remove_all(tmp_ / "out");
+    RunResult r = Qctl(Quantize(tmp_ / "out", job + " --calib-tokens 2048" + eval_text));
+    ASSERT_EQ(r.exit_code, 0) << job << "\n" << r.err;
+    EXPECT_NE(r.out.find("perplexity"), std::string::npos) << r.out;
+    for (const char* f : {"config.json", "model.safetensors.index.json", "quant_manifest.json",
+                          "report.json", "tokenizer.json"}) {
+      EXPECT_TRUE(fs::exists(tmp_ / "out" / f)) << job << " " << f;
+    }
+    const std::string report = Slurp(tmp_ / "out" / "report.json");
+    EXPECT_NE(report.find("\"units\""), std::string::npos);
+    EXPECT_NE(report.find("\"fallback_experts\""), std::string::npos);
+    RunResult e = Qctl("eval --model " + (tmp_ / "out").string() + " --reference " + kQwen +
+                       " --text " + (tmp_ / "short.txt").string() + " --json");
+    ASSERT_EQ(e.exit_code, 0) << job << "\n" << e.err;
+    EXPECT_NE(e.out.find("\"kl\""), std::string::npos);
+  }
+}
+
 }  // namespace
