@@ -217,7 +217,10 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   if (spec.evaluate) {
     RETURN_IF_ERROR(ReadFile(spec.eval_text, "evaluation text").status());
   }
-  if (spec.threads > 0) at::set_num_threads(spec.threads);
+  // --threads sizes our fused kernels only: ATen's intra-op pool stays as it is, since OpenBLAS
+  // already runs its own threads (OPENBLAS_NUM_THREADS) and two pools on two cores spin against
+  // each other (calibrating tiny-qwen3-moe took 183 s with at::set_num_threads(2), 15 s
+  // without, on a quieter machine).
 
   // Calibration windows: the shared recipe (BOS + 255 tokens), as many as calib_tokens asks.
   ResetPeakRss();
