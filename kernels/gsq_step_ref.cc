@@ -49,11 +49,11 @@ inline uint32_t LevelKey(uint32_t step_key, int level) {
   return Mix32(step_key ^ (static_cast<uint32_t>(level) * 0x85ebca6bu + 0x632be5abu));
 }
 
-// Uniform in [0, 1) from 24 hashed bits of (level key, element).
+// Uniform in [0, 1) from 23 hashed bits of (level key, element): the bits become the mantissa
+// of a float in [1, 2) (no integer-to-float conversion, which AVX2 lacks for unsigned lanes).
 inline float Uniform(uint32_t level_key, uint32_t element) {
-  // Through int32: unsigned-to-float conversion does not vectorise on x86 (no such instruction).
-  return static_cast<float>(static_cast<int32_t>(Mix32(element ^ level_key) >> 8)) *
-         (1.0f / 16777216.0f);
+  const uint32_t h = Mix32(element ^ level_key);
+  return std::bit_cast<float>((h >> 9) | 0x3f800000u) - 1.0f;
 }
 
 inline float FastExp(float x) {
@@ -70,18 +70,18 @@ inline float FastExp(float x) {
   p = p * f + 6.9314718e-1f;
   p = p * f + 1.0f;
   const int32_t i = static_cast<int32_t>(fi);
-  const uint32_t bits = static_cast<uint32_t>(i + 127) << 23;
-  return p * std::bit_cast<float>(bits);
+  return p * std::bit_cast<float>((i + 127) << 23);  // i in [-126, 127]: no overflow
 }
 
 inline float FastLog(float x) {
   // x = 2^e m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172.
-  const uint32_t bits = std::bit_cast<uint32_t>(x);
-  const int32_t e0 = static_cast<int32_t>((bits >> 23) & 0xff) - 127;
-  const float m0 = std::bit_cast<float>((bits & 0x7fffffu) | 0x3f800000u);
+  // Signed integer lanes throughout: they convert to float in one AVX2 instruction.
+  const int32_t bits = std::bit_cast<int32_t>(x);
+  const float e0 = static_cast<float>(bits >> 23) - 127.0f;  // x > 0: the sign bit is clear
+  const float m0 = std::bit_cast<float>((bits & 0x7fffff) | 0x3f800000);
   const bool big = m0 > 1.41421356f;
   const float m = big ? m0 * 0.5f : m0;
-  const float e = static_cast<float>(big ? e0 + 1 : e0);
+  const float e = e0 + (big ? 1.0f : 0.0f);
   const float s = (m - 1.0f) / (m + 1.0f);
   const float s2 = s * s;
   float q = 1.0f / 9.0f;

@@ -25,16 +25,8 @@ void ComputeGroupParamsMse(const at::Tensor& w_group, const QuantScheme& scheme,
   const int maxq = (1 << scheme.bits) - 1;
   const bool sym = scheme.grid == Grid::kSymmetric;
   // The same clipped range as ComputeGroupParams, before shrinking.
-  const at::Tensor zeros_row = at::zeros({w_group.size(0)}, w_group.options());
-  at::Tensor xmin = at::minimum(w_group.amin(1), zeros_row);
-  at::Tensor xmax = at::maximum(w_group.amax(1), zeros_row);
-  if (sym) {
-    xmax = at::maximum(xmin.abs(), xmax);
-    xmin = at::where(xmin < 0, -xmax, xmin);
-  }
-  const at::Tensor degenerate = at::logical_and(xmin == 0, xmax == 0);
-  xmin = at::where(degenerate, at::full_like(xmin, -1.0), xmin);
-  xmax = at::where(degenerate, at::full_like(xmax, 1.0), xmax);
+  at::Tensor xmin, xmax;
+  GroupRange(w_group, scheme, &xmin, &xmax);
 
   at::Tensor best = at::full_like(xmin, std::numeric_limits<float>::infinity());
   at::Tensor best_scale = scale->clone();

@@ -105,22 +105,28 @@ at::Tensor QuantizedWeight::Dequantize() const {
   return (scales.unsqueeze(-1) * centred).view({out, in});
 }
 
+void GroupRange(const at::Tensor& w_group, const QuantScheme& scheme, at::Tensor* xmin_out,
+                at::Tensor* xmax_out) {
+  const at::Tensor zeros_like_row = at::zeros({w_group.size(0)}, w_group.options());
+  at::Tensor xmin = at::minimum(w_group.amin(1), zeros_like_row);
+  at::Tensor xmax = at::maximum(w_group.amax(1), zeros_like_row);
+  if (scheme.grid == Grid::kSymmetric) {
+    xmax = at::maximum(xmin.abs(), xmax);
+    xmin = at::where(xmin < 0, -xmax, xmin);
+  }
+  const at::Tensor degenerate = at::logical_and(xmin == 0, xmax == 0);
+  *xmin_out = at::where(degenerate, at::full_like(xmin, -1.0), xmin);
+  *xmax_out = at::where(degenerate, at::full_like(xmax, 1.0), xmax);
+}
+
 void ComputeGroupParams(const at::Tensor& w_group, const QuantScheme& scheme, at::Tensor* scale,
                         at::Tensor* zero) {
   QUANT_CHECK(ValidateScheme(scheme).ok());
   QUANT_CHECK(w_group.dim() == 2 && w_group.scalar_type() == at::kFloat);
   QUANT_CHECK(w_group.size(1) > 0);
-  const at::Tensor zeros_like_row = at::zeros({w_group.size(0)}, w_group.options());
-  at::Tensor xmin = at::minimum(w_group.amin(1), zeros_like_row);
-  at::Tensor xmax = at::maximum(w_group.amax(1), zeros_like_row);
+  at::Tensor xmin, xmax;
+  GroupRange(w_group, scheme, &xmin, &xmax);
   const bool sym = scheme.grid == Grid::kSymmetric;
-  if (sym) {
-    xmax = at::maximum(xmin.abs(), xmax);
-    xmin = at::where(xmin < 0, -xmax, xmin);
-  }
-  const at::Tensor degenerate = at::logical_and(xmin == 0, xmax == 0);
-  xmin = at::where(degenerate, at::full_like(xmin, -1.0), xmin);
-  xmax = at::where(degenerate, at::full_like(xmax, 1.0), xmax);
 
   const int maxq = MaxQ(scheme.bits);
   // Divide by a tensor, not a Scalar: a scalar divisor may be turned into a multiplication by

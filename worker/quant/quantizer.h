@@ -75,6 +75,11 @@ class RtnQuantizer : public Quantizer {
                                            const UnitContext& context) const override;
 };
 
+// The clipped range of each row of w_group [rows, g] by the GPTQ conventions (0 always inside;
+// symmetric: mirrored; all-zero rows: -1..1), as float32 [rows].
+void GroupRange(const at::Tensor& w_group, const QuantScheme& scheme, at::Tensor* xmin,
+                at::Tensor* xmax);
+
 // Per-group scale and zero for the RTN conventions: w [rows, g] float32 (each row one group)
 // -> scale float32 [rows] (rounded to bf16, the stored dtype) and zero int32 [rows].
 // Exposed for GPTQ, which uses the same grid. Precondition: ValidateScheme(scheme).ok().
