@@ -121,7 +121,12 @@ TEST_P(GsqKernelTest, ForwardAndBackwardMatchTensorOps) {
 INSTANTIATE_TEST_SUITE_P(Shapes, GsqKernelTest,
                          ::testing::Values(KernelCase{2, 4, 128, 128}, KernelCase{3, 3, 64, 64},
                                            KernelCase{4, 1, 256, 128}, KernelCase{2, 7, 24, 8},
-                                           KernelCase{8, 2, 40, 40}));
+                                           KernelCase{8, 2, 40, 40}),
+                         [](const ::testing::TestParamInfo<KernelCase>& info) {
+                           const KernelCase& c = info.param;
+                           return "b" + std::to_string(c.bits) + "_" + std::to_string(c.rows) +
+                                  "x" + std::to_string(c.cols) + "_g" + std::to_string(c.group);
+                         });
 
 // A small synthetic MoE layer: E experts of SwiGLU with hidden h and intermediate i.
 struct Layer {

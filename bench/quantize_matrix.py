@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Runs `qctl quantize` over a matrix of configurations and records one JSON line per run.
+
+Each line holds the command, the bits per parameter, the evaluation against the original
+(ppl, KL, EAR, EAR_top10, flip rate, accuracy with 95% intervals) and the time and peak RSS of
+every phase, all read from the run's report.json. Usage:
+  bench/quantize_matrix.py OUT.jsonl CONFIG [CONFIG ...]
+where CONFIG is "model:method:bits:grid:scope[:extra flags]", e.g.
+  tiny-qwen3-moe:gsq:3:sym:experts:--steps 640
+A row "model:bf16" evaluates the original in bf16 compute instead.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QCTL = os.path.join(ROOT, "build", "coordinator", "qctl", "qctl")
+SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
+
+
+def run(config):
+    parts = config.split(":")
+    model = os.path.join(SHARED, "models", parts[0])
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")
+    if parts[1] == "bf16":
+        cmd = [QCTL, "eval", "--model", model, "--reference", model, "--compute", "bf16", "--json"]
+        t0 = time.time()
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        j = json.loads(out)
+        ev = {k: [j[k]["value"], j[k]["lo"], j[k]["hi"]]
+              for k in ("ppl", "kl", "ear", "ear_top10", "flip_rate", "next_token_acc")}
+        return {"config": config, "command": " ".join(cmd), "eval": ev,
+                "bits_per_param": {"quantized_true": 16, "checkpoint_true": 16},
+                "seconds": time.time() - t0}
+    method, bits, grid, scope = parts[1:5]
+    extra = shlex.split(parts[5]) if len(parts) > 5 else []
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = os.path.join(tmp, "out")
+        cmd = [QCTL, "quantize", "--model", model, "--out", out_dir, "--method", method,
+               "--bits", bits, "--grid", grid, "--scope", scope] + extra
+        t0 = time.time()
+        subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        report = json.load(open(os.path.join(out_dir, "report.json")))
+        units = report["units"]
+        gsq = [u for u in units if "gsq_changed_fraction" in u]
+        row = {
+            "config": config,
+            "command": " ".join(cmd).replace(out_dir, "OUT"),
+            "eval": report.get("eval"),
+            "bits_per_param": report["bits_per_param"],
+            "phases": report["phases"],
+            "fallback_experts": report["fallback_experts"],
+            "seconds": time.time() - t0,
+        }
+        if gsq:
+            row["gsq_changed_fraction"] = sum(u["gsq_changed_fraction"] for u in gsq) / len(gsq)
+        return row
+
+
+def main():
+    out = sys.argv[1]
+    with open(out, "a") as f:
+        for config in sys.argv[2:]:
+            row = run(config)
+            row["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            ev = row["eval"] or {}
+            print(config, "ppl", ev.get("ppl"), "kl", ev.get("kl"), "%.0fs" % row["seconds"],
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
