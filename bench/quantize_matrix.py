@@ -22,6 +22,11 @@ QCTL = os.path.join(ROOT, "build", "coordinator", "qctl", "qctl")
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 
 
+def Relative(command):
+    """The command as typed from the repository root (../shared beside it)."""
+    return command.replace(ROOT + "/", "").replace(SHARED, "../shared")
+
+
 def run(config):
     parts = config.split(":")
     model = os.path.join(SHARED, "models", parts[0])
@@ -33,7 +38,7 @@ def run(config):
         j = json.loads(out)
         ev = {k: [j[k]["value"], j[k]["lo"], j[k]["hi"]]
               for k in ("ppl", "kl", "ear", "ear_top10", "flip_rate", "next_token_acc")}
-        return {"config": config, "command": " ".join(cmd), "eval": ev,
+        return {"config": config, "command": Relative(" ".join(cmd)), "eval": ev,
                 "bits_per_param": {"quantized_true": 16, "checkpoint_true": 16},
                 "seconds": time.time() - t0}
     method, bits, grid, scope = parts[1:5]
@@ -49,7 +54,7 @@ def run(config):
         gsq = [u for u in units if "gsq_changed_fraction" in u]
         row = {
             "config": config,
-            "command": " ".join(cmd).replace(out_dir, "OUT"),
+            "command": Relative(" ".join(cmd).replace(out_dir, "OUT")),
             "eval": report.get("eval"),
             "bits_per_param": report["bits_per_param"],
             "phases": report["phases"],
