@@ -97,6 +97,9 @@ Runner AddQuantizeCommand(CLI::App& app) {
   sub->add_option("--batch", spec->batch_windows, "Windows per forward batch and GSQ step")
       ->capture_default_str();
   sub->add_option("--eval-text", spec->eval_text, "Evaluation text")->capture_default_str();
+  sub->add_option("--calib-inputs", spec->calib_inputs,
+                  "Next layer's calibration inputs from the quantized or the original layers")
+      ->capture_default_str();
   sub->add_flag("--no-eval", *no_eval, "Skip the evaluation of the written checkpoint");
   sub->add_flag("--overwrite", spec->overwrite, "Replace an existing output directory");
   return [spec, no_eval, no_fallback]() {

@@ -133,7 +133,8 @@ nlohmann::json QuantizeJobSpec::ToJson() const {
           {"steps", steps},           {"objective", objective},
           {"export", export_format},  {"seed", seed},
           {"damp", damp},             {"act_order", act_order},
-          {"mse_scale_search", mse_scale_search}, {"batch_windows", batch_windows}};
+          {"mse_scale_search", mse_scale_search}, {"batch_windows", batch_windows},
+          {"calib_inputs", calib_inputs}};
 }
 
 absl::Status ValidateSpec(const QuantizeJobSpec& s) {
@@ -165,6 +166,10 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
                                                    s.window_tokens));
   }
   if (s.batch_windows <= 0) return absl::InvalidArgumentError("--batch must be > 0");
+  if (s.calib_inputs != "quantized" && s.calib_inputs != "original") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--calib-inputs: '", s.calib_inputs, "' is not one of quantized, original"));
+  }
   if (s.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
   if (s.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (fs::exists(s.out_dir) && !s.overwrite) {
@@ -432,8 +437,10 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
             ProxyLoss(weights.at(local), units.at(r.name).Dequantize(), hessian_of.at(local));
       }
       // Replace the layer's weights by their quantized versions for propagation.
-      for (const std::string& local : names) {
-        weights.tensors[local] = units.at(prefix + local).Dequantize();
+      if (spec.calib_inputs == "quantized") {
+        for (const std::string& local : names) {
+          weights.tensors[local] = units.at(prefix + local).Dequantize();
+        }
       }
     }
     // 4. Propagate: the quantized layer makes the next layer's inputs.

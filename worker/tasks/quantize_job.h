@@ -39,6 +39,9 @@ struct QuantizeJobSpec {
   int batch_windows = 16;              // windows per forward batch and per GSQ step
   std::string eval_text;               // default: ../shared/data/eval/kjv_val.txt; "" + no_eval
   bool evaluate = true;
+  // Which layers make the next layer's calibration inputs: "quantized" (GPTQ/GSQ, DESIGN.md 4)
+  // or "original" (every layer calibrated on the full-precision model's activations).
+  std::string calib_inputs = "quantized";
 
   nlohmann::json ToJson() const;
 };
