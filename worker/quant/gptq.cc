@@ -40,13 +40,22 @@ void ComputeGroupParamsMse(const at::Tensor& w_group, const QuantScheme& scheme,
     at::Tensor scale1 = scale1_fp32.to(at::kBFloat16).to(at::kFloat);
     at::Tensor zero1 = sym ? at::full_like(xmin1, (maxq + 1) / 2)
                            : at::round(-xmin1 / (kZeroFromFp32Scale ? scale1_fp32 : scale1));
-    at::Tensor err = (Fake(w_group, scale1.unsqueeze(1), zero1.unsqueeze(1), maxq) - w_group)
-                         .abs_()
-                         .pow_(options.mse_norm)
-                         .sum(1);
+    auto error = [&](const at::Tensor& s) {
+      return (Fake(w_group, s.unsqueeze(1), zero1.unsqueeze(1), maxq) - w_group)
+          .abs_()
+          .pow_(options.mse_norm)
+          .sum(1);
+    };
+    // The reference quantizer also tries the negated scale: it mirrors the grid, which moves
+    // the extra level of a two's-complement grid ({-4..3} at 3 bits) to the other side.
+    at::Tensor e_pos = error(scale1);
+    at::Tensor e_neg = error(-scale1);
+    at::Tensor use_neg = e_neg < e_pos;
+    at::Tensor err = at::where(use_neg, e_neg, e_pos);
+    at::Tensor chosen = at::where(use_neg, -scale1, scale1);
     at::Tensor better = err < best;
     best = at::where(better, err, best);
-    best_scale = at::where(better, scale1, best_scale);
+    best_scale = at::where(better, chosen, best_scale);
     best_zero = at::where(better, zero1, best_zero);
   }
   *scale = best_scale;
