@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "kernels/gsq_step.h"
+#include "worker/quant/blas_threads.h"
 
 namespace quant::quant {
 namespace {
@@ -103,23 +104,21 @@ absl::StatusOr<FamilyState> InitFamily(const GsqFamily& f, const QuantScheme& sc
   return s;
 }
 
-void Forward(FamilyState& s, const kernels::GsqStepParams& p, int threads) {
-  float* out = s.weight.data_ptr<float>();
-  kernels::ParallelRows(s.view.rows, threads, [&](int64_t r0, int64_t r1) {
-    kernels::GsqForward_ref(s.view, p, out, r0, r1);
-  });
+// The step's element-wise work for members [m0, m1) of one family: Gumbel-Softmax forward into
+// s.weight, or the replayed backward + Lion on the logits and on the members' scales.
+void ForwardMembers(FamilyState& s, const kernels::GsqStepParams& p, int64_t m0, int64_t m1) {
+  kernels::GsqForward_ref(s.view, p, s.weight.data_ptr<float>(), m0 * s.out, m1 * s.out);
 }
 
-void BackwardAndUpdate(FamilyState& s, const at::Tensor& grad_w, const kernels::GsqStepParams& p,
-                       int threads) {
-  at::Tensor g = grad_w.contiguous();
-  const float* gp = g.data_ptr<float>();
+void BackwardMembers(FamilyState& s, const at::Tensor& grad_w, const kernels::GsqStepParams& p,
+                     int64_t m0, int64_t m1) {
   float* gs = s.grad_scales.data_ptr<float>();
-  kernels::ParallelRows(s.view.rows, threads, [&](int64_t r0, int64_t r1) {
-    kernels::GsqBackwardLion_ref(s.view, p, gp, gs, r0, r1);
-  });
-  kernels::LionUpdate_ref(s.scales.data_ptr<float>(), s.scale_momentum.data_ptr<float>(), gs,
-                          s.scales.numel(), p.lr_scales, 0.0f, p.beta1, p.beta2);
+  kernels::GsqBackwardLion_ref(s.view, p, grad_w.data_ptr<float>(), gs, m0 * s.out, m1 * s.out);
+  const int64_t per_member = s.out * s.in / s.group;
+  kernels::LionUpdate_ref(s.scales.data_ptr<float>() + m0 * per_member,
+                          s.scale_momentum.data_ptr<float>() + m0 * per_member,
+                          gs + m0 * per_member, (m1 - m0) * per_member, p.lr_scales, 0.0f,
+                          p.beta1, p.beta2);
 }
 
 // Final codes and bf16 scales of every member.
@@ -288,6 +287,11 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
   p.beta2 = static_cast<float>(options.beta2);
   p.weight_decay = static_cast<float>(options.weight_decay);
   const int64_t steps = options.steps;
+  std::vector<at::Tensor> grads;  // dLoss/dW per family; each shard writes its members' slice
+  for (const FamilyState& s : states) grads.push_back(at::empty_like(s.weight));
+  const int64_t out_numel =
+      expert_output ? states[0].members * rows_per_expert * states[2].out : 0;
+  ScopedBlasThreads single_threaded_blas(1);
   for (int64_t step = 0; step < steps; ++step) {
     p.step = static_cast<uint64_t>(step);
     p.kappa = static_cast<float>(Schedule(options.kappa_start, options.kappa_end, step, steps));
@@ -296,42 +300,59 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
     const double lr_factor = options.min_lr_ratio + (1.0 - options.min_lr_ratio) * cosine;
     p.lr_logits = static_cast<float>(options.logits_lr * lr_factor);
     p.lr_scales = static_cast<float>(options.scales_lr * lr_factor);
-    for (FamilyState& s : states) Forward(s, p, options.threads);
-
-    std::vector<at::Tensor> grads(states.size());
+    at::Tensor pos;
     if (expert_output) {
-      // Each expert's next rows_per_expert tokens of its stream, as one gather.
-      at::Tensor pos = (at::arange(rows_per_expert, at::kLong).unsqueeze(0) +
-                        step * rows_per_expert)
-                           .remainder(stream_len);
-      at::Tensor idx = stream.index_select(0, (stream_offset + pos).reshape({-1}));
-      const int64_t experts = states[0].members;
-      at::Tensor x = x_all.index_select(0, idx).view({experts, rows_per_expert, -1});
-      at::Tensor y = y_all.index_select(0, idx).view({experts, rows_per_expert, -1});
-      const at::Tensor& wg = states[0].weight;
-      const at::Tensor& wu = states[1].weight;
-      const at::Tensor& wd = states[2].weight;
-      at::Tensor ag = at::bmm(x, wg.transpose(1, 2));
-      at::Tensor au = at::bmm(x, wu.transpose(1, 2));
-      at::Tensor sg = at::sigmoid(ag);
-      at::Tensor act = ag * sg;
-      at::Tensor h = act * au;
-      at::Tensor out = at::bmm(h, wd.transpose(1, 2));
-      // d/dy of mean((y - target)^2) over the step's rows.
-      at::Tensor dy = (out - y) * (2.0 / static_cast<double>(out.numel()));
-      grads[2] = at::bmm(dy.transpose(1, 2), h);
-      at::Tensor dh = at::bmm(dy, wd);
-      at::Tensor dau = dh * act;
-      at::Tensor dag = dh * au * sg * (1.0 + ag * (1.0 - sg));
-      grads[0] = at::bmm(dag.transpose(1, 2), x);
-      grads[1] = at::bmm(dau.transpose(1, 2), x);
+      pos = (at::arange(rows_per_expert, at::kLong).unsqueeze(0) + step * rows_per_expert)
+                .remainder(stream_len);
+    }
+    // Members are independent within a step (per-member matmuls, per-parameter Lion), so the
+    // step runs as one shard per thread over contiguous member ranges, each making its own
+    // single-threaded BLAS calls: no BLAS pool spins against the shards.
+    if (expert_output) {
+      kernels::ParallelRows(states[0].members, options.threads, [&](int64_t m0, int64_t m1) {
+        const int64_t count = m1 - m0;
+        for (FamilyState& s : states) ForwardMembers(s, p, m0, m1);
+        // Each expert's next rows_per_expert tokens of its stream, as one gather.
+        at::Tensor idx = stream.index_select(
+            0, (stream_offset.narrow(0, m0, count) + pos.narrow(0, m0, count)).reshape({-1}));
+        at::Tensor x = x_all.index_select(0, idx).view({count, rows_per_expert, -1});
+        at::Tensor y = y_all.index_select(0, idx).view({count, rows_per_expert, -1});
+        at::Tensor wg = states[0].weight.narrow(0, m0, count);
+        at::Tensor wu = states[1].weight.narrow(0, m0, count);
+        at::Tensor wd = states[2].weight.narrow(0, m0, count);
+        at::Tensor ag = at::bmm(x, wg.transpose(1, 2));
+        at::Tensor au = at::bmm(x, wu.transpose(1, 2));
+        at::Tensor sg = at::sigmoid(ag);
+        at::Tensor act = ag * sg;
+        at::Tensor h = act * au;
+        at::Tensor out = at::bmm(h, wd.transpose(1, 2));
+        // d/dy of mean((y - target)^2) over the step's rows of all experts.
+        at::Tensor dy = (out - y) * (2.0 / static_cast<double>(out_numel));
+        at::Tensor g2 = grads[2].narrow(0, m0, count);
+        at::bmm_out(g2, dy.transpose(1, 2), h);
+        at::Tensor dh = at::bmm(dy, wd);
+        at::Tensor dau = dh * act;
+        at::Tensor dag = dh * au * sg * (1.0 + ag * (1.0 - sg));
+        at::Tensor g0 = grads[0].narrow(0, m0, count), g1 = grads[1].narrow(0, m0, count);
+        at::bmm_out(g0, dag.transpose(1, 2), x);
+        at::bmm_out(g1, dau.transpose(1, 2), x);
+        for (size_t f = 0; f < states.size(); ++f) {
+          BackwardMembers(states[f], grads[f], p, m0, m1);
+        }
+      });
     } else {
       for (size_t f = 0; f < states.size(); ++f) {
-        grads[f] = 2.0 * at::bmm(states[f].weight - states[f].original, states[f].hessian);
+        FamilyState& s = states[f];
+        kernels::ParallelRows(s.members, options.threads, [&](int64_t m0, int64_t m1) {
+          const int64_t count = m1 - m0;
+          ForwardMembers(s, p, m0, m1);
+          at::Tensor g = grads[f].narrow(0, m0, count);
+          at::bmm_out(g, s.weight.narrow(0, m0, count) - s.original.narrow(0, m0, count),
+                      s.hessian.narrow(0, m0, count));
+          g.mul_(2.0);
+          BackwardMembers(s, grads[f], p, m0, m1);
+        });
       }
-    }
-    for (size_t f = 0; f < states.size(); ++f) {
-      BackwardAndUpdate(states[f], grads[f], p, options.threads);
     }
   }
 
