@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <map>
 
+#include "common/alloc.h"
 #include "coordinator/qctl/commands.h"
 
 namespace quant::qctl {
@@ -27,6 +28,7 @@ void PrintProgress(const std::string& phase, int64_t done, int64_t total) {
 }  // namespace quant::qctl
 
 int main(int argc, char** argv) {
+  quant::KeepFreedMemory();
   CLI::App app{"qctl: quantize and evaluate Mixture-of-Experts checkpoints"};
   app.require_subcommand(1);
   std::map<CLI::App*, quant::qctl::Runner> runners;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "common/alloc.h"
 #include "worker/quant/gptq.h"
 #include "worker/quant/gsq.h"
 
@@ -18,6 +19,7 @@ static double Seconds(Clock::time_point t) {
 }
 
 int main(int argc, char** argv) {
+  quant::KeepFreedMemory();
   const int experts = argc > 1 ? std::atoi(argv[1]) : 32;
   const int64_t hidden = argc > 2 ? std::atoll(argv[2]) : 256;
   const int64_t inter = argc > 3 ? std::atoll(argv[3]) : 64;
