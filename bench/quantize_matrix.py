@@ -18,7 +18,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QCTL = os.path.join(ROOT, "build", "coordinator", "qctl", "qctl")
+QCTL = os.environ.get("QCTL", os.path.join(ROOT, "build", "coordinator", "qctl", "qctl"))
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 
 
