@@ -72,8 +72,10 @@ def main():
         for config in sys.argv[2:]:
             row = run(config)
             row["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-            row["commit"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                                           capture_output=True, text=True).stdout.strip()
+            # QCTL_COMMIT: the commit a binary given by QCTL was built from.
+            row["commit"] = os.environ.get("QCTL_COMMIT") or subprocess.run(
+                ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                capture_output=True, text=True).stdout.strip()
             f.write(json.dumps(row) + "\n")
             f.flush()
             ev = row["eval"] or {}
