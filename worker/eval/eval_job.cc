@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/file.h"
 #include "common/status.h"
 #include "worker/eval/eval_pipeline.h"
 #include "worker/eval/metrics.h"
@@ -28,16 +29,6 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-absl::StatusOr<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read text file"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  std::string text = ss.str();
-  if (text.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": empty text file"));
-  return text;
-}
 
 }  // namespace
 
@@ -186,7 +177,7 @@ absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
   }
   ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
                    tokenizer::Tokenizer::FromFile(options.model_dir + "/tokenizer.json"));
-  ASSIGN_OR_RETURN(std::string text, ReadText(options.text_path));
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(options.text_path, "text file"));
   result.text_bytes = static_cast<int64_t>(text.size());
 
   const auto tokenize_start = Clock::now();

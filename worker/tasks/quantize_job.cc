@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/file.h"
 #include "common/status.h"
 #include "worker/eval/eval_job.h"
 #include "worker/eval/eval_pipeline.h"
@@ -25,6 +26,8 @@
 #include "worker/quant/gsq.h"
 #include "worker/quant/quantizer.h"
 #include "worker/quant/scope.h"
+#include "worker/tasks/layer_tasks.h"
+#include "worker/tasks/plan.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace quant::tasks {
@@ -41,85 +44,6 @@ double Since(Clock::time_point t) {
 void ResetPeakRss() {
   std::ofstream clear("/proc/self/clear_refs");
   if (clear) clear << "5";
-}
-
-// Collects Hessians, and (for GSQ's expert-output objective) each expert's routed inputs and
-// full-precision outputs.
-class LayerCapture : public model::ForwardObserver {
- public:
-  explicit LayerCapture(bool capture_tokens) : capture_tokens_(capture_tokens) {}
-  void OnLinearInput(int layer, const std::string& linear, const at::Tensor& x) override {
-    hessians_.OnLinearInput(layer, linear, x);
-    if (!capture_tokens_) return;
-    int expert = -1;
-    if (ParseExpertGate(linear, &expert)) {
-      inputs_[expert].push_back(x.to(at::kFloat).reshape({-1, x.size(-1)}).clone());
-    }
-  }
-  void OnExpertOutput(int layer, int expert, const at::Tensor& token_index,
-                      const at::Tensor& y) override {
-    if (capture_tokens_) outputs_[expert].push_back(y.to(at::kFloat).clone());
-  }
-  const model::HessianCollector& hessians() const { return hessians_; }
-  at::Tensor Inputs(int expert, int64_t hidden) const { return Cat(inputs_, expert, hidden); }
-  at::Tensor Outputs(int expert, int64_t hidden) const { return Cat(outputs_, expert, hidden); }
-
- private:
-  static bool ParseExpertGate(const std::string& linear, int* expert) {
-    int e = -1;
-    char tail[32] = {0};
-    if (std::sscanf(linear.c_str(), "mlp.experts.%d.%31s", &e, tail) == 2 &&
-        std::string(tail) == "gate_proj") {
-      *expert = e;
-      return true;
-    }
-    return false;
-  }
-  static at::Tensor Cat(const std::map<int, std::vector<at::Tensor>>& m, int e, int64_t hidden) {
-    auto it = m.find(e);
-    if (it == m.end() || it->second.empty()) return at::zeros({0, hidden}, at::kFloat);
-    return at::cat(it->second, 0);
-  }
-  bool capture_tokens_;
-  model::HessianCollector hessians_;
-  std::map<int, std::vector<at::Tensor>> inputs_, outputs_;
-};
-
-struct UnitReport {
-  std::string name;
-  int bits = 0;
-  std::string grid;
-  int group_size = 0;
-  std::string method;
-  double proxy_loss = 0;       // tr(dW H dW^T) of the final weight (H of the calibration)
-  double gsq_loss_before = -1;  // GSQ objective with GPTQ's codes (-1: no GSQ)
-  double gsq_loss_after = -1;
-  double changed_fraction = 0;
-  int64_t tokens = 0;
-  bool fallback = false;
-  double seconds = 0;
-};
-
-double ProxyLoss(const at::Tensor& w, const at::Tensor& wq, const at::Tensor& h) {
-  at::Tensor dw = wq - w;
-  at::Tensor hh = h.defined() ? h : at::eye(w.size(1), at::kFloat);
-  return (at::matmul(dw, hh) * dw).sum().item<double>();
-}
-
-std::string ExpertPrefix(const std::string& name) {
-  // "model.layers.1.mlp.experts.3.gate_proj.weight" -> "model.layers.1.mlp.experts.3"
-  const size_t pos = name.rfind('.', name.size() - sizeof(".weight"));
-  return name.substr(0, pos);
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read ", what));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  if (s.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": empty ", what));
-  return s;
 }
 
 }  // namespace
@@ -218,9 +142,9 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   }
   ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
                    tokenizer::Tokenizer::FromFile(spec.model_dir + "/tokenizer.json"));
-  ASSIGN_OR_RETURN(std::string calib_text, ReadFile(spec.calib_path, "calibration file"));
+  ASSIGN_OR_RETURN(std::string calib_text, ReadWholeFile(spec.calib_path, "calibration file"));
   if (spec.evaluate) {
-    RETURN_IF_ERROR(ReadFile(spec.eval_text, "evaluation text").status());
+    RETURN_IF_ERROR(ReadWholeFile(spec.eval_text, "evaluation text").status());
   }
   // --threads sizes our fused kernels only: ATen's intra-op pool stays as it is, since OpenBLAS
   // already runs its own threads (OPENBLAS_NUM_THREADS) and two pools on two cores spin against
@@ -250,206 +174,70 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   }
   add_phase("calibrate", Since(t0));
 
-  std::map<std::string, quant::QuantizedWeight> units;
-  std::vector<UnitReport> reports;
-  quant::GptqOptions gptq_options;
-  gptq_options.damp = spec.damp;
-  gptq_options.act_order = spec.act_order;
-  gptq_options.mse_scale_search = spec.mse_scale_search;
-  quant::GptqQuantizer gptq(gptq_options);
-  quant::RtnQuantizer rtn;
-  const bool gsq = spec.method == "gsq";
-  double changed_sum = 0, ratio_sum = 0;
-  int64_t gsq_units = 0;
+  JobState job;
+  job.spec = spec;
+  job.scheme = scheme;
+  job.scope = scope;
+  job.objective = objective;
+  job.windows = want_windows;
+  job.hidden = std::move(hidden);
+  job.model = std::move(model);
 
+  // The planner's tasks, run in order in this process (the service leases the same tasks).
+  PlanInput plan_input;
+  plan_input.num_layers = config.num_layers;
+  plan_input.layer_has_units.assign(config.num_layers, false);
+  plan_input.layer_is_moe.assign(config.num_layers, false);
+  for (const std::string& name : job.model->checkpoint().Names()) {
+    int layer = -1;
+    const storage::TensorInfo* info = job.model->checkpoint().Info(name);
+    if (std::sscanf(name.c_str(), "model.layers.%d.", &layer) == 1 && layer >= 0 &&
+        layer < config.num_layers && info != nullptr && info->shape.size() == 2 &&
+        quant::InQuantScope(name, scope)) {
+      plan_input.layer_has_units[layer] = true;
+    }
+  }
   for (int layer = 0; layer < config.num_layers; ++layer) {
-    ASSIGN_OR_RETURN(model::LayerWeights weights, model->LoadLayer(layer, nullptr));
-    const std::string prefix = absl::StrCat("model.layers.", layer, ".");
-    std::vector<std::string> names;
-    for (const auto& [local, t] : weights.tensors) {
-      if (t.dim() == 2 && quant::InQuantScope(prefix + local, scope)) names.push_back(local);
-    }
-    if (!names.empty()) {
-      // 1. Calibrate with the original layer on inputs from the quantized layers before it.
-      ResetPeakRss();
-      t0 = Clock::now();
-      const bool capture_tokens = gsq && objective == quant::GsqObjective::kExpertOutput &&
-                                  config.IsMoeLayer(layer);
-      LayerCapture capture(capture_tokens);
-      for (const at::Tensor& h : hidden) model->LayerForward(weights, h, &capture);
-      add_phase("calibrate", Since(t0));
-      if (progress) progress("calibrate", layer + 1, config.num_layers);
-
-      // 2. Quantize: RTN/GPTQ per unit (GSQ starts from GPTQ).
-      ResetPeakRss();
-      t0 = Clock::now();
-      const auto& stats = capture.hessians().stats();
-      std::map<std::string, at::Tensor> hessian_of;
-      // Units of one batch share a shape: one projection of every routed expert, or one linear.
-      std::map<std::string, std::vector<std::string>> batches;
-      for (const std::string& local : names) {
-        std::string key = local;
-        if (local.starts_with("mlp.experts.")) {
-          key = "experts/" + local.substr(local.rfind('.', local.size() - 8) + 1);
-        }
-        batches[key].push_back(local);
-      }
-      for (const auto& [key, members] : batches) {
-        std::vector<at::Tensor> ws, hs;
-        std::vector<UnitReport> batch_reports;
-        for (const std::string& local : members) {
-          const std::string module = local.substr(0, local.size() - std::string(".weight").size());
-          auto it = stats.find(prefix + module);
-          UnitReport r;
-          r.name = prefix + local;
-          r.bits = spec.bits;
-          r.grid = spec.grid;
-          r.method = spec.method;
-          at::Tensor h;
-          if (it != stats.end() && it->second.tokens > 0) {
-            h = it->second.Hessian();
-            r.tokens = it->second.tokens;
-          } else {
-            r.fallback = true;  // no calibration token reached it: H = I
-            if (local.find("experts.") != std::string::npos &&
-                local.ends_with("gate_proj.weight")) {
-              result.fallback_experts.push_back(ExpertPrefix(r.name));
-            }
-          }
-          hessian_of[local] = h;
-          ws.push_back(weights.at(local));
-          hs.push_back(h);
-          batch_reports.push_back(r);
-        }
-        const auto batch_start = Clock::now();
-        std::vector<quant::QuantizedWeight> qs;
-        if (spec.method == "rtn") {
-          for (const at::Tensor& w : ws) {
-            ASSIGN_OR_RETURN(quant::QuantizedWeight q, rtn.Quantize(w, scheme, quant::UnitContext{}));
-            qs.push_back(std::move(q));
-          }
-        } else {
-          auto batch = gptq.QuantizeBatch(ws, hs, scheme);
-          if (!batch.ok()) {
-            return absl::Status(batch.status().code(),
-                                absl::StrCat(prefix, key, ": ", batch.status().message()));
-          }
-          qs = std::move(*batch);
-        }
-        const double per_unit = Since(batch_start) / static_cast<double>(members.size());
-        for (size_t m = 0; m < members.size(); ++m) {
-          batch_reports[m].group_size = qs[m].group_size;
-          batch_reports[m].seconds = per_unit;
-          units[batch_reports[m].name] = std::move(qs[m]);
-          reports.push_back(batch_reports[m]);
-        }
-      }
-      add_phase(spec.method == "rtn" ? "rtn" : "gptq", Since(t0));
-      if (progress) progress(spec.method == "rtn" ? "rtn" : "gptq", layer + 1, config.num_layers);
-
-      // 3. GSQ: all routed experts of the layer jointly; other linears one by one, layer-local.
-      if (gsq) {
-        ResetPeakRss();
-        t0 = Clock::now();
-        quant::GsqOptions gsq_options;
-        gsq_options.steps = spec.steps;
-        gsq_options.seed = spec.seed + static_cast<uint64_t>(layer) * 1000003u;
-        gsq_options.threads = std::max(1, spec.threads);
-        gsq_options.batch_tokens = int64_t{spec.batch_windows} * spec.window_tokens;
-        std::vector<std::vector<std::string>> jobs;  // each: the member names of one run
-        std::vector<std::string> expert_families[3];
-        const char* kProj[3] = {"gate_proj", "up_proj", "down_proj"};
-        for (const std::string& local : names) {
-          bool is_expert = false;
-          for (int f = 0; f < 3; ++f) {
-            if (local.starts_with("mlp.experts.") &&
-                local.ends_with(std::string(kProj[f]) + ".weight")) {
-              expert_families[f].push_back(local);
-              is_expert = true;
-            }
-          }
-          if (!is_expert) jobs.push_back({local});
-        }
-        auto run_gsq = [&](const std::vector<std::vector<std::string>>& fams,
-                           const std::vector<std::string>& fam_names,
-                           const quant::GsqExpertTokens* tokens,
-                           quant::GsqObjective obj) -> absl::Status {
-          std::vector<quant::GsqFamily> families;
-          for (size_t f = 0; f < fams.size(); ++f) {
-            quant::GsqFamily fam;
-            fam.name = fam_names[f];
-            for (const std::string& local : fams[f]) {
-              fam.init.push_back(units.at(prefix + local));
-              fam.original.push_back(weights.at(local));
-              fam.hessian.push_back(hessian_of.at(local));
-            }
-            families.push_back(std::move(fam));
-          }
-          quant::GsqOptions o = gsq_options;
-          o.objective = obj;
-          ASSIGN_OR_RETURN(quant::GsqResult g, quant::RunGsq(families, tokens, scheme, o));
-          int64_t members = 0;
-          for (const auto& f : fams) members += static_cast<int64_t>(f.size());
-          for (size_t f = 0; f < fams.size(); ++f) {
-            for (size_t m = 0; m < fams[f].size(); ++m) {
-              const std::string name = prefix + fams[f][m];
-              units[name] = g.families[f][m];
-              for (UnitReport& r : reports) {
-                if (r.name != name) continue;
-                const quant::GsqMemberReport& gr = g.reports[f][m];
-                r.method = "gsq";
-                r.gsq_loss_before = gr.loss_before;
-                r.gsq_loss_after = gr.loss_after;
-                r.changed_fraction = gr.changed_fraction;
-                r.seconds += g.seconds / std::max<int64_t>(1, members);
-                changed_sum += gr.changed_fraction;
-                if (gr.loss_before > 0) ratio_sum += gr.loss_after / gr.loss_before;
-                ++gsq_units;
-              }
-            }
-          }
-          return absl::OkStatus();
-        };
-        if (!expert_families[0].empty()) {
-          quant::GsqExpertTokens tokens;
-          if (objective == quant::GsqObjective::kExpertOutput) {
-            for (const std::string& local : expert_families[0]) {
-              int e = -1;
-              std::sscanf(local.c_str(), "mlp.experts.%d.", &e);
-              tokens.inputs.push_back(capture.Inputs(e, config.hidden_size));
-              tokens.targets.push_back(capture.Outputs(e, config.hidden_size));
-            }
-            tokens.layer_tokens = want_windows * spec.window_tokens;
-          }
-          RETURN_IF_ERROR(run_gsq({expert_families[0], expert_families[1], expert_families[2]},
-                                  {"gate_proj", "up_proj", "down_proj"}, &tokens, objective));
-        }
-        for (const auto& job : jobs) {
-          RETURN_IF_ERROR(run_gsq({job}, {job[0]}, nullptr, quant::GsqObjective::kLayerLocal));
-        }
-        add_phase("gsq", Since(t0));
-        if (progress) progress("gsq", layer + 1, config.num_layers);
-      }
-      for (UnitReport& r : reports) {
-        if (!r.name.starts_with(prefix)) continue;
-        const std::string local = r.name.substr(prefix.size());
-        r.proxy_loss =
-            ProxyLoss(weights.at(local), units.at(r.name).Dequantize(), hessian_of.at(local));
-      }
-      // Replace the layer's weights by their quantized versions for propagation.
-      if (spec.calib_inputs == "quantized") {
-        for (const std::string& local : names) {
-          weights.tensors[local] = units.at(prefix + local).Dequantize();
-        }
-      }
-    }
-    // 4. Propagate: the quantized layer makes the next layer's inputs.
+    plan_input.layer_is_moe[layer] = config.IsMoeLayer(layer);
+  }
+  plan_input.gsq = spec.method == "gsq";
+  plan_input.evaluate = spec.evaluate;
+  const Plan plan = PlanQuantizeJob(plan_input);
+  const std::string quantize_phase = spec.method == "rtn" ? "rtn" : "gptq";
+  for (const Task& task : plan.tasks) {
+    if (task.kind == TaskKind::kWrite || task.kind == TaskKind::kEvaluate) continue;  // below
+    std::string phase;
+    absl::Status status;
     ResetPeakRss();
     t0 = Clock::now();
-    for (at::Tensor& h : hidden) h = model->LayerForward(weights, h, nullptr);
-    add_phase("propagate", Since(t0));
+    switch (task.kind) {
+      case TaskKind::kCalibrate:
+        phase = "calibrate";
+        status = RunCalibrateTask(job, task.layer);
+        break;
+      case TaskKind::kQuantize:
+        phase = quantize_phase;
+        status = RunQuantizeTask(job);
+        break;
+      case TaskKind::kGsq:
+        phase = "gsq";
+        status = RunGsqTask(job, task.shard, task.shards);
+        break;
+      default:
+        phase = "propagate";
+        status = RunPropagateTask(job, task.layer);
+        break;
+    }
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat(task.Name(), ": ", status.message()));
+    }
+    add_phase(phase, Since(t0));
+    if (progress && phase != "propagate") progress(phase, task.layer + 1, config.num_layers);
   }
-  hidden.clear();
+  job.hidden.clear();
+  result.fallback_experts = job.fallback_experts;
+  const std::map<std::string, quant::QuantizedWeight>& units = job.units;
+  const std::vector<UnitReport>& reports = job.reports;
 
   // 5. Write.
   ResetPeakRss();
@@ -460,7 +248,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   export_options.overwrite = spec.overwrite;
   export_options.job_options = spec.ToJson();
   ASSIGN_OR_RETURN(quant::ExportStats stats,
-                   quant::ExportCheckpoint(model->checkpoint(), units, export_options));
+                   quant::ExportCheckpoint(job.model->checkpoint(), units, export_options));
   add_phase("write", Since(t0));
   result.out_dir = spec.out_dir;
   result.units = static_cast<int64_t>(units.size());
@@ -469,9 +257,9 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   result.bits_per_param_true = stats.bits_per_param_true;
   result.bits_per_param_stored = stats.bits_per_param_stored;
   result.container_note = stats.container_note;
-  if (gsq_units > 0) {
-    result.gsq_mean_changed_fraction = changed_sum / gsq_units;
-    result.gsq_mean_loss_ratio = ratio_sum / gsq_units;
+  if (job.gsq_units > 0) {
+    result.gsq_mean_changed_fraction = job.gsq_changed_sum / job.gsq_units;
+    result.gsq_mean_loss_ratio = job.gsq_ratio_sum / job.gsq_units;
   }
 
   // 6. Evaluate the written checkpoint against the original.

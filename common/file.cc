@@ -1,0 +1,21 @@
+#include "common/file.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace quant {
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read ", what));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error in ", what));
+  std::string s = ss.str();
+  if (s.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": empty ", what));
+  return s;
+}
+
+}  // namespace quant

@@ -1,0 +1,14 @@
+// Whole-file reads of outside input with the project's one-line errors.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace quant {
+
+// The bytes of `path`; `what` names the file in errors ("calibration file"). An empty file is
+// an error: no input of ours is legitimately empty.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const std::string& what);
+
+}  // namespace quant

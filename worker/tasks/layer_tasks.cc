@@ -1,0 +1,281 @@
+#include "worker/tasks/layer_tasks.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace quant::tasks {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+bool ParseExpertGate(const std::string& linear, int* expert) {
+  int e = -1;
+  char tail[32] = {0};
+  if (std::sscanf(linear.c_str(), "mlp.experts.%d.%31s", &e, tail) == 2 &&
+      std::string(tail) == "gate_proj") {
+    *expert = e;
+    return true;
+  }
+  return false;
+}
+
+double ProxyLoss(const at::Tensor& w, const at::Tensor& wq, const at::Tensor& h) {
+  at::Tensor dw = wq - w;
+  at::Tensor hh = h.defined() ? h : at::eye(w.size(1), at::kFloat);
+  return (at::matmul(dw, hh) * dw).sum().item<double>();
+}
+
+std::string ExpertPrefix(const std::string& name) {
+  // "model.layers.1.mlp.experts.3.gate_proj.weight" -> "model.layers.1.mlp.experts.3"
+  const size_t pos = name.rfind('.', name.size() - sizeof(".weight"));
+  return name.substr(0, pos);
+}
+
+}  // namespace
+
+void LayerCapture::OnLinearInput(int layer, const std::string& linear, const at::Tensor& x) {
+  hessians_.OnLinearInput(layer, linear, x);
+  if (!capture_tokens_) return;
+  int expert = -1;
+  if (ParseExpertGate(linear, &expert)) {
+    inputs_[expert].push_back(x.to(at::kFloat).reshape({-1, x.size(-1)}).clone());
+  }
+}
+
+void LayerCapture::OnExpertOutput(int layer, int expert, const at::Tensor& token_index,
+                                  const at::Tensor& y) {
+  if (capture_tokens_) outputs_[expert].push_back(y.to(at::kFloat).clone());
+}
+
+at::Tensor LayerCapture::Cat(const std::map<int, std::vector<at::Tensor>>& m, int e,
+                             int64_t hidden) {
+  auto it = m.find(e);
+  if (it == m.end() || it->second.empty()) return at::zeros({0, hidden}, at::kFloat);
+  return at::cat(it->second, 0);
+}
+
+absl::Status RunCalibrateTask(JobState& job, int layer) {
+  const model::ModelConfig& config = job.model->config();
+  LayerState& ls = job.layer;
+  ls = LayerState();
+  ls.index = layer;
+  ls.prefix = absl::StrCat("model.layers.", layer, ".");
+  ASSIGN_OR_RETURN(ls.weights, job.model->LoadLayer(layer, nullptr));
+  for (const auto& [local, t] : ls.weights.tensors) {
+    if (t.dim() == 2 && quant::InQuantScope(ls.prefix + local, job.scope)) {
+      ls.names.push_back(local);
+    }
+  }
+  if (ls.names.empty()) return absl::OkStatus();
+  const bool capture_tokens = job.spec.method == "gsq" &&
+                              job.objective == quant::GsqObjective::kExpertOutput &&
+                              config.IsMoeLayer(layer);
+  ls.capture = std::make_unique<LayerCapture>(capture_tokens);
+  for (const at::Tensor& h : job.hidden) job.model->LayerForward(ls.weights, h, ls.capture.get());
+  return absl::OkStatus();
+}
+
+absl::Status RunQuantizeTask(JobState& job) {
+  LayerState& ls = job.layer;
+  if (ls.capture == nullptr) return absl::FailedPreconditionError("quantize before calibrate");
+  const QuantizeJobSpec& spec = job.spec;
+  const auto& stats = ls.capture->hessians().stats();
+  // Units of one batch share a shape: one projection of every routed expert, or one linear.
+  std::map<std::string, std::vector<std::string>> batches;
+  for (const std::string& local : ls.names) {
+    std::string key = local;
+    if (local.starts_with("mlp.experts.")) {
+      key = "experts/" + local.substr(local.rfind('.', local.size() - 8) + 1);
+    }
+    batches[key].push_back(local);
+  }
+  quant::GptqOptions gptq_options;
+  gptq_options.damp = spec.damp;
+  gptq_options.act_order = spec.act_order;
+  gptq_options.mse_scale_search = spec.mse_scale_search;
+  quant::GptqQuantizer gptq(gptq_options);
+  quant::RtnQuantizer rtn;
+  for (const auto& [key, members] : batches) {
+    std::vector<at::Tensor> ws, hs;
+    std::vector<UnitReport> batch_reports;
+    for (const std::string& local : members) {
+      const std::string module = local.substr(0, local.size() - std::string(".weight").size());
+      auto it = stats.find(ls.prefix + module);
+      UnitReport r;
+      r.name = ls.prefix + local;
+      r.bits = job.scheme.bits;
+      r.grid = spec.grid;
+      r.method = spec.method;
+      at::Tensor h;
+      if (it != stats.end() && it->second.tokens > 0) {
+        h = it->second.Hessian();
+        r.tokens = it->second.tokens;
+      } else {
+        r.fallback = true;  // no calibration token reached it: H = I
+        if (local.find("experts.") != std::string::npos && local.ends_with("gate_proj.weight")) {
+          job.fallback_experts.push_back(ExpertPrefix(r.name));
+        }
+      }
+      ls.hessian_of[local] = h;
+      ws.push_back(ls.weights.at(local));
+      hs.push_back(h);
+      batch_reports.push_back(r);
+    }
+    const auto batch_start = Clock::now();
+    std::vector<quant::QuantizedWeight> qs;
+    if (spec.method == "rtn") {
+      for (const at::Tensor& w : ws) {
+        ASSIGN_OR_RETURN(quant::QuantizedWeight q, rtn.Quantize(w, job.scheme, quant::UnitContext{}));
+        qs.push_back(std::move(q));
+      }
+    } else {
+      auto batch = gptq.QuantizeBatch(ws, hs, job.scheme);
+      if (!batch.ok()) {
+        return absl::Status(batch.status().code(),
+                            absl::StrCat(ls.prefix, key, ": ", batch.status().message()));
+      }
+      qs = std::move(*batch);
+    }
+    const double per_unit = Since(batch_start) / static_cast<double>(members.size());
+    for (size_t m = 0; m < members.size(); ++m) {
+      batch_reports[m].group_size = qs[m].group_size;
+      batch_reports[m].seconds = per_unit;
+      job.units[batch_reports[m].name] = std::move(qs[m]);
+      job.reports.push_back(batch_reports[m]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunGsqTask(JobState& job, int shard, int shards) {
+  LayerState& ls = job.layer;
+  if (ls.capture == nullptr) return absl::FailedPreconditionError("GSQ before calibrate");
+  if (shards < 1 || shard < 0 || shard >= shards) {
+    return absl::InvalidArgumentError(absl::StrCat("GSQ shard ", shard, " of ", shards));
+  }
+  const QuantizeJobSpec& spec = job.spec;
+  const model::ModelConfig& config = job.model->config();
+  quant::GsqOptions gsq_options;
+  gsq_options.steps = spec.steps;
+  gsq_options.seed = spec.seed + static_cast<uint64_t>(ls.index) * 1000003u;
+  gsq_options.threads = std::max(1, spec.threads);
+  gsq_options.batch_tokens = int64_t{spec.batch_windows} * spec.window_tokens;
+  std::vector<std::vector<std::string>> jobs;  // each: the member names of one run
+  std::vector<std::string> expert_families[3];
+  const char* kProj[3] = {"gate_proj", "up_proj", "down_proj"};
+  for (const std::string& local : ls.names) {
+    bool is_expert = false;
+    for (int f = 0; f < 3; ++f) {
+      if (local.starts_with("mlp.experts.") &&
+          local.ends_with(std::string(kProj[f]) + ".weight")) {
+        expert_families[f].push_back(local);
+        is_expert = true;
+      }
+    }
+    if (!is_expert) jobs.push_back({local});
+  }
+  // This shard's experts: a contiguous range of the (name-ordered) members; shard 0 also runs
+  // the layer's other linears.
+  for (auto& family : expert_families) {
+    const int64_t n = static_cast<int64_t>(family.size());
+    family = std::vector<std::string>(family.begin() + n * shard / shards,
+                                      family.begin() + n * (shard + 1) / shards);
+  }
+  if (shard != 0) jobs.clear();
+
+  std::map<std::string, UnitReport*> report_of;
+  for (UnitReport& r : job.reports) {
+    if (r.name.starts_with(ls.prefix)) report_of[r.name] = &r;
+  }
+  auto run_gsq = [&](const std::vector<std::vector<std::string>>& fams,
+                     const std::vector<std::string>& fam_names,
+                     const quant::GsqExpertTokens* tokens,
+                     quant::GsqObjective obj) -> absl::Status {
+    std::vector<quant::GsqFamily> families;
+    for (size_t f = 0; f < fams.size(); ++f) {
+      quant::GsqFamily fam;
+      fam.name = fam_names[f];
+      for (const std::string& local : fams[f]) {
+        fam.init.push_back(job.units.at(ls.prefix + local));
+        fam.original.push_back(ls.weights.at(local));
+        fam.hessian.push_back(ls.hessian_of.at(local));
+      }
+      families.push_back(std::move(fam));
+    }
+    quant::GsqOptions o = gsq_options;
+    o.objective = obj;
+    ASSIGN_OR_RETURN(quant::GsqResult g, quant::RunGsq(families, tokens, job.scheme, o));
+    int64_t members = 0;
+    for (const auto& f : fams) members += static_cast<int64_t>(f.size());
+    for (size_t f = 0; f < fams.size(); ++f) {
+      for (size_t m = 0; m < fams[f].size(); ++m) {
+        const std::string name = ls.prefix + fams[f][m];
+        job.units[name] = g.families[f][m];
+        auto it = report_of.find(name);
+        if (it == report_of.end()) continue;
+        UnitReport& r = *it->second;
+        const quant::GsqMemberReport& gr = g.reports[f][m];
+        r.method = "gsq";
+        r.gsq_loss_before = gr.loss_before;
+        r.gsq_loss_after = gr.loss_after;
+        r.changed_fraction = gr.changed_fraction;
+        r.seconds += g.seconds / std::max<int64_t>(1, members);
+        job.gsq_changed_sum += gr.changed_fraction;
+        if (gr.loss_before > 0) job.gsq_ratio_sum += gr.loss_after / gr.loss_before;
+        ++job.gsq_units;
+      }
+    }
+    return absl::OkStatus();
+  };
+  if (!expert_families[0].empty()) {
+    quant::GsqExpertTokens tokens;
+    if (job.objective == quant::GsqObjective::kExpertOutput) {
+      for (const std::string& local : expert_families[0]) {
+        int e = -1;
+        std::sscanf(local.c_str(), "mlp.experts.%d.", &e);
+        tokens.inputs.push_back(ls.capture->Inputs(e, config.hidden_size));
+        tokens.targets.push_back(ls.capture->Outputs(e, config.hidden_size));
+      }
+      tokens.layer_tokens = job.windows * spec.window_tokens;
+    }
+    RETURN_IF_ERROR(run_gsq({expert_families[0], expert_families[1], expert_families[2]},
+                            {"gate_proj", "up_proj", "down_proj"}, &tokens, job.objective));
+  }
+  for (const auto& one : jobs) {
+    RETURN_IF_ERROR(run_gsq({one}, {one[0]}, nullptr, quant::GsqObjective::kLayerLocal));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunPropagateTask(JobState& job, int layer) {
+  LayerState& ls = job.layer;
+  if (ls.index != layer) {
+    // A layer without in-scope linears: nothing was calibrated, so load it here.
+    ls = LayerState();
+    ls.index = layer;
+    ASSIGN_OR_RETURN(ls.weights, job.model->LoadLayer(layer, nullptr));
+  }
+  for (UnitReport& r : job.reports) {
+    if (!r.name.starts_with(ls.prefix) || ls.prefix.empty()) continue;
+    const std::string local = r.name.substr(ls.prefix.size());
+    r.proxy_loss = ProxyLoss(ls.weights.at(local), job.units.at(r.name).Dequantize(),
+                             ls.hessian_of.at(local));
+  }
+  // The quantized layer makes the next layer's inputs (DESIGN.md section 4).
+  if (job.spec.calib_inputs == "quantized") {
+    for (const std::string& local : ls.names) {
+      ls.weights.tensors[local] = job.units.at(ls.prefix + local).Dequantize();
+    }
+  }
+  for (at::Tensor& h : job.hidden) h = job.model->LayerForward(ls.weights, h, nullptr);
+  ls = LayerState();
+  return absl::OkStatus();
+}
+
+}  // namespace quant::tasks

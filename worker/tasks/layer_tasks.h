@@ -1,0 +1,96 @@
+// The per-layer task code of a quantization job (DESIGN.md section 4): calibrate, quantize
+// (RTN/GPTQ), GSQ and propagate, each a function of the job's state. `qctl quantize` runs them
+// in the planner's order in one process; quant-worker runs the same functions for its tasks.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "worker/model/calibration.h"
+#include "worker/model/model.h"
+#include "worker/quant/gptq.h"
+#include "worker/quant/gsq.h"
+#include "worker/quant/quantizer.h"
+#include "worker/quant/scope.h"
+#include "worker/tasks/quantize_job.h"
+
+namespace quant::tasks {
+
+// Collects Hessians, and (for GSQ's expert-output objective) each expert's routed inputs and
+// full-precision outputs.
+class LayerCapture : public model::ForwardObserver {
+ public:
+  explicit LayerCapture(bool capture_tokens) : capture_tokens_(capture_tokens) {}
+  void OnLinearInput(int layer, const std::string& linear, const at::Tensor& x) override;
+  void OnExpertOutput(int layer, int expert, const at::Tensor& token_index,
+                      const at::Tensor& y) override;
+  const model::HessianCollector& hessians() const { return hessians_; }
+  at::Tensor Inputs(int expert, int64_t hidden) const { return Cat(inputs_, expert, hidden); }
+  at::Tensor Outputs(int expert, int64_t hidden) const { return Cat(outputs_, expert, hidden); }
+
+ private:
+  static at::Tensor Cat(const std::map<int, std::vector<at::Tensor>>& m, int e, int64_t hidden);
+  bool capture_tokens_;
+  model::HessianCollector hessians_;
+  std::map<int, std::vector<at::Tensor>> inputs_, outputs_;
+};
+
+struct UnitReport {
+  std::string name;
+  int bits = 0;
+  std::string grid;
+  int group_size = 0;
+  std::string method;
+  double proxy_loss = 0;        // tr(dW H dW^T) of the final weight (H of the calibration)
+  double gsq_loss_before = -1;  // GSQ objective with GPTQ's codes (-1: no GSQ)
+  double gsq_loss_after = -1;
+  double changed_fraction = 0;
+  int64_t tokens = 0;
+  bool fallback = false;
+  double seconds = 0;
+};
+
+// The layer a job is working on: its weights, in-scope linears and calibration.
+struct LayerState {
+  int index = -1;
+  std::string prefix;                // "model.layers.3."
+  model::LayerWeights weights;
+  std::vector<std::string> names;    // in-scope linears, local names ("mlp.experts.0.up_proj.weight")
+  std::unique_ptr<LayerCapture> capture;
+  std::map<std::string, at::Tensor> hessian_of;  // local name -> H (undefined: identity)
+};
+
+// Everything the tasks of one job share in-process.
+struct JobState {
+  QuantizeJobSpec spec;
+  quant::QuantScheme scheme;
+  quant::Scope scope = quant::Scope::kExperts;
+  quant::GsqObjective objective = quant::GsqObjective::kExpertOutput;
+  std::unique_ptr<model::Model> model;
+  int64_t windows = 0;                // calibration windows
+  std::vector<at::Tensor> hidden;     // the current layer's inputs, one tensor per batch
+  LayerState layer;
+  std::map<std::string, quant::QuantizedWeight> units;  // full tensor name -> result
+  std::vector<UnitReport> reports;
+  std::vector<std::string> fallback_experts;
+  double gsq_changed_sum = 0, gsq_ratio_sum = 0;
+  int64_t gsq_units = 0;
+};
+
+// Loads layer `layer` and runs the original layer over the inputs, recording H per linear (and
+// the experts' routed tokens and targets for GSQ).
+absl::Status RunCalibrateTask(JobState& job, int layer);
+// RTN or GPTQ of every in-scope linear of the layer, batched per projection.
+absl::Status RunQuantizeTask(JobState& job);
+// GSQ of the layer: routed experts [shard/shards of them] jointly, other linears layer-local.
+absl::Status RunGsqTask(JobState& job, int shard, int shards);
+// Proxy losses, then the quantized layer (or the original, with calib_inputs "original") maps
+// the inputs to the next layer's.
+absl::Status RunPropagateTask(JobState& job, int layer);
+
+}  // namespace quant::tasks

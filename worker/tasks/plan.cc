@@ -1,0 +1,77 @@
+#include "worker/tasks/plan.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace quant::tasks {
+
+const char* TaskKindName(TaskKind kind) {
+  switch (kind) {
+    case TaskKind::kCalibrate: return "calibrate";
+    case TaskKind::kQuantize: return "quantize";
+    case TaskKind::kGsq: return "gsq";
+    case TaskKind::kPropagate: return "propagate";
+    case TaskKind::kWrite: return "write";
+    case TaskKind::kEvaluate: return "evaluate";
+  }
+  return "?";
+}
+
+std::string Task::Name() const {
+  std::string name = layer >= 0 ? absl::StrCat("L", layer, "/", TaskKindName(kind))
+                                : std::string(TaskKindName(kind));
+  if (shards > 1) absl::StrAppend(&name, "[", shard, "/", shards, "]");
+  return name;
+}
+
+nlohmann::json Plan::ToJson() const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const Task& t : tasks) {
+    out.push_back({{"id", t.id}, {"name", t.Name()}, {"kind", TaskKindName(t.kind)},
+                   {"layer", t.layer}, {"shard", t.shard}, {"shards", t.shards},
+                   {"deps", t.deps}});
+  }
+  return out;
+}
+
+Plan PlanQuantizeJob(const PlanInput& in) {
+  Plan plan;
+  auto add = [&](TaskKind kind, int layer, std::vector<int64_t> deps, int shard = 0,
+                 int shards = 1) {
+    Task t;
+    t.id = static_cast<int64_t>(plan.tasks.size());
+    t.kind = kind;
+    t.layer = layer;
+    t.shard = shard;
+    t.shards = shards;
+    t.deps = std::move(deps);
+    plan.tasks.push_back(t);
+    return t.id;
+  };
+  // Each layer's inputs come from the quantized layers before it: every task of layer L
+  // depends, through its calibrate task, on the propagate task of layer L - 1.
+  int64_t previous = -1;
+  auto after_previous = [&] { return previous >= 0 ? std::vector<int64_t>{previous} : std::vector<int64_t>{}; };
+  for (int layer = 0; layer < in.num_layers; ++layer) {
+    const bool units = layer < static_cast<int>(in.layer_has_units.size()) && in.layer_has_units[layer];
+    std::vector<int64_t> before_propagate = after_previous();
+    if (units) {
+      const int64_t calibrate = add(TaskKind::kCalibrate, layer, after_previous());
+      const int64_t quantize = add(TaskKind::kQuantize, layer, {calibrate});
+      before_propagate = {quantize};
+      if (in.gsq) {
+        const bool moe = layer < static_cast<int>(in.layer_is_moe.size()) && in.layer_is_moe[layer];
+        const int shards = moe ? std::max(1, in.expert_shards) : 1;
+        before_propagate.clear();
+        for (int s = 0; s < shards; ++s) {
+          before_propagate.push_back(add(TaskKind::kGsq, layer, {quantize}, s, shards));
+        }
+      }
+    }
+    previous = add(TaskKind::kPropagate, layer, before_propagate);
+  }
+  const int64_t write = add(TaskKind::kWrite, -1, after_previous());
+  if (in.evaluate) add(TaskKind::kEvaluate, -1, {write});
+  return plan;
+}
+
+}  // namespace quant::tasks
