@@ -1,21 +1,59 @@
 // `qctl quantize`: the whole job in this process (planner + task code), then a short summary.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "absl/strings/str_format.h"
 #include "coordinator/qctl/commands.h"
+#include "coordinator/slq/solver.h"
 #include "worker/tasks/quantize_job.h"
 
 namespace quant::qctl {
 namespace {
 
-int Run(tasks::QuantizeJobSpec& spec, bool no_eval) {
+// SLQ's solve, coordinator-side (coordinator/slq), handed to the in-process job.
+absl::StatusOr<tasks::SlqAllocation> Solve(const std::vector<tasks::SlqUnitTable>& table,
+                                          bool target, double limit) {
+  std::vector<slq::Item> items;
+  for (const tasks::SlqUnitTable& row : table) {
+    slq::Item item{row.unit, row.params, {}};
+    for (size_t k = 0; k < row.bits.size(); ++k) item.options.push_back({row.bits[k], row.loss[k]});
+    items.push_back(std::move(item));
+  }
+  absl::StatusOr<slq::Solution> s =
+      target ? slq::SolveTarget(items, limit) : slq::SolveBudget(items, limit);
+  if (!s.ok()) return s.status();
+  tasks::SlqAllocation a;
+  for (size_t i = 0; i < items.size(); ++i) a.bits.push_back(items[i].options[s->choice[i]].bits);
+  a.average_bits = s->average_bits;
+  a.optimality_gap = s->gap;
+  a.exact = s->exact;
+  return a;
+}
+
+int Run(tasks::QuantizeJobSpec& spec, bool no_eval, double bits) {
   spec.evaluate = !no_eval;
+  if (!spec.slq && spec.target_ear > 0) {
+    PrintError("--target-ear needs --slq");
+    return 1;
+  }
+  if (spec.slq) {
+    spec.slq_budget = bits;
+    spec.bits = std::clamp(static_cast<int>(std::ceil(bits)), 2, 8);  // unused: the solve decides
+  } else if (bits != std::floor(bits)) {
+    PrintError(absl::StrFormat("--bits: %g is not a whole number (fractional budgets need --slq)",
+                               bits));
+    return 1;
+  } else {
+    spec.bits = static_cast<int>(bits);
+  }
   const bool tty = isatty(STDERR_FILENO) != 0;
   auto result = tasks::RunQuantizeJob(spec, tty ? tasks::ProgressFn(PrintProgress)
-                                                : tasks::ProgressFn());
+                                                : tasks::ProgressFn(), Solve);
   if (!result.ok()) {
     PrintError(std::string(result.status().message()));
     return 1;
@@ -23,7 +61,8 @@ int Run(tasks::QuantizeJobSpec& spec, bool no_eval) {
   const tasks::QuantizeJobResult& r = *result;
   std::printf("wrote      %s (%s export, %lld quantized linears)\n", r.out_dir.c_str(),
               spec.export_format.c_str(), static_cast<long long>(r.units));
-  std::printf("method     %s %d-bit %s g%d scope %s%s\n", spec.method.c_str(), spec.bits,
+  std::printf("method     %s %s %s g%d scope %s%s\n", spec.method.c_str(),
+              spec.slq ? "SLQ mixed-bit" : absl::StrFormat("%d-bit", spec.bits).c_str(),
               spec.grid.c_str(), spec.group_size, spec.scope.c_str(),
               spec.method == "gsq" ? absl::StrFormat(", %d steps, %s", spec.steps,
                                                      spec.objective).c_str()
@@ -33,6 +72,19 @@ int Run(tasks::QuantizeJobSpec& spec, bool no_eval) {
               r.bits_per_quantized_param_true, r.bits_per_quantized_param_stored,
               r.bits_per_param_true, r.bits_per_param_stored);
   if (!r.container_note.empty()) std::printf("note       %s\n", r.container_note.c_str());
+  if (spec.slq) {
+    const nlohmann::json& q = r.slq;
+    std::printf("slq        %s: %.4f average bits over %zu units, predicted KL %.4f, EAR %.4f "
+                "(%s, gap %.2g); probes %lld run, %lld cached\n",
+                q.value("mode", "").c_str(), q.value("average_bits", 0.0), q["units"].size(),
+                q.value("predicted_kl", 0.0), q.value("predicted_ear", 0.0),
+                q.value("exact", false) ? "exact" : "Lagrangian",
+                q.value("optimality_gap", 0.0), q.value("probes_run", 0LL),
+                q.value("probes_cached", 0LL));
+    for (const nlohmann::json& u : q["units"]) {
+      std::printf("           %-40s %d bits\n", u.value("unit", "").c_str(), u.value("bits", 0));
+    }
+  }
   std::printf("fallbacks  %zu experts saw no calibration token (H = I)%s\n",
               r.fallback_experts.size(), r.fallback_experts.empty() ? "" : ":");
   for (const std::string& e : r.fallback_experts) std::printf("           %s\n", e.c_str());
@@ -68,13 +120,32 @@ Runner AddQuantizeCommand(CLI::App& app) {
   auto spec = std::make_shared<tasks::QuantizeJobSpec>();
   auto no_eval = std::make_shared<bool>(false);
   auto no_fallback = std::make_shared<bool>(false);
+  auto bits = std::make_shared<double>(4);
+  const char* cache_home = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  spec->probe_cache_dir = cache_home != nullptr && *cache_home != 0
+                              ? std::string(cache_home) + "/moe-quant/probes"
+                          : home != nullptr ? std::string(home) + "/.cache/moe-quant/probes"
+                                            : "";
   spec->calib_path = std::string(QUANT_SHARED_DIR) + "/data/calib/calib.txt";
   spec->eval_text = std::string(QUANT_SHARED_DIR) + "/data/eval/kjv_val.txt";
   CLI::App* sub = app.add_subcommand("quantize", "Quantize a checkpoint in this process");
   sub->add_option("--model", spec->model_dir, "Model directory (Hugging Face layout)")->required();
   sub->add_option("--out", spec->out_dir, "Output directory (must not exist)")->required();
   sub->add_option("--method", spec->method, "rtn, gptq or gsq")->capture_default_str();
-  sub->add_option("--bits", spec->bits, "Bits per weight, 2-8")->capture_default_str();
+  sub->add_option("--bits", *bits, "Bits per weight, 2-8 (with --slq: the average budget)")
+      ->capture_default_str();
+  sub->add_flag("--slq", spec->slq, "SLQ: per-unit bitwidths from probes and a global solve");
+  sub->add_option("--target-ear", spec->target_ear,
+                  "With --slq: fewest bits with predicted EAR >= this (instead of --bits)");
+  sub->add_option("--slq-bits", spec->slq_bits, "With --slq: candidate bitwidths")
+      ->capture_default_str()->delimiter(',');
+  sub->add_option("--probe-windows", spec->probe_windows,
+                  "With --slq: calibration windows each probe is scored on")
+      ->capture_default_str();
+  sub->add_option("--probe-cache", spec->probe_cache_dir,
+                  "With --slq: probe cache directory (\"\" : none)")
+      ->capture_default_str();
   sub->add_option("--grid", spec->grid, "sym or asym")->capture_default_str();
   sub->add_option("--group", spec->group_size, "Group size (input columns)")
       ->capture_default_str();
@@ -102,9 +173,9 @@ Runner AddQuantizeCommand(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--no-eval", *no_eval, "Skip the evaluation of the written checkpoint");
   sub->add_flag("--overwrite", spec->overwrite, "Replace an existing output directory");
-  return [spec, no_eval, no_fallback]() {
+  return [spec, no_eval, no_fallback, bits]() {
     spec->channel_fallback = !*no_fallback;
-    return Run(*spec, *no_eval);
+    return Run(*spec, *no_eval, *bits);
   };
 }
 

@@ -29,6 +29,7 @@ struct FamilyState {
   at::Tensor prob_cache;         // [K, members*out*in]: forward's probabilities for backward
   at::Tensor original;           // float32 [members, out, in]
   at::Tensor hessian;            // float32 [members, in, in] (layer-local)
+  QuantScheme scheme;            // the family's bits and grid: its GPTQ start's
   kernels::GsqTensors view;
 };
 
@@ -42,10 +43,16 @@ absl::StatusOr<FamilyState> InitFamily(const GsqFamily& f, const QuantScheme& sc
   s.out = f.init[0].codes.size(0);
   s.in = f.init[0].codes.size(1);
   s.group = f.init[0].group_size;
+  // Families may differ in bits (SLQ gives each unit its own); members of one family may not.
+  s.scheme = f.init[0].scheme.bits > 0 ? f.init[0].scheme : scheme;
+  RETURN_IF_ERROR(ValidateScheme(s.scheme));
   std::vector<at::Tensor> codes, scales, zeros;
   for (const QuantizedWeight& q : f.init) {
     if (q.codes.size(0) != s.out || q.codes.size(1) != s.in || q.group_size != s.group) {
       return absl::InvalidArgumentError("GSQ: members of " + f.name + " differ in shape");
+    }
+    if (q.scheme.bits > 0 && (q.scheme.bits != s.scheme.bits || q.scheme.grid != s.scheme.grid)) {
+      return absl::InvalidArgumentError("GSQ: members of " + f.name + " differ in bits or grid");
     }
     codes.push_back(q.codes);
     scales.push_back(q.scales);
@@ -57,11 +64,11 @@ absl::StatusOr<FamilyState> InitFamily(const GsqFamily& f, const QuantScheme& sc
   s.scale_momentum = at::zeros_like(s.scales);
   s.grad_scales = at::zeros_like(s.scales);
   const int64_t n = s.members * s.out * s.in;
-  const int max_code = (1 << scheme.bits) - 1;
+  const int max_code = (1 << s.scheme.bits) - 1;
   at::Tensor u0 = s.init_codes.reshape({-1}).to(at::kFloat);
   // 2 bits: one logit per code (4 levels); more bits: shifts -2..2 around the GPTQ code.
   at::Tensor values;  // [K, n]
-  if (scheme.bits == 2) {
+  if (s.scheme.bits == 2) {
     s.levels = 4;
     s.offsets = at::arange(4, at::kFloat);
     values = s.offsets.unsqueeze(1).expand({4, n});
@@ -122,7 +129,7 @@ void BackwardMembers(FamilyState& s, const at::Tensor& grad_w, const kernels::Gs
 }
 
 // Final codes and bf16 scales of every member.
-std::vector<QuantizedWeight> HardResult(const FamilyState& s, const QuantScheme& scheme) {
+std::vector<QuantizedWeight> HardResult(const FamilyState& s) {
   at::Tensor codes = at::empty({s.members, s.out, s.in}, at::kByte);
   kernels::GsqHardCodes_ref(s.view, codes.data_ptr<uint8_t>(), 0, s.view.rows);
   at::Tensor scales = s.scales.to(at::kBFloat16).to(at::kFloat).view({s.members, s.out, -1});
@@ -130,7 +137,7 @@ std::vector<QuantizedWeight> HardResult(const FamilyState& s, const QuantScheme&
   std::vector<QuantizedWeight> result;
   for (int64_t m = 0; m < s.members; ++m) {
     QuantizedWeight q;
-    q.scheme = scheme;
+    q.scheme = s.scheme;
     q.group_size = static_cast<int>(s.group);
     q.codes = codes[m].clone();
     q.scales = scales[m].clone();
@@ -357,7 +364,7 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
   }
 
   GsqResult result;
-  for (const FamilyState& s : states) result.families.push_back(HardResult(s, scheme));
+  for (const FamilyState& s : states) result.families.push_back(HardResult(s));
   // Experts that saw no token keep their GPTQ start exactly (scales included).
   if (expert_output) {
     for (size_t f = 0; f < states.size(); ++f) {

@@ -69,7 +69,8 @@ struct GsqResult {
 
 // Expert-output objective: families must be exactly {gate_proj, up_proj, down_proj} of the same
 // experts; members with no tokens keep their GPTQ codes. Layer-local: any families, each member
-// needs its Hessian (undefined: identity).
+// needs its Hessian (undefined: identity). Each family keeps the bits and grid of its GPTQ start
+// (families may differ: SLQ); `scheme` applies where a start does not name one.
 absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
                                  const GsqExpertTokens* tokens, const QuantScheme& scheme,
                                  const GsqOptions& options);

@@ -60,7 +60,7 @@ at::Tensor LayerCapture::Cat(const std::map<int, std::vector<at::Tensor>>& m, in
   return at::cat(it->second, 0);
 }
 
-absl::Status RunCalibrateTask(JobState& job, int layer) {
+absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens) {
   const model::ModelConfig& config = job.model->config();
   LayerState& ls = job.layer;
   ls = LayerState();
@@ -73,12 +73,16 @@ absl::Status RunCalibrateTask(JobState& job, int layer) {
     }
   }
   if (ls.names.empty()) return absl::OkStatus();
-  const bool capture_tokens = job.spec.method == "gsq" &&
-                              job.objective == quant::GsqObjective::kExpertOutput &&
-                              config.IsMoeLayer(layer);
-  ls.capture = std::make_unique<LayerCapture>(capture_tokens);
+  ls.capture = std::make_unique<LayerCapture>(
+      capture_tokens && job.spec.method == "gsq" &&
+      job.objective == quant::GsqObjective::kExpertOutput && config.IsMoeLayer(layer));
   for (const at::Tensor& h : job.hidden) job.model->LayerForward(ls.weights, h, ls.capture.get());
   return absl::OkStatus();
+}
+
+int BitsOf(const JobState& job, const std::string& name) {
+  auto it = job.unit_bits.find(name);
+  return it != job.unit_bits.end() ? it->second : job.scheme.bits;
 }
 
 absl::Status RunQuantizeTask(JobState& job) {
@@ -93,7 +97,7 @@ absl::Status RunQuantizeTask(JobState& job) {
     if (local.starts_with("mlp.experts.")) {
       key = "experts/" + local.substr(local.rfind('.', local.size() - 8) + 1);
     }
-    batches[key].push_back(local);
+    batches[absl::StrCat(key, "@", BitsOf(job, ls.prefix + local))].push_back(local);
   }
   quant::GptqOptions gptq_options;
   gptq_options.damp = spec.damp;
@@ -102,6 +106,8 @@ absl::Status RunQuantizeTask(JobState& job) {
   quant::GptqQuantizer gptq(gptq_options);
   quant::RtnQuantizer rtn;
   for (const auto& [key, members] : batches) {
+    quant::QuantScheme scheme = job.scheme;
+    scheme.bits = BitsOf(job, ls.prefix + members[0]);
     std::vector<at::Tensor> ws, hs;
     std::vector<UnitReport> batch_reports;
     for (const std::string& local : members) {
@@ -109,7 +115,7 @@ absl::Status RunQuantizeTask(JobState& job) {
       auto it = stats.find(ls.prefix + module);
       UnitReport r;
       r.name = ls.prefix + local;
-      r.bits = job.scheme.bits;
+      r.bits = scheme.bits;
       r.grid = spec.grid;
       r.method = spec.method;
       at::Tensor h;
@@ -131,11 +137,11 @@ absl::Status RunQuantizeTask(JobState& job) {
     std::vector<quant::QuantizedWeight> qs;
     if (spec.method == "rtn") {
       for (const at::Tensor& w : ws) {
-        ASSIGN_OR_RETURN(quant::QuantizedWeight q, rtn.Quantize(w, job.scheme, quant::UnitContext{}));
+        ASSIGN_OR_RETURN(quant::QuantizedWeight q, rtn.Quantize(w, scheme, quant::UnitContext{}));
         qs.push_back(std::move(q));
       }
     } else {
-      auto batch = gptq.QuantizeBatch(ws, hs, job.scheme);
+      auto batch = gptq.QuantizeBatch(ws, hs, scheme);
       if (!batch.ok()) {
         return absl::Status(batch.status().code(),
                             absl::StrCat(ls.prefix, key, ": ", batch.status().message()));

@@ -80,15 +80,35 @@ struct JobState {
   std::vector<std::string> fallback_experts;
   double gsq_changed_sum = 0, gsq_ratio_sum = 0;
   int64_t gsq_units = 0;
+  // SLQ (empty otherwise).
+  std::map<std::string, int> unit_bits;     // full tensor name -> bits chosen by the solve
+  struct Probe {
+    double kl = 0;        // mean KL(original || probed) per position, nats
+    double ear_loss = 0;  // 1 - mean EAR
+  };
+  std::map<std::string, std::map<int, Probe>> probes;  // SLQ unit key -> bits -> score
+  std::map<std::string, int64_t> unit_params;          // SLQ unit key -> weights
+  std::map<std::string, std::vector<std::string>> unit_members;  // key -> full tensor names
+  at::Tensor probe_windows;                 // int64 [N, T]: the probes' calibration windows
+  std::vector<at::Tensor> probe_hidden;     // their inputs to the current layer (original model)
+  at::Tensor probe_reference;               // the original model's final-normed hidden [N, T, H]
+  std::vector<at::Tensor> first_hidden;     // the calibration windows' embeddings (pass 2 start)
+  std::string probe_cache_file;             // "" : no cache
+  int64_t probes_run = 0, probes_cached = 0;
+  double solve_seconds = 0;
+  nlohmann::json solve_report;
 };
 
 // Loads layer `layer` and runs the original layer over the inputs, recording H per linear (and
 // the experts' routed tokens and targets for GSQ).
-absl::Status RunCalibrateTask(JobState& job, int layer);
+// capture_tokens = false skips GSQ's token capture (SLQ's probe pass needs Hessians only).
+absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens = true);
 // RTN or GPTQ of every in-scope linear of the layer, batched per projection.
 absl::Status RunQuantizeTask(JobState& job);
 // GSQ of the layer: routed experts [shard/shards of them] jointly, other linears layer-local.
 absl::Status RunGsqTask(JobState& job, int shard, int shards);
+// The bits of a tensor (full name): the SLQ solve's, or the job's.
+int BitsOf(const JobState& job, const std::string& name);
 // Proxy losses, then the quantized layer (or the original, with calib_inputs "original") maps
 // the inputs to the next layer's.
 absl::Status RunPropagateTask(JobState& job, int layer);

@@ -7,6 +7,8 @@ namespace quant::tasks {
 const char* TaskKindName(TaskKind kind) {
   switch (kind) {
     case TaskKind::kCalibrate: return "calibrate";
+    case TaskKind::kProbe: return "probe";
+    case TaskKind::kSolve: return "solve";
     case TaskKind::kQuantize: return "quantize";
     case TaskKind::kGsq: return "gsq";
     case TaskKind::kPropagate: return "propagate";
@@ -20,7 +22,7 @@ std::string Task::Name() const {
   std::string name = layer >= 0 ? absl::StrCat("L", layer, "/", TaskKindName(kind))
                                 : std::string(TaskKindName(kind));
   if (shards > 1) absl::StrAppend(&name, "[", shard, "/", shards, "]");
-  return name;
+  return probe_pass ? "probe-pass/" + name : name;
 }
 
 nlohmann::json Plan::ToJson() const {
@@ -28,6 +30,7 @@ nlohmann::json Plan::ToJson() const {
   for (const Task& t : tasks) {
     out.push_back({{"id", t.id}, {"name", t.Name()}, {"kind", TaskKindName(t.kind)},
                    {"layer", t.layer}, {"shard", t.shard}, {"shards", t.shards},
+                   {"probe_pass", t.probe_pass},
                    {"deps", t.deps}});
   }
   return out;
@@ -51,8 +54,28 @@ Plan PlanQuantizeJob(const PlanInput& in) {
   // depends, through its calibrate task, on the propagate task of layer L - 1.
   int64_t previous = -1;
   auto after_previous = [&] { return previous >= 0 ? std::vector<int64_t>{previous} : std::vector<int64_t>{}; };
+  auto has_units = [&](int layer) {
+    return layer < static_cast<int>(in.layer_has_units.size()) && in.layer_has_units[layer];
+  };
+  // SLQ: a first pass over the original model probes every unit, then one solve (DESIGN.md
+  // section 4: all probes before any quantization; the calibration statistics are recomputed
+  // in the second pass, whose inputs come from quantized layers).
+  if (in.slq) {
+    for (int layer = 0; layer < in.num_layers; ++layer) {
+      std::vector<int64_t> before_propagate = after_previous();
+      if (has_units(layer)) {
+        const int64_t calibrate = add(TaskKind::kCalibrate, layer, after_previous());
+        plan.tasks[calibrate].probe_pass = true;
+        before_propagate = {add(TaskKind::kProbe, layer, {calibrate})};
+        plan.tasks[before_propagate[0]].probe_pass = true;
+      }
+      previous = add(TaskKind::kPropagate, layer, before_propagate);
+      plan.tasks[previous].probe_pass = true;
+    }
+    previous = add(TaskKind::kSolve, -1, after_previous());
+  }
   for (int layer = 0; layer < in.num_layers; ++layer) {
-    const bool units = layer < static_cast<int>(in.layer_has_units.size()) && in.layer_has_units[layer];
+    const bool units = has_units(layer);
     std::vector<int64_t> before_propagate = after_previous();
     if (units) {
       const int64_t calibrate = add(TaskKind::kCalibrate, layer, after_previous());

@@ -13,6 +13,8 @@ namespace quant::tasks {
 
 enum class TaskKind {
   kCalibrate,  // Hessians, routed counts and full-precision targets of one layer
+  kProbe,      // SLQ: every unit of one layer at every candidate bitwidth, scored end to end
+  kSolve,      // SLQ: the global bit allocation (coordinator-side), between the two passes
   kQuantize,   // RTN or GPTQ of the layer's units at their bitwidths
   kGsq,        // GSQ refinement of one expert shard of the layer (all experts: one shard)
   kPropagate,  // the quantized layer makes the next layer's inputs
@@ -28,6 +30,7 @@ struct Task {
   int layer = -1;   // -1: job-wide (write, evaluate)
   int shard = 0;    // expert shard of a GSQ task
   int shards = 1;
+  bool probe_pass = false;    // SLQ's first pass (original weights propagate)
   std::vector<int64_t> deps;  // ids that must finish first; always smaller than id
   std::string Name() const;   // "L3/gsq[1/4]", "write"
 };
@@ -40,6 +43,7 @@ struct PlanInput {
   bool gsq = false;                   // method gsq: a refinement after the GPTQ start
   int expert_shards = 1;              // GSQ tasks per MoE layer (the gang's size)
   bool evaluate = true;
+  bool slq = false;                   // a probe pass and a solve before the quantize pass
 };
 
 struct Plan {

@@ -28,6 +28,7 @@
 #include "worker/quant/scope.h"
 #include "worker/tasks/layer_tasks.h"
 #include "worker/tasks/plan.h"
+#include "worker/tasks/slq_tasks.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace quant::tasks {
@@ -58,7 +59,9 @@ nlohmann::json QuantizeJobSpec::ToJson() const {
           {"export", export_format},  {"seed", seed},
           {"damp", damp},             {"act_order", act_order},
           {"mse_scale_search", mse_scale_search}, {"batch_windows", batch_windows},
-          {"calib_inputs", calib_inputs}};
+          {"calib_inputs", calib_inputs}, {"slq", slq},
+          {"slq_budget", slq_budget}, {"target_ear", target_ear},
+          {"slq_bits", slq_bits}, {"probe_windows", probe_windows}};
 }
 
 absl::Status ValidateSpec(const QuantizeJobSpec& s) {
@@ -95,6 +98,26 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
         "--calib-inputs: '", s.calib_inputs, "' is not one of quantized, original"));
   }
   if (s.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
+  if (s.slq) {
+    if (s.slq_bits.empty()) return absl::InvalidArgumentError("--slq-bits: no candidate bitwidth");
+    for (int b : s.slq_bits) {
+      if (b < quant::kMinBits || b > quant::kMaxBits) {
+        return absl::InvalidArgumentError(absl::StrCat("--slq-bits: ", b, " is outside 2..8"));
+      }
+    }
+    const auto [lo, hi] = std::minmax_element(s.slq_bits.begin(), s.slq_bits.end());
+    if (s.target_ear > 0) {
+      if (!(s.target_ear < 1.0)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--target-ear: ", s.target_ear, " must be in (0, 1)"));
+      }
+    } else if (!(s.slq_budget >= *lo && s.slq_budget <= *hi)) {
+      return absl::InvalidArgumentError(absl::StrCat("--bits: an SLQ budget of ", s.slq_budget,
+                                                     " is outside the candidates' ", *lo, "..",
+                                                     *hi));
+    }
+    if (s.probe_windows <= 0) return absl::InvalidArgumentError("--probe-windows must be > 0");
+  }
   if (s.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (fs::exists(s.out_dir) && !s.overwrite) {
     return absl::AlreadyExistsError(
@@ -107,8 +130,10 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
 }
 
 absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
-                                                 const ProgressFn& progress) {
+                                                 const ProgressFn& progress,
+                                                 const SlqSolveFn& solve) {
   RETURN_IF_ERROR(ValidateSpec(spec));
+  if (spec.slq && !solve) return absl::InvalidArgumentError("SLQ needs a solver (internal)");
   QuantizeJobResult result;
   std::map<std::string, PhaseTiming> phases;
   auto add_phase = [&](const std::string& name, double seconds) {
@@ -202,6 +227,12 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   }
   plan_input.gsq = spec.method == "gsq";
   plan_input.evaluate = spec.evaluate;
+  plan_input.slq = spec.slq;
+  if (spec.slq) {
+    t0 = Clock::now();
+    RETURN_IF_ERROR(StartProbePass(job, windows));
+    add_phase("probe", Since(t0));
+  }
   const Plan plan = PlanQuantizeJob(plan_input);
   const std::string quantize_phase = spec.method == "rtn" ? "rtn" : "gptq";
   for (const Task& task : plan.tasks) {
@@ -212,8 +243,16 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     t0 = Clock::now();
     switch (task.kind) {
       case TaskKind::kCalibrate:
-        phase = "calibrate";
-        status = RunCalibrateTask(job, task.layer);
+        phase = task.probe_pass ? "probe" : "calibrate";
+        status = RunCalibrateTask(job, task.layer, /*capture_tokens=*/!task.probe_pass);
+        break;
+      case TaskKind::kProbe:
+        phase = "probe";
+        status = RunProbeTask(job);
+        break;
+      case TaskKind::kSolve:
+        phase = "solve";
+        status = RunSolveTask(job, solve);
         break;
       case TaskKind::kQuantize:
         phase = quantize_phase;
@@ -224,15 +263,18 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
         status = RunGsqTask(job, task.shard, task.shards);
         break;
       default:
-        phase = "propagate";
-        status = RunPropagateTask(job, task.layer);
+        phase = task.probe_pass ? "probe" : "propagate";
+        status = task.probe_pass ? RunProbePropagateTask(job, task.layer)
+                                 : RunPropagateTask(job, task.layer);
         break;
     }
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat(task.Name(), ": ", status.message()));
     }
     add_phase(phase, Since(t0));
-    if (progress && phase != "propagate") progress(phase, task.layer + 1, config.num_layers);
+    if (progress && task.kind != TaskKind::kPropagate && task.kind != TaskKind::kSolve) {
+      progress(phase, task.layer + 1, config.num_layers);
+    }
   }
   job.hidden.clear();
   result.fallback_experts = job.fallback_experts;
@@ -279,7 +321,9 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     result.eval = er.summary;
     add_phase("eval", Since(t0));
   }
-  for (const char* name : {"calibrate", "rtn", "gptq", "gsq", "propagate", "write", "eval"}) {
+  result.slq = job.solve_report;
+  for (const char* name :
+       {"probe", "solve", "calibrate", "rtn", "gptq", "gsq", "propagate", "write", "eval"}) {
     if (phases.count(name)) result.phases.push_back(phases[name]);
   }
 
@@ -315,6 +359,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
         {"checkpoint_stored", stats.bits_per_param_stored}}},
       {"container_note", stats.container_note},
   };
+  if (spec.slq) report["slq"] = job.solve_report;
   if (result.evaluated) {
     auto iv = [](const eval::Interval& i) { return nlohmann::json{i.value, i.lo, i.hi}; };
     report["eval"] = {{"text", spec.eval_text},        {"windows", result.eval.windows},

@@ -42,6 +42,13 @@ struct QuantizeJobSpec {
   // Which layers make the next layer's calibration inputs: "quantized" (GPTQ/GSQ, DESIGN.md 4)
   // or "original" (every layer calibrated on the full-precision model's activations).
   std::string calib_inputs = "quantized";
+  // SLQ (DESIGN.md section 6): a probe pass and a global solve give each unit its bits.
+  bool slq = false;
+  double slq_budget = 0;               // average bits over the quantized weights (--bits 3.5)
+  double target_ear = 0;               // > 0: fewest bits with predicted EAR >= this instead
+  std::vector<int> slq_bits = {2, 3, 4, 5, 6, 8};  // candidate bitwidths
+  int probe_windows = 32;              // calibration windows each probe is scored on
+  std::string probe_cache_dir;         // "": no cache
 
   nlohmann::json ToJson() const;
 };
@@ -65,14 +72,35 @@ struct QuantizeJobResult {
   std::vector<PhaseTiming> phases;
   double gsq_mean_changed_fraction = 0;
   double gsq_mean_loss_ratio = 0;  // mean over units of loss_after / loss_before
+  nlohmann::json slq;              // the solve's report (SLQ jobs)
 };
 
 using ProgressFn = std::function<void(const std::string& phase, int64_t done, int64_t total)>;
 
+// SLQ's solve runs on the coordinator's side (coordinator/slq): the job hands it the probe table
+// and gets a bitwidth per unit back. One entry per unit (tied linears are one unit).
+struct SlqUnitTable {
+  std::string unit;
+  int64_t params = 0;
+  std::vector<int> bits;          // candidate bitwidths
+  std::vector<double> loss;       // the predicted loss at each: KL (budget) or 1 - EAR (target)
+};
+struct SlqAllocation {
+  std::vector<int> bits;          // per unit, in the table's order
+  double average_bits = 0;
+  double optimality_gap = 0;
+  bool exact = false;
+};
+// target = false: least loss with average bits <= limit; true: fewest bits with loss <= limit.
+using SlqSolveFn = std::function<absl::StatusOr<SlqAllocation>(
+    const std::vector<SlqUnitTable>& table, bool target, double limit)>;
+
 // Checks every field (and the files it names) without running anything heavy.
 absl::Status ValidateSpec(const QuantizeJobSpec& spec);
 
+// `solve` is needed for SLQ jobs (spec.slq) only.
 absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
-                                                 const ProgressFn& progress);
+                                                 const ProgressFn& progress,
+                                                 const SlqSolveFn& solve = nullptr);
 
 }  // namespace quant::tasks

@@ -1,0 +1,304 @@
+#include "worker/tasks/slq_tasks.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file.h"
+#include "common/status.h"
+#include "worker/eval/eval_pipeline.h"
+
+namespace quant::tasks {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Parent(const std::string& name) { return name.substr(0, name.rfind('.')); }
+
+// What the probe scores depend on: the model's files and the probe quantizer's options. A
+// changed model or option gives another file, so a cached table is never reused wrongly.
+std::string ProbeFingerprint(const JobState& job) {
+  const QuantizeJobSpec& s = job.spec;
+  std::string key = fs::weakly_canonical(s.model_dir).string();
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(s.model_dir)) {
+    if (!entry.is_regular_file()) continue;
+    std::error_code ec;
+    const auto mtime = fs::last_write_time(entry.path(), ec).time_since_epoch().count();
+    files.push_back(absl::StrCat(entry.path().filename().string(), ":", entry.file_size(), ":",
+                                 mtime));
+  }
+  std::sort(files.begin(), files.end());
+  for (const std::string& f : files) absl::StrAppend(&key, "|", f);
+  absl::StrAppend(&key, "|", s.method == "rtn" ? "rtn" : "gptq", "|", s.grid, "|", s.group_size,
+                  "|", s.channel_fallback, "|", s.scope, "|", s.calib_path, "|", s.calib_tokens,
+                  "|", s.window_tokens, "|", s.probe_windows, "|", s.batch_windows, "|");
+  absl::StrAppend(&key, absl::StrFormat("%.6g", s.damp), "|", s.act_order, "|",
+                  s.mse_scale_search);
+  return absl::StrFormat("%016x", std::hash<std::string>{}(key));
+}
+
+absl::Status SaveProbeCache(const JobState& job) {
+  if (job.probe_cache_file.empty()) return absl::OkStatus();
+  nlohmann::json probes = nlohmann::json::object();
+  for (const auto& [unit, by_bits] : job.probes) {
+    for (const auto& [bits, p] : by_bits) {
+      probes[unit][std::to_string(bits)] = {{"kl", p.kl}, {"ear_loss", p.ear_loss}};
+    }
+  }
+  const std::string tmp = job.probe_cache_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << nlohmann::json{{"probes", probes}}.dump(1) << "\n";
+    if (!out) return absl::DataLossError(absl::StrCat(tmp, ": write failed"));
+  }
+  std::error_code ec;
+  fs::rename(tmp, job.probe_cache_file, ec);
+  if (ec) return absl::DataLossError(absl::StrCat(job.probe_cache_file, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status LoadProbeCache(JobState& job) {
+  if (job.probe_cache_file.empty() || !fs::exists(job.probe_cache_file)) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(job.probe_cache_file, "probe cache"));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.contains("probes") || !j["probes"].is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(job.probe_cache_file, ": not a probe cache (delete it to re-probe)"));
+  }
+  for (const auto& [unit, by_bits] : j["probes"].items()) {
+    for (const auto& [bits, p] : by_bits.items()) {
+      if (!p.is_object() || !p.contains("kl") || !p.contains("ear_loss") ||
+          !p["kl"].is_number() || !p["ear_loss"].is_number()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(job.probe_cache_file, ": bad entry for ", unit, " (delete it)"));
+      }
+      job.probes[unit][std::atoi(bits.c_str())] = {p["kl"].get<double>(),
+                                                   p["ear_loss"].get<double>()};
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::map<std::string, std::vector<std::string>> SlqUnitsOfLayer(
+    const std::vector<std::string>& local_names) {
+  std::map<std::string, std::vector<std::string>> units;
+  for (const std::string& local : local_names) {
+    const std::string module = local.ends_with(".weight")
+                                   ? local.substr(0, local.size() - std::string(".weight").size())
+                                   : local;
+    const std::string leaf = module.substr(module.rfind('.') + 1);
+    std::string key = module;
+    if (module.starts_with("mlp.experts.")) {
+      key = (leaf == "gate_proj" || leaf == "up_proj") ? "mlp.experts.gate_up"
+                                                       : "mlp.experts." + leaf;
+    } else if (leaf == "gate_proj" || leaf == "up_proj") {
+      key = Parent(module) + ".gate_up";
+    } else if (leaf == "q_a_proj" || leaf == "kv_a_proj_with_mqa") {
+      key = Parent(module) + ".qkv_a";
+    }
+    units[key].push_back(local);
+  }
+  return units;
+}
+
+absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows) {
+  const QuantizeJobSpec& spec = job.spec;
+  const int64_t n = std::min<int64_t>(spec.probe_windows, calibration_windows.size(0));
+  job.probe_windows = calibration_windows.narrow(0, 0, n).contiguous();
+  job.probe_hidden.clear();
+  for (int64_t b = 0; b < n; b += spec.batch_windows) {
+    ASSIGN_OR_RETURN(at::Tensor h, job.model->Embed(job.probe_windows.narrow(
+                                       0, b, std::min<int64_t>(spec.batch_windows, n - b))));
+    job.probe_hidden.push_back(h);
+  }
+  ASSIGN_OR_RETURN(job.probe_reference,
+                   eval::RunToFinalHidden(*job.model, nullptr, job.probe_windows,
+                                          spec.batch_windows, "probe reference", nullptr));
+  for (const at::Tensor& h : job.hidden) job.first_hidden.push_back(h.clone());
+  if (!spec.probe_cache_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(spec.probe_cache_dir, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(spec.probe_cache_dir, ": cannot create the probe cache: ", ec.message()));
+    }
+    job.probe_cache_file = spec.probe_cache_dir + "/probes-" + ProbeFingerprint(job) + ".json";
+    RETURN_IF_ERROR(LoadProbeCache(job));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunProbeTask(JobState& job) {
+  LayerState& ls = job.layer;
+  if (ls.capture == nullptr) return absl::FailedPreconditionError("probe before calibrate");
+  const QuantizeJobSpec& spec = job.spec;
+  const model::ModelConfig& config = job.model->config();
+  const auto& stats = ls.capture->hessians().stats();
+  const auto units = SlqUnitsOfLayer(ls.names);
+  // The rest of the model, original, loaded once for all of this layer's probes.
+  std::vector<model::LayerWeights> rest;
+  std::optional<model::Model::Head> head;
+  quant::GptqOptions gptq_options;
+  gptq_options.damp = spec.damp;
+  gptq_options.act_order = spec.act_order;
+  gptq_options.mse_scale_search = spec.mse_scale_search;
+  quant::GptqQuantizer gptq(gptq_options);
+  quant::RtnQuantizer rtn;
+  bool any_new = false;
+  for (const auto& [key, locals] : units) {
+    const std::string unit = ls.prefix + key;
+    int64_t params = 0;
+    std::vector<std::string> members;
+    for (const std::string& local : locals) {
+      params += ls.weights.at(local).numel();
+      members.push_back(ls.prefix + local);
+    }
+    job.unit_params[unit] = params;
+    job.unit_members[unit] = members;
+    for (int bits : spec.slq_bits) {
+      if (job.probes[unit].count(bits)) {
+        ++job.probes_cached;
+        continue;
+      }
+      if (!head) {
+        ASSIGN_OR_RETURN(head, job.model->LoadHead());
+        for (int l = ls.index + 1; l < config.num_layers; ++l) {
+          ASSIGN_OR_RETURN(model::LayerWeights w, job.model->LoadLayer(l, nullptr));
+          rest.push_back(std::move(w));
+        }
+      }
+      quant::QuantScheme scheme = job.scheme;
+      scheme.bits = bits;
+      // The unit's linears quantized as the job will start them, batched per shape.
+      std::map<std::vector<int64_t>, std::vector<std::string>> by_shape;
+      for (const std::string& local : locals) {
+        by_shape[ls.weights.at(local).sizes().vec()].push_back(local);
+      }
+      model::LayerWeights probed = ls.weights;
+      for (const auto& [shape, same] : by_shape) {
+        std::vector<at::Tensor> ws, hs;
+        for (const std::string& local : same) {
+          const std::string module = local.substr(0, local.size() - std::string(".weight").size());
+          auto it = stats.find(ls.prefix + module);
+          ws.push_back(ls.weights.at(local));
+          hs.push_back(it != stats.end() && it->second.tokens > 0 ? it->second.Hessian()
+                                                                  : at::Tensor());
+        }
+        std::vector<quant::QuantizedWeight> qs;
+        if (spec.method == "rtn") {
+          for (const at::Tensor& w : ws) {
+            ASSIGN_OR_RETURN(quant::QuantizedWeight q, rtn.Quantize(w, scheme, {}));
+            qs.push_back(std::move(q));
+          }
+        } else {
+          ASSIGN_OR_RETURN(qs, gptq.QuantizeBatch(ws, hs, scheme));
+        }
+        for (size_t m = 0; m < same.size(); ++m) probed.tensors[same[m]] = qs[m].Dequantize();
+      }
+      std::vector<at::Tensor> finals;
+      for (const at::Tensor& h0 : job.probe_hidden) {
+        at::Tensor h = job.model->LayerForward(probed, h0, nullptr);
+        for (const model::LayerWeights& w : rest) h = job.model->LayerForward(w, h, nullptr);
+        finals.push_back(job.model->FinalNorm(*head, h));
+      }
+      ASSIGN_OR_RETURN(std::vector<eval::WindowStats> scored,
+                       eval::ScoreHidden(*job.model, at::cat(finals, 0), job.model.get(),
+                                         job.probe_reference, job.probe_windows,
+                                         spec.batch_windows, nullptr));
+      double positions = 0, kl = 0, ear = 0;
+      for (const eval::WindowStats& w : scored) {
+        positions += static_cast<double>(w.positions);
+        kl += w.kl_sum;
+        ear += w.ear_sum;
+      }
+      job.probes[unit][bits] = {kl / positions, 1.0 - ear / positions};
+      ++job.probes_run;
+      any_new = true;
+    }
+  }
+  if (any_new) RETURN_IF_ERROR(SaveProbeCache(job));
+  return absl::OkStatus();
+}
+
+absl::Status RunProbePropagateTask(JobState& job, int layer) {
+  LayerState& ls = job.layer;
+  if (ls.index != layer) {
+    ls = LayerState();
+    ls.index = layer;
+    ASSIGN_OR_RETURN(ls.weights, job.model->LoadLayer(layer, nullptr));
+  }
+  for (at::Tensor& h : job.hidden) h = job.model->LayerForward(ls.weights, h, nullptr);
+  for (at::Tensor& h : job.probe_hidden) h = job.model->LayerForward(ls.weights, h, nullptr);
+  ls = LayerState();
+  return absl::OkStatus();
+}
+
+absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
+  const QuantizeJobSpec& spec = job.spec;
+  const bool target = spec.target_ear > 0;
+  std::vector<SlqUnitTable> table;
+  for (const auto& [unit, params] : job.unit_params) {
+    SlqUnitTable row;
+    row.unit = unit;
+    row.params = params;
+    for (const auto& [bits, p] : job.probes.at(unit)) {
+      if (std::find(spec.slq_bits.begin(), spec.slq_bits.end(), bits) == spec.slq_bits.end()) {
+        continue;  // a cached bitwidth this job does not offer
+      }
+      row.bits.push_back(bits);
+      row.loss.push_back(target ? p.ear_loss : p.kl);
+    }
+    table.push_back(std::move(row));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<SlqAllocation> solution =
+      solve(table, target, target ? 1.0 - spec.target_ear : spec.slq_budget);
+  job.solve_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!solution.ok()) return solution.status();
+  if (solution->bits.size() != table.size()) {
+    return absl::InternalError("SLQ solve: one bitwidth per unit expected");
+  }
+  nlohmann::json units = nlohmann::json::array();
+  double predicted_kl = 0, predicted_ear_loss = 0;
+  for (size_t i = 0; i < table.size(); ++i) {
+    const int bits = solution->bits[i];
+    const JobState::Probe& p = job.probes.at(table[i].unit).at(bits);
+    predicted_kl += p.kl;
+    predicted_ear_loss += p.ear_loss;
+    for (const std::string& name : job.unit_members.at(table[i].unit)) job.unit_bits[name] = bits;
+    units.push_back({{"unit", table[i].unit}, {"bits", bits}, {"params", table[i].params},
+                     {"probe_kl", p.kl}, {"probe_ear_loss", p.ear_loss}});
+  }
+  job.solve_report = {
+      {"mode", target ? "target-ear" : "budget"},
+      {"budget_bits", target ? nlohmann::json() : nlohmann::json(spec.slq_budget)},
+      {"target_ear", target ? nlohmann::json(spec.target_ear) : nlohmann::json()},
+      {"candidate_bits", spec.slq_bits},
+      {"average_bits", solution->average_bits},
+      {"predicted_kl", predicted_kl},
+      {"predicted_ear", 1.0 - predicted_ear_loss},
+      {"exact", solution->exact},
+      {"optimality_gap", solution->optimality_gap},
+      {"solve_seconds", job.solve_seconds},
+      {"probes_run", job.probes_run},
+      {"probes_cached", job.probes_cached},
+      {"probe_windows", job.probe_windows.size(0)},
+      {"units", units}};
+  // The quantize pass starts again from the embeddings.
+  job.hidden = job.first_hidden;
+  job.first_hidden.clear();
+  job.probe_hidden.clear();
+  job.probe_reference = at::Tensor();
+  job.layer = LayerState();
+  return absl::OkStatus();
+}
+
+}  // namespace quant::tasks
