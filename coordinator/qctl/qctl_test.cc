@@ -12,9 +12,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "nlohmann/json.hpp"
 
 namespace {
 
@@ -285,6 +288,55 @@ TEST_F(QctlTest, QuantizeSmallJobsAndEvaluateBothExports) {
                        " --text " + (tmp_ / "short.txt").string() + " --json");
     ASSERT_EQ(e.exit_code, 0) << job << "\n" << e.err;
     EXPECT_NE(e.out.find("\"kl\""), std::string::npos);
+  }
+}
+
+TEST_F(QctlTest, QuantizeSlqBadOptions) {
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--bits 3.5")), {"--bits", "--slq"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--target-ear 0.97")), {"--target-ear", "--slq"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --bits 9")), {"--bits", "budget"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --slq-bits 3,4 --bits 2.5")),
+                     {"budget", "3..4"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --target-ear 1.5")), {"--target-ear"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --slq-bits 1,4 --bits 3")),
+                     {"--slq-bits", "1"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
+// SLQ end to end on a small budget: probes, the solve, a mixed-bit checkpoint; the second run
+// of the same job reads every probe from the cache and picks the same bits.
+TEST_F(QctlTest, QuantizeSlqUsesTheProbeCache) {
+  const std::string common = " --method gptq --slq --slq-bits 2,4 --bits 3 --grid asym"
+                             " --probe-windows 2 --calib-tokens 2048 --no-eval --probe-cache " +
+                             (tmp_ / "cache").string();
+  RunResult first = Qctl(Quantize(tmp_ / "a", common));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  RunResult second = Qctl(Quantize(tmp_ / "b", common));
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  const nlohmann::json a = nlohmann::json::parse(Slurp(tmp_ / "a" / "report.json"));
+  const nlohmann::json b = nlohmann::json::parse(Slurp(tmp_ / "b" / "report.json"));
+  // tiny-qwen3-moe: 4 layers x (gate_up, down) = 8 units, 2 candidate bitwidths each.
+  EXPECT_EQ(a["slq"]["probes_run"], 16);
+  EXPECT_EQ(a["slq"]["probes_cached"], 0);
+  EXPECT_EQ(b["slq"]["probes_run"], 0);
+  EXPECT_EQ(b["slq"]["probes_cached"], 16);
+  EXPECT_EQ(a["slq"]["units"], b["slq"]["units"]);
+  EXPECT_LE(a["slq"]["average_bits"].get<double>(), 3.0 + 1e-12);
+  // Both bitwidths are used (a 3-bit average from {2, 4} needs both), and every linear of a
+  // unit carries its unit's bits in the per-linear report.
+  std::set<int> used;
+  std::map<std::string, int> unit_bits;
+  for (const auto& u : a["slq"]["units"]) {
+    used.insert(u["bits"].get<int>());
+    unit_bits[u["unit"]] = u["bits"];
+  }
+  EXPECT_EQ(used, (std::set<int>{2, 4}));
+  for (const auto& u : a["units"]) {
+    const std::string name = u["name"];
+    const std::string layer = name.substr(0, name.find(".mlp.") + 5);
+    const bool down = name.find("down_proj") != std::string::npos;
+    EXPECT_EQ(u["bits"], unit_bits.at(layer + (down ? "experts.down_proj" : "experts.gate_up")))
+        << name;
   }
 }
 
