@@ -259,14 +259,19 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
   return absl::OkStatus();
 }
 
-absl::Status RunPropagateTask(JobState& job, int layer) {
+absl::Status EnsureLayerLoaded(JobState& job, int layer) {
   LayerState& ls = job.layer;
-  if (ls.index != layer) {
-    // A layer without in-scope linears: nothing was calibrated, so load it here.
-    ls = LayerState();
-    ls.index = layer;
-    ASSIGN_OR_RETURN(ls.weights, job.model->LoadLayer(layer, nullptr));
-  }
+  if (ls.index == layer) return absl::OkStatus();
+  // A layer without in-scope linears: nothing was calibrated, so load it here.
+  ls = LayerState();
+  ls.index = layer;
+  ASSIGN_OR_RETURN(ls.weights, job.model->LoadLayer(layer, nullptr));
+  return absl::OkStatus();
+}
+
+absl::Status RunPropagateTask(JobState& job, int layer) {
+  RETURN_IF_ERROR(EnsureLayerLoaded(job, layer));
+  LayerState& ls = job.layer;
   for (UnitReport& r : job.reports) {
     if (!r.name.starts_with(ls.prefix) || ls.prefix.empty()) continue;
     const std::string local = r.name.substr(ls.prefix.size());

@@ -107,6 +107,8 @@ absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens = tr
 absl::Status RunQuantizeTask(JobState& job);
 // GSQ of the layer: routed experts [shard/shards of them] jointly, other linears layer-local.
 absl::Status RunGsqTask(JobState& job, int shard, int shards);
+// Makes job.layer hold layer `layer`'s weights (loads it unless calibrate already did).
+absl::Status EnsureLayerLoaded(JobState& job, int layer);
 // The bits of a tensor (full name): the SLQ solve's, or the job's.
 int BitsOf(const JobState& job, const std::string& name);
 // Proxy losses, then the quantized layer (or the original, with calib_inputs "original") maps

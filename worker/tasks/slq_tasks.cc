@@ -228,12 +228,8 @@ absl::Status RunProbeTask(JobState& job) {
 }
 
 absl::Status RunProbePropagateTask(JobState& job, int layer) {
+  RETURN_IF_ERROR(EnsureLayerLoaded(job, layer));
   LayerState& ls = job.layer;
-  if (ls.index != layer) {
-    ls = LayerState();
-    ls.index = layer;
-    ASSIGN_OR_RETURN(ls.weights, job.model->LoadLayer(layer, nullptr));
-  }
   for (at::Tensor& h : job.hidden) h = job.model->LayerForward(ls.weights, h, nullptr);
   for (at::Tensor& h : job.probe_hidden) h = job.model->LayerForward(ls.weights, h, nullptr);
   ls = LayerState();
