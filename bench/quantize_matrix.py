@@ -68,8 +68,14 @@ def run(config):
 
 def main():
     out = sys.argv[1]
+    # Rows already in OUT are not run again (a stopped matrix resumes where it was).
+    done = set()
+    if os.path.exists(out):
+        done = {json.loads(line)["config"] for line in open(out) if line.strip()}
     with open(out, "a") as f:
         for config in sys.argv[2:]:
+            if config in done:
+                continue
             row = run(config)
             row["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             # QCTL_COMMIT: the commit a binary given by QCTL was built from.

@@ -78,7 +78,9 @@ int Run(tasks::QuantizeJobSpec& spec, bool no_eval, double bits) {
                 "(%s, gap %.2g); probes %lld run, %lld cached\n",
                 q.value("mode", "").c_str(), q.value("average_bits", 0.0), q["units"].size(),
                 q.value("predicted_kl", 0.0), q.value("predicted_ear", 0.0),
-                q.value("exact", false) ? "exact" : "Lagrangian",
+                q.value("mode", "") == "allocation" ? "given"
+                : q.value("exact", false)          ? "exact"
+                                                   : "Lagrangian",
                 q.value("optimality_gap", 0.0), q.value("probes_run", 0LL),
                 q.value("probes_cached", 0LL));
     for (const nlohmann::json& u : q["units"]) {
@@ -143,6 +145,8 @@ Runner AddQuantizeCommand(CLI::App& app) {
   sub->add_option("--probe-windows", spec->probe_windows,
                   "With --slq: calibration windows each probe is scored on")
       ->capture_default_str();
+  sub->add_option("--slq-allocation", spec->slq_allocation,
+                  "With --slq: a JSON file {unit: bits} used instead of the solve");
   sub->add_option("--probe-cache", spec->probe_cache_dir,
                   "With --slq: probe cache directory (\"\" : none)")
       ->capture_default_str();

@@ -95,6 +95,7 @@ struct JobState {
   std::vector<at::Tensor> first_hidden;     // the calibration windows' embeddings (pass 2 start)
   std::string probe_cache_file;             // "" : no cache
   int64_t probes_run = 0, probes_cached = 0;
+  bool probes_complete = false;             // the cache held every probe: the pass is skipped
   double solve_seconds = 0;
   nlohmann::json solve_report;
 };

@@ -61,7 +61,8 @@ nlohmann::json QuantizeJobSpec::ToJson() const {
           {"mse_scale_search", mse_scale_search}, {"batch_windows", batch_windows},
           {"calib_inputs", calib_inputs}, {"slq", slq},
           {"slq_budget", slq_budget}, {"target_ear", target_ear},
-          {"slq_bits", slq_bits}, {"probe_windows", probe_windows}};
+          {"slq_bits", slq_bits}, {"probe_windows", probe_windows},
+          {"slq_allocation", slq_allocation}};
 }
 
 absl::Status ValidateSpec(const QuantizeJobSpec& s) {
@@ -244,7 +245,8 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     switch (task.kind) {
       case TaskKind::kCalibrate:
         phase = task.probe_pass ? "probe" : "calibrate";
-        status = RunCalibrateTask(job, task.layer, /*capture_tokens=*/!task.probe_pass);
+        status = task.probe_pass ? RunProbeCalibrateTask(job, task.layer)
+                                 : RunCalibrateTask(job, task.layer);
         break;
       case TaskKind::kProbe:
         phase = "probe";

@@ -49,6 +49,7 @@ struct QuantizeJobSpec {
   std::vector<int> slq_bits = {2, 3, 4, 5, 6, 8};  // candidate bitwidths
   int probe_windows = 32;              // calibration windows each probe is scored on
   std::string probe_cache_dir;         // "": no cache
+  std::string slq_allocation;          // JSON {unit: bits} used instead of the solve
 
   nlohmann::json ToJson() const;
 };

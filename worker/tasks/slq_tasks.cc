@@ -11,6 +11,7 @@
 #include "common/file.h"
 #include "common/status.h"
 #include "worker/eval/eval_pipeline.h"
+#include "worker/quant/scope.h"
 
 namespace quant::tasks {
 namespace {
@@ -42,14 +43,51 @@ std::string ProbeFingerprint(const JobState& job) {
   return absl::StrFormat("%016x", std::hash<std::string>{}(key));
 }
 
-absl::Status SaveProbeCache(const JobState& job) {
-  if (job.probe_cache_file.empty()) return absl::OkStatus();
+nlohmann::json ProbeTableJson(const JobState& job) {
   nlohmann::json probes = nlohmann::json::object();
   for (const auto& [unit, by_bits] : job.probes) {
     for (const auto& [bits, p] : by_bits) {
       probes[unit][std::to_string(bits)] = {{"kl", p.kl}, {"ear_loss", p.ear_loss}};
     }
   }
+  return probes;
+}
+
+// A fixed allocation instead of the solve (--slq-allocation: {"unit": bits, ...}, every unit),
+// for measuring how well the probe scores add up on chosen mixes.
+absl::StatusOr<SlqAllocation> ReadAllocation(const std::string& path,
+                                             const std::vector<SlqUnitTable>& table) {
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, "SLQ allocation"));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object of unit: bits"));
+  }
+  SlqAllocation a;
+  int64_t bits_sum = 0, params = 0;
+  for (const SlqUnitTable& row : table) {
+    if (!j.contains(row.unit) || !j[row.unit].is_number_integer()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": no integer bitwidth for unit ", row.unit));
+    }
+    const int bits = j[row.unit].get<int>();
+    if (std::find(row.bits.begin(), row.bits.end(), bits) == row.bits.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ", bits, " bits for ", row.unit, " is not a probed candidate"));
+    }
+    a.bits.push_back(bits);
+    bits_sum += bits * row.params;
+    params += row.params;
+  }
+  if (j.size() != table.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": names units this job does not have"));
+  }
+  a.average_bits = static_cast<double>(bits_sum) / static_cast<double>(params);
+  return a;
+}
+
+absl::Status SaveProbeCache(const JobState& job) {
+  if (job.probe_cache_file.empty()) return absl::OkStatus();
+  nlohmann::json probes = ProbeTableJson(job);
   const std::string tmp = job.probe_cache_file + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -110,6 +148,51 @@ std::map<std::string, std::vector<std::string>> SlqUnitsOfLayer(
 
 absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows) {
   const QuantizeJobSpec& spec = job.spec;
+  // The units and their sizes from the checkpoint's metadata (no weights read).
+  std::map<int, std::vector<std::string>> locals_of_layer;
+  for (const std::string& name : job.model->checkpoint().Names()) {
+    int layer = -1;
+    const storage::TensorInfo* info = job.model->checkpoint().Info(name);
+    if (std::sscanf(name.c_str(), "model.layers.%d.", &layer) != 1 || info == nullptr ||
+        info->shape.size() != 2 || !quant::InQuantScope(name, job.scope)) {
+      continue;
+    }
+    const std::string prefix = absl::StrCat("model.layers.", layer, ".");
+    locals_of_layer[layer].push_back(name.substr(prefix.size()));
+  }
+  for (const auto& [layer, locals] : locals_of_layer) {
+    const std::string prefix = absl::StrCat("model.layers.", layer, ".");
+    for (const auto& [key, members] : SlqUnitsOfLayer(locals)) {
+      int64_t params = 0;
+      for (const std::string& local : members) {
+        const storage::TensorInfo* info = job.model->checkpoint().Info(prefix + local);
+        params += info->shape[0] * info->shape[1];
+        job.unit_members[prefix + key].push_back(prefix + local);
+      }
+      job.unit_params[prefix + key] = params;
+    }
+  }
+  if (!spec.probe_cache_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(spec.probe_cache_dir, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(spec.probe_cache_dir, ": cannot create the probe cache: ", ec.message()));
+    }
+    job.probe_cache_file = spec.probe_cache_dir + "/probes-" + ProbeFingerprint(job) + ".json";
+    RETURN_IF_ERROR(LoadProbeCache(job));
+  }
+  job.probes_complete = true;
+  for (const auto& [unit, params] : job.unit_params) {
+    for (int bits : spec.slq_bits) {
+      const bool have = job.probes.count(unit) && job.probes[unit].count(bits);
+      job.probes_complete = job.probes_complete && have;
+      job.probes_cached += have ? 1 : 0;
+    }
+  }
+  for (const at::Tensor& h : job.hidden) job.first_hidden.push_back(h.clone());
+  if (job.probes_complete) return absl::OkStatus();  // the probe pass has nothing to run
+
   const int64_t n = std::min<int64_t>(spec.probe_windows, calibration_windows.size(0));
   job.probe_windows = calibration_windows.narrow(0, 0, n).contiguous();
   job.probe_hidden.clear();
@@ -121,21 +204,16 @@ absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows
   ASSIGN_OR_RETURN(job.probe_reference,
                    eval::RunToFinalHidden(*job.model, nullptr, job.probe_windows,
                                           spec.batch_windows, "probe reference", nullptr));
-  for (const at::Tensor& h : job.hidden) job.first_hidden.push_back(h.clone());
-  if (!spec.probe_cache_dir.empty()) {
-    std::error_code ec;
-    fs::create_directories(spec.probe_cache_dir, ec);
-    if (ec) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(spec.probe_cache_dir, ": cannot create the probe cache: ", ec.message()));
-    }
-    job.probe_cache_file = spec.probe_cache_dir + "/probes-" + ProbeFingerprint(job) + ".json";
-    RETURN_IF_ERROR(LoadProbeCache(job));
-  }
   return absl::OkStatus();
 }
 
+absl::Status RunProbeCalibrateTask(JobState& job, int layer) {
+  if (job.probes_complete) return absl::OkStatus();
+  return RunCalibrateTask(job, layer, /*capture_tokens=*/false);
+}
+
 absl::Status RunProbeTask(JobState& job) {
+  if (job.probes_complete) return absl::OkStatus();
   LayerState& ls = job.layer;
   if (ls.capture == nullptr) return absl::FailedPreconditionError("probe before calibrate");
   const QuantizeJobSpec& spec = job.spec;
@@ -154,19 +232,8 @@ absl::Status RunProbeTask(JobState& job) {
   bool any_new = false;
   for (const auto& [key, locals] : units) {
     const std::string unit = ls.prefix + key;
-    int64_t params = 0;
-    std::vector<std::string> members;
-    for (const std::string& local : locals) {
-      params += ls.weights.at(local).numel();
-      members.push_back(ls.prefix + local);
-    }
-    job.unit_params[unit] = params;
-    job.unit_members[unit] = members;
     for (int bits : spec.slq_bits) {
-      if (job.probes[unit].count(bits)) {
-        ++job.probes_cached;
-        continue;
-      }
+      if (job.probes[unit].count(bits)) continue;  // cached
       if (!head) {
         ASSIGN_OR_RETURN(head, job.model->LoadHead());
         for (int l = ls.index + 1; l < config.num_layers; ++l) {
@@ -228,6 +295,7 @@ absl::Status RunProbeTask(JobState& job) {
 }
 
 absl::Status RunProbePropagateTask(JobState& job, int layer) {
+  if (job.probes_complete) return absl::OkStatus();
   RETURN_IF_ERROR(EnsureLayerLoaded(job, layer));
   LayerState& ls = job.layer;
   for (at::Tensor& h : job.hidden) h = job.model->LayerForward(ls.weights, h, nullptr);
@@ -255,7 +323,9 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
   }
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<SlqAllocation> solution =
-      solve(table, target, target ? 1.0 - spec.target_ear : spec.slq_budget);
+      spec.slq_allocation.empty()
+          ? solve(table, target, target ? 1.0 - spec.target_ear : spec.slq_budget)
+          : ReadAllocation(spec.slq_allocation, table);
   job.solve_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!solution.ok()) return solution.status();
@@ -274,7 +344,7 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
                      {"probe_kl", p.kl}, {"probe_ear_loss", p.ear_loss}});
   }
   job.solve_report = {
-      {"mode", target ? "target-ear" : "budget"},
+      {"mode", !spec.slq_allocation.empty() ? "allocation" : target ? "target-ear" : "budget"},
       {"budget_bits", target ? nlohmann::json() : nlohmann::json(spec.slq_budget)},
       {"target_ear", target ? nlohmann::json(spec.target_ear) : nlohmann::json()},
       {"candidate_bits", spec.slq_bits},
@@ -286,8 +356,10 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
       {"solve_seconds", job.solve_seconds},
       {"probes_run", job.probes_run},
       {"probes_cached", job.probes_cached},
-      {"probe_windows", job.probe_windows.size(0)},
-      {"units", units}};
+      {"probe_windows", spec.probe_windows},
+      {"allocation_file", spec.slq_allocation},
+      {"units", units},
+      {"probes", ProbeTableJson(job)}};
   // The quantize pass starts again from the embeddings.
   job.hidden = job.first_hidden;
   job.first_hidden.clear();

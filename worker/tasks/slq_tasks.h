@@ -22,6 +22,9 @@ std::map<std::string, std::vector<std::string>> SlqUnitsOfLayer(
 // states on them, and the probe cache (read when it exists).
 absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows);
 
+// The probe pass's calibrate: skipped when the cache holds every probe.
+absl::Status RunProbeCalibrateTask(JobState& job, int layer);
+
 // Every unit of the current (calibrated) layer at every candidate bitwidth: the unit alone
 // quantized by the job's quantizer start (RTN, or GPTQ with its H), the rest original, scored
 // against the original on the probe windows (KL and 1 - EAR). Cached probes are not re-run.
