@@ -300,6 +300,13 @@ TEST_F(QctlTest, QuantizeSlqBadOptions) {
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --target-ear 1.5")), {"--target-ear"});
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --slq-bits 1,4 --bits 3")),
                      {"--slq-bits", "1"});
+  ExpectOneLineError(
+      Qctl(Quantize(tmp_ / "out", "--slq --slq-allocation " + (tmp_ / "none.json").string())),
+      {"none.json", "cannot read"});
+  std::ofstream(tmp_ / "bad.json") << "{unit: 3";
+  ExpectOneLineError(
+      Qctl(Quantize(tmp_ / "out", "--slq --slq-allocation " + (tmp_ / "bad.json").string())),
+      {"bad.json", "not a JSON object"});
   EXPECT_FALSE(fs::exists(tmp_ / "out"));
 }
 

@@ -18,6 +18,7 @@
 #include "worker/quant/quantizer.h"
 #include "worker/quant/scope.h"
 #include "worker/tasks/quantize_job.h"
+#include "worker/tasks/slq_files.h"
 
 namespace quant::tasks {
 
@@ -82,11 +83,7 @@ struct JobState {
   int64_t gsq_units = 0;
   // SLQ (empty otherwise).
   std::map<std::string, int> unit_bits;     // full tensor name -> bits chosen by the solve
-  struct Probe {
-    double kl = 0;        // mean KL(original || probed) per position, nats
-    double ear_loss = 0;  // 1 - mean EAR
-  };
-  std::map<std::string, std::map<int, Probe>> probes;  // SLQ unit key -> bits -> score
+  ProbeTable probes;                        // SLQ unit key -> bits -> score
   std::map<std::string, int64_t> unit_params;          // SLQ unit key -> weights
   std::map<std::string, std::vector<std::string>> unit_members;  // key -> full tensor names
   at::Tensor probe_windows;                 // int64 [N, T]: the probes' calibration windows

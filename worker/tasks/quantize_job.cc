@@ -118,6 +118,14 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
                                                      *hi));
     }
     if (s.probe_windows <= 0) return absl::InvalidArgumentError("--probe-windows must be > 0");
+    if (!s.slq_allocation.empty()) {
+      // Checked in full against the units at the solve; the file's form is checked up front.
+      ASSIGN_OR_RETURN(std::string text, ReadWholeFile(s.slq_allocation, "SLQ allocation"));
+      if (!nlohmann::json::accept(text)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(s.slq_allocation, ": not a JSON object of unit: bits"));
+      }
+    }
   }
   if (s.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (fs::exists(s.out_dir) && !s.overwrite) {

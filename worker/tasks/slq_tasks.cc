@@ -11,6 +11,7 @@
 #include "common/file.h"
 #include "common/status.h"
 #include "worker/eval/eval_pipeline.h"
+#include "worker/tasks/slq_files.h"
 #include "worker/quant/scope.h"
 
 namespace quant::tasks {
@@ -44,54 +45,21 @@ std::string ProbeFingerprint(const JobState& job) {
 }
 
 nlohmann::json ProbeTableJson(const JobState& job) {
-  nlohmann::json probes = nlohmann::json::object();
-  for (const auto& [unit, by_bits] : job.probes) {
-    for (const auto& [bits, p] : by_bits) {
-      probes[unit][std::to_string(bits)] = {{"kl", p.kl}, {"ear_loss", p.ear_loss}};
-    }
-  }
-  return probes;
+  return nlohmann::json::parse(SerializeProbeCache(job.probes))["probes"];
 }
 
-// A fixed allocation instead of the solve (--slq-allocation: {"unit": bits, ...}, every unit),
-// for measuring how well the probe scores add up on chosen mixes.
 absl::StatusOr<SlqAllocation> ReadAllocation(const std::string& path,
                                              const std::vector<SlqUnitTable>& table) {
   ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, "SLQ allocation"));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object of unit: bits"));
-  }
-  SlqAllocation a;
-  int64_t bits_sum = 0, params = 0;
-  for (const SlqUnitTable& row : table) {
-    if (!j.contains(row.unit) || !j[row.unit].is_number_integer()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": no integer bitwidth for unit ", row.unit));
-    }
-    const int bits = j[row.unit].get<int>();
-    if (std::find(row.bits.begin(), row.bits.end(), bits) == row.bits.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": ", bits, " bits for ", row.unit, " is not a probed candidate"));
-    }
-    a.bits.push_back(bits);
-    bits_sum += bits * row.params;
-    params += row.params;
-  }
-  if (j.size() != table.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": names units this job does not have"));
-  }
-  a.average_bits = static_cast<double>(bits_sum) / static_cast<double>(params);
-  return a;
+  return ParseAllocation(text, path, table);
 }
 
 absl::Status SaveProbeCache(const JobState& job) {
   if (job.probe_cache_file.empty()) return absl::OkStatus();
-  nlohmann::json probes = ProbeTableJson(job);
   const std::string tmp = job.probe_cache_file + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << nlohmann::json{{"probes", probes}}.dump(1) << "\n";
+    out << SerializeProbeCache(job.probes);
     if (!out) return absl::DataLossError(absl::StrCat(tmp, ": write failed"));
   }
   std::error_code ec;
@@ -103,22 +71,7 @@ absl::Status SaveProbeCache(const JobState& job) {
 absl::Status LoadProbeCache(JobState& job) {
   if (job.probe_cache_file.empty() || !fs::exists(job.probe_cache_file)) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::string text, ReadWholeFile(job.probe_cache_file, "probe cache"));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.contains("probes") || !j["probes"].is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(job.probe_cache_file, ": not a probe cache (delete it to re-probe)"));
-  }
-  for (const auto& [unit, by_bits] : j["probes"].items()) {
-    for (const auto& [bits, p] : by_bits.items()) {
-      if (!p.is_object() || !p.contains("kl") || !p.contains("ear_loss") ||
-          !p["kl"].is_number() || !p["ear_loss"].is_number()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(job.probe_cache_file, ": bad entry for ", unit, " (delete it)"));
-      }
-      job.probes[unit][std::atoi(bits.c_str())] = {p["kl"].get<double>(),
-                                                   p["ear_loss"].get<double>()};
-    }
-  }
+  ASSIGN_OR_RETURN(job.probes, ParseProbeCache(text, job.probe_cache_file));
   return absl::OkStatus();
 }
 
@@ -326,6 +279,7 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
       spec.slq_allocation.empty()
           ? solve(table, target, target ? 1.0 - spec.target_ear : spec.slq_budget)
           : ReadAllocation(spec.slq_allocation, table);
+
   job.solve_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!solution.ok()) return solution.status();
@@ -336,7 +290,7 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
   double predicted_kl = 0, predicted_ear_loss = 0;
   for (size_t i = 0; i < table.size(); ++i) {
     const int bits = solution->bits[i];
-    const JobState::Probe& p = job.probes.at(table[i].unit).at(bits);
+    const ProbeScore& p = job.probes.at(table[i].unit).at(bits);
     predicted_kl += p.kl;
     predicted_ear_loss += p.ear_loss;
     for (const std::string& name : job.unit_members.at(table[i].unit)) job.unit_bits[name] = bits;

@@ -1,0 +1,29 @@
+// SLQ's two outside-input files, parsed without torch (and fuzzed): the probe cache
+// ({"probes": {unit: {bits: {"kl": x, "ear_loss": y}}}}) and a fixed allocation ({unit: bits}).
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/tasks/quantize_job.h"
+
+namespace quant::tasks {
+
+struct ProbeScore {
+  double kl = 0;        // mean KL(original || probed) per position, nats
+  double ear_loss = 0;  // 1 - mean EAR
+};
+using ProbeTable = std::map<std::string, std::map<int, ProbeScore>>;  // unit -> bits -> score
+
+// `label` names the file in errors.
+absl::StatusOr<ProbeTable> ParseProbeCache(std::string_view text, const std::string& label);
+std::string SerializeProbeCache(const ProbeTable& table);
+
+// Every unit of `table` must get one of its candidate bitwidths, and no other unit may appear.
+absl::StatusOr<SlqAllocation> ParseAllocation(std::string_view text, const std::string& label,
+                                              const std::vector<SlqUnitTable>& table);
+
+}  // namespace quant::tasks
