@@ -329,6 +329,7 @@ TEST_F(QctlTest, QuantizeSlqUsesTheProbeCache) {
   EXPECT_EQ(b["slq"]["probes_cached"], 16);
   EXPECT_EQ(a["slq"]["units"], b["slq"]["units"]);
   EXPECT_LE(a["slq"]["average_bits"].get<double>(), 3.0 + 1e-12);
+  EXPECT_TRUE(fs::exists(tmp_ / "a" / "slq_bits.png")) << a["slq"]["heatmap"];
   // Both bitwidths are used (a 3-bit average from {2, 4} needs both), and every linear of a
   // unit carries its unit's bits in the per-linear report.
   std::set<int> used;

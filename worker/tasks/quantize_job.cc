@@ -337,6 +337,13 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     if (phases.count(name)) result.phases.push_back(phases[name]);
   }
 
+  // SLQ: the chosen bits as a heat map beside the report (best effort: a note if gnuplot fails).
+  if (spec.slq) {
+    const std::string png = spec.out_dir + "/slq_bits.png";
+    absl::Status drawn = WriteSlqHeatmap(job.solve_report, png);
+    job.solve_report["heatmap"] = drawn.ok() ? png : std::string(drawn.message());
+    result.slq = job.solve_report;
+  }
   // report.json (beside the checkpoint; written atomically after it).
   nlohmann::json units_json = nlohmann::json::array();
   for (const UnitReport& r : reports) {

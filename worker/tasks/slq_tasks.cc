@@ -323,4 +323,60 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
   return absl::OkStatus();
 }
 
+absl::Status WriteSlqHeatmap(const nlohmann::json& solve_report, const std::string& png) {
+  // unit "model.layers.3.mlp.experts.gate_up" -> layer 3, type "mlp.experts.gate_up".
+  std::map<std::string, std::map<int, int>> bits_of;  // type -> layer -> bits
+  int layers = 0;
+  for (const nlohmann::json& u : solve_report.at("units")) {
+    const std::string unit = u.at("unit");
+    int layer = -1, consumed = 0;
+    if (std::sscanf(unit.c_str(), "model.layers.%d.%n", &layer, &consumed) != 1 || consumed == 0) {
+      continue;
+    }
+    bits_of[unit.substr(consumed)][layer] = u.at("bits").get<int>();
+    layers = std::max(layers, layer + 1);
+  }
+  if (bits_of.empty()) return absl::InvalidArgumentError("SLQ heat map: no per-layer units");
+  const std::string dat = png + ".dat";
+  {
+    std::ofstream out(dat, std::ios::trunc);
+    for (const auto& [type, by_layer] : bits_of) {
+      for (int l = 0; l < layers; ++l) {
+        auto it = by_layer.find(l);
+        out << (it == by_layer.end() ? std::string("NaN") : std::to_string(it->second))
+            << (l + 1 < layers ? " " : "\n");
+      }
+    }
+    if (!out) return absl::DataLossError(absl::StrCat(dat, ": write failed"));
+  }
+  std::string ytics;
+  int row = 0;
+  for (const auto& [type, by_layer] : bits_of) {
+    absl::StrAppend(&ytics, row ? ", " : "", "\"", type, "\" ", row);
+    ++row;
+  }
+  const std::string script = absl::StrCat(
+      "set terminal pngcairo noenhanced size ", 480 + 48 * layers, ",", 200 + 48 * row, "\n",
+      "set output '", png, "'\n",
+      "set title 'SLQ bits per unit (", solve_report.value("mode", ""), ", average ",
+      absl::StrFormat("%.3f", solve_report.value("average_bits", 0.0)), ")'\n",
+      "set xlabel 'layer'\nset xtics 1\nset ytics (", ytics, ")\n",
+      "set xrange [-0.5:", layers - 0.5, "]\nset yrange [-0.5:", row - 0.5, "]\n",
+      "set lmargin 28\nset cbrange [2:8]\nset cblabel 'bits'\n",
+      "set palette defined (2 '#313695', 4 '#74add1', 6 '#fdae61', 8 '#a50026')\n",
+      "plot '", dat, "' matrix with image notitle, '", dat,
+      "' matrix using 1:2:(sprintf('%g',$3)) with labels tc rgb 'white' notitle\n");
+  const std::string gp = png + ".gp";
+  {
+    std::ofstream out(gp, std::ios::trunc);
+    out << script;
+  }
+  const int rc = std::system(absl::StrCat("gnuplot '", gp, "' 2>/dev/null").c_str());
+  std::error_code ec;
+  fs::remove(dat, ec);
+  fs::remove(gp, ec);
+  if (rc != 0) return absl::UnavailableError("gnuplot failed or is not installed");
+  return absl::OkStatus();
+}
+
 }  // namespace quant::tasks

@@ -37,4 +37,8 @@ absl::Status RunProbePropagateTask(JobState& job, int layer);
 // pass starts from the calibration windows' embeddings again.
 absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve);
 
+// The chosen bits as a heat map (layers x unit types) drawn by gnuplot into `png`; a missing
+// gnuplot is an error the caller may report and ignore.
+absl::Status WriteSlqHeatmap(const nlohmann::json& solve_report, const std::string& png);
+
 }  // namespace quant::tasks
