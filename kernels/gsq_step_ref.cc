@@ -1,7 +1,8 @@
 // Plain C++ GSQ step kernels: the references for the CUDA versions and the CPU path. Written as
 // branch-free loops over contiguous elements (levels unrolled at compile time) so the compiler
-// vectorises them; exp/log use polynomial approximations accurate to ~1e-7 relative, far below
-// what the Gumbel noise itself perturbs.
+// vectorises them; the scalar math (noise hash, exp/log approximations accurate to ~1e-7
+// relative, far below what the Gumbel noise itself perturbs) is kernels/gsq_math.h, shared with
+// the CUDA kernels.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/gsq_math.h"
 #include "kernels/gsq_step.h"
 
 // Element indices are hashed as 32-bit counters: one family of one layer share must stay below
@@ -26,77 +28,13 @@ namespace quant::kernels {
 namespace {
 
 constexpr int kMaxLevels = 5;
-constexpr float kEps = 1e-8f;  // the reference's eps in -log(-log(u + eps) + eps)
-
-inline uint32_t Mix32(uint32_t x) {
-  // lowbias32 (Wellons): a full-avalanche 32-bit integer hash.
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
-}
-
-inline uint32_t StepKey(uint64_t seed, uint64_t step) {
-  return Mix32(static_cast<uint32_t>(seed) ^
-               Mix32(static_cast<uint32_t>(seed >> 32) ^
-                     Mix32(static_cast<uint32_t>(step) + 0x9e3779b9u)));
-}
-
-// Per-level key: the element index is then hashed once per (element, level).
-inline uint32_t LevelKey(uint32_t step_key, int level) {
-  return Mix32(step_key ^ (static_cast<uint32_t>(level) * 0x85ebca6bu + 0x632be5abu));
-}
-
-// Uniform in [0, 1) from 23 hashed bits of (level key, element): the bits become the mantissa
-// of a float in [1, 2) (no integer-to-float conversion, which AVX2 lacks for unsigned lanes).
-inline float Uniform(uint32_t level_key, uint32_t element) {
-  const uint32_t h = Mix32(element ^ level_key);
-  return std::bit_cast<float>((h >> 9) | 0x3f800000u) - 1.0f;
-}
-
-inline float FastExp(float x) {
-  // 2^(x log2 e) = 2^i * 2^f, f in [0, 1): degree-6 polynomial for 2^f (rel. error < 2e-7).
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float t = x * 1.44269504088896341f;
-  const float fi = std::floor(t);
-  const float f = t - fi;
-  float p = 1.5353362e-4f;
-  p = p * f + 1.3398874e-3f;
-  p = p * f + 9.6184550e-3f;
-  p = p * f + 5.5503341e-2f;
-  p = p * f + 2.4022650e-1f;
-  p = p * f + 6.9314718e-1f;
-  p = p * f + 1.0f;
-  const int32_t i = static_cast<int32_t>(fi);
-  return p * std::bit_cast<float>((i + 127) << 23);  // i in [-126, 127]: no overflow
-}
-
-inline float FastLog(float x) {
-  // x = 2^e m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172.
-  // Signed integer lanes throughout: they convert to float in one AVX2 instruction.
-  const int32_t bits = std::bit_cast<int32_t>(x);
-  const float e0 = static_cast<float>(bits >> 23) - 127.0f;  // x > 0: the sign bit is clear
-  const float m0 = std::bit_cast<float>((bits & 0x7fffff) | 0x3f800000);
-  const bool big = m0 > 1.41421356f;
-  const float m = big ? m0 * 0.5f : m0;
-  const float e = e0 + (big ? 1.0f : 0.0f);
-  const float s = (m - 1.0f) / (m + 1.0f);
-  const float s2 = s * s;
-  float q = 1.0f / 9.0f;
-  q = q * s2 + 1.0f / 7.0f;
-  q = q * s2 + 1.0f / 5.0f;
-  q = q * s2 + 1.0f / 3.0f;
-  q = q * s2 + 1.0f;
-  return e * 0.69314718055994531f + 2.0f * s * q;
-}
-
-inline float Gumbel(float u) { return -FastLog(-FastLog(u + kEps) + kEps); }
-
-inline float Sign(float x) { return static_cast<float>((x > 0.0f) - (x < 0.0f)); }
-
-constexpr float kMasked = -3.0e38f;
+using gsq_math::Gumbel;
+using gsq_math::kMasked;
+using gsq_math::LevelKey;
+using gsq_math::Sign;
+using gsq_math::StepKey;
+using gsq_math::Uniform;
+using gsq_math::FastExp;
 
 // Everything a row range needs, hoisted out of the element loops (restrict: no aliasing).
 template <int K>
