@@ -24,7 +24,11 @@ template <typename To, typename From>
 QUANT_HD To BitCast(From from) {
   static_assert(sizeof(To) == sizeof(From));
   To to;
+#if defined(__CUDA_ARCH__)
+  memcpy(&to, &from, sizeof(To));
+#else
   std::memcpy(&to, &from, sizeof(To));
+#endif
   return to;
 }
 
