@@ -11,16 +11,23 @@ B=build-gpu-kernels
 mkdir -p "$B" "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 NVFLAGS=(-O3 -std=c++17 -arch=sm_90 --fmad=false -I.)
-nvcc "${NVFLAGS[@]}" -Xptxas -v -c kernels/gsq_step.cu -o "$B/gsq_step.o" 2> "$OUT/ptxas.txt"
-nvcc "${NVFLAGS[@]}" -c kernels/gsq_step_cuda_test.cu -o "$B/gsq_step_cuda_test.o"
-g++ -O3 -std=gnu++20 -fno-trapping-math -fopenmp-simd -I. -c kernels/gsq_step_ref.cc \
-    -o "$B/gsq_step_ref.o"
-nvcc -arch=sm_90 "$B/gsq_step.o" "$B/gsq_step_cuda_test.o" "$B/gsq_step_ref.o" \
-    -o "$B/gsq_step_cuda_test"
-"$B/gsq_step_cuda_test" | tee "$OUT/test.txt"
-for tool in memcheck racecheck; do
-  compute-sanitizer --tool "$tool" --error-exitcode 3 "$B/gsq_step_cuda_test" > "$OUT/$tool.txt" 2>&1 \
-    && echo "$tool: clean" || { echo "$tool: FAILED (rc $?)"; tail -20 "$OUT/$tool.txt"; }
-  tail -2 "$OUT/$tool.txt"
+: > "$OUT/ptxas.txt"
+for k in gsq_step gptq_block pack gsq_step_cuda_test gptq_pack_cuda_test; do
+  nvcc "${NVFLAGS[@]}" -Xptxas -v -c "kernels/$k.cu" -o "$B/$k.o" 2>> "$OUT/ptxas.txt"
+done
+for r in gsq_step_ref gptq_block_ref pack_ref; do
+  g++ -O3 -std=gnu++20 -fno-trapping-math -fopenmp-simd -I. -c "kernels/$r.cc" -o "$B/$r.o"
+done
+LIBS=("$B/gsq_step.o" "$B/gptq_block.o" "$B/pack.o" "$B/gsq_step_ref.o" "$B/gptq_block_ref.o" "$B/pack_ref.o")
+for t in gsq_step_cuda_test gptq_pack_cuda_test; do
+  nvcc -arch=sm_90 "$B/$t.o" "${LIBS[@]}" -o "$B/$t"
+  "$B/$t" | tee "$OUT/$t.txt"
+  for tool in memcheck racecheck; do
+    log="$B/$t.$tool.txt"
+    compute-sanitizer --tool "$tool" --error-exitcode 3 "$B/$t" > "$log" 2>&1 \
+      && echo "$t $tool: clean" || { echo "$t $tool: FAILED (rc $?)"; tail -20 "$log"; }
+    { echo "== $t $tool"; cat "$log"; } >> "$OUT/sanitizer.txt"
+    tail -1 "$log"
+  done
 done
 for e in "${EXPERTS[@]}"; do "$B/gsq_step_cuda_test" --bench "$e" | tee -a "$OUT/bench.jsonl"; done

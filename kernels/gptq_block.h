@@ -1,0 +1,32 @@
+// GPTQ's sequential block step (DESIGN.md section 5), for every row of every member at once:
+// within one block of up to 128 columns, quantize column i of each row with its group's scale
+// and zero, spread the error over the block's later columns through the upper Cholesky factor of
+// H^-1, and keep the scaled errors for the trailing update (a GEMM, done by the caller). Rows are
+// independent, so the GPU gives each row a thread. Framework-free; gptq_block_ref.cc is the
+// reference and the CPU path, gptq_block.cu the CUDA version.
+#pragma once
+
+#include <cstdint>
+
+namespace quant::kernels {
+
+struct GptqBlockArgs {
+  int64_t members = 0;   // batch (experts of one projection)
+  int64_t rows = 0;      // rows per member
+  int64_t count = 0;     // columns in this block, <= kGptqMaxBlock
+  int64_t groups = 0;    // groups the block's columns fall in
+  int maxq = 0;          // 2^bits - 1
+  const int32_t* group_of_col = nullptr;  // [count]: index into the last dim of scales/zeros
+  const float* hinv = nullptr;    // [members, count, count]: the block of U, H^-1 = U^T U
+  const float* scales = nullptr;  // [members, rows, groups]
+  const float* zeros = nullptr;   // [members, rows, groups]
+  float* w = nullptr;             // [members, rows, count]: the block's weights, updated in place
+  uint8_t* codes = nullptr;       // [members, rows, count]
+  float* err = nullptr;           // [members, rows, count]: (w - dequant(q)) / U_ii
+};
+
+inline constexpr int64_t kGptqMaxBlock = 128;
+
+void GptqBlock_ref(const GptqBlockArgs& a);
+
+}  // namespace quant::kernels
