@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the project on the GPU machine against the pip torch (2.11, CUDA 13) already installed
+# there and the Debian 12 packages carried in .debs/ (scripts/fetch-gpu-debs.sh), extracted into a
+# prefix, never into /. Prints the environment that the binaries need to run.
+# Usage (on the GPU machine, from the repository root): bash scripts/gpu-build.sh [targets...]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PREFIX="${QUANT_GPU_PREFIX:-/tmp/quant-prefix}"
+BUILD="${BUILD_DIR:-$ROOT/build-gpu}"
+mkdir -p "$PREFIX"
+for f in "$ROOT"/.debs/*.deb; do dpkg -x "$f" "$PREFIX"; done
+TORCH_CMAKE="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+export PKG_CONFIG_PATH="$PREFIX/usr/lib/x86_64-linux-gnu/pkgconfig"
+export PKG_CONFIG_SYSROOT_DIR="$PREFIX"   # the carried .pc files say prefix=/usr
+export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_PREFIX_PATH="$PREFIX/usr;$TORCH_CMAKE" -DQUANT_WITH_CUDA=ON \
+  -DQUANT_SHARED_DIR="${QUANT_SHARED_DIR:-$ROOT/shared}"
+if (($#)); then
+  cmake --build "$BUILD" -j"$(nproc)" --target "$@"
+else
+  cmake --build "$BUILD" -j"$(nproc)"
+fi
+echo "run with: export LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
