@@ -250,6 +250,7 @@ TEST_F(QctlTest, QuantizeUnknownMethodAndObjective) {
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--method awq")), {"--method", "awq"});
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--objective kl")), {"--objective", "kl"});
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--export gguf")), {"gguf"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--device tpu")), {"--device", "tpu"});
   EXPECT_FALSE(fs::exists(tmp_ / "out"));
 }
 

@@ -165,6 +165,9 @@ Runner AddQuantizeCommand(CLI::App& app) {
   sub->add_option("--export", spec->export_format, "vllm or native")->capture_default_str();
   sub->add_option("--seed", spec->seed, "Random seed")->capture_default_str();
   sub->add_option("--threads", spec->threads, "CPU threads")->capture_default_str();
+  sub->add_option("--device", spec->device,
+                  "cpu or cuda (cuda: GSQ's steps on the GPU; calibration, GPTQ and eval on CPU)")
+      ->capture_default_str();
   sub->add_option("--damp", spec->damp, "GPTQ damping (times mean diag H)")
       ->capture_default_str();
   sub->add_flag("--act-order", spec->act_order, "GPTQ act-order (static groups)");

@@ -11,6 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "kernels/gsq_step.h"
+#if defined(QUANT_WITH_CUDA)
+#include "kernels/gsq_step_cuda.h"
+#endif
 #include "worker/quant/blas_threads.h"
 
 namespace quant::quant {
@@ -31,9 +34,12 @@ struct FamilyState {
   at::Tensor hessian;            // float32 [members, in, in] (layer-local)
   QuantScheme scheme;            // the family's bits and grid: its GPTQ start's
   kernels::GsqTensors view;
+  bool cuda = false;             // tensors on the GPU, kernels from gsq_step.cu
 };
 
 at::Tensor Stack(const std::vector<at::Tensor>& ts) { return at::stack(ts, 0).contiguous(); }
+
+void BindView(FamilyState& s, int max_code);
 
 absl::StatusOr<FamilyState> InitFamily(const GsqFamily& f, const QuantScheme& scheme,
                                        const GsqOptions& options, at::Generator& gen) {
@@ -93,6 +99,12 @@ absl::StatusOr<FamilyState> InitFamily(const GsqFamily& f, const QuantScheme& sc
     }
     s.hessian = Stack(hs);
   }
+  s.prob_cache = at::empty_like(s.logits);
+  BindView(s, max_code);
+  return s;
+}
+
+void BindView(FamilyState& s, int max_code) {
   kernels::GsqTensors& v = s.view;
   v.rows = s.members * s.out;
   v.cols = s.in;
@@ -106,15 +118,66 @@ absl::StatusOr<FamilyState> InitFamily(const GsqFamily& f, const QuantScheme& sc
   v.scales = s.scales.data_ptr<float>();
   v.scale_momentum = s.scale_momentum.data_ptr<float>();
   v.zeros = s.zeros.data_ptr<float>();
-  s.prob_cache = at::empty_like(s.logits);
-  v.prob_cache = s.prob_cache.data_ptr<float>();
-  return s;
+  v.prob_cache = s.prob_cache.defined() ? s.prob_cache.data_ptr<float>() : nullptr;
+}
+
+// Moves the training state to the GPU (the GPU replays the noise: no probability cache), or
+// back to the CPU for the final codes.
+void PlaceFamily(FamilyState& s, bool cuda, int max_code) {
+  const at::Device device = cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+  for (at::Tensor* t : {&s.logits, &s.momentum, &s.base, &s.offsets, &s.scales,
+                        &s.scale_momentum, &s.grad_scales, &s.zeros, &s.weight, &s.original,
+                        &s.hessian}) {
+    if (t->defined()) *t = t->to(device).contiguous();
+  }
+  s.prob_cache = cuda ? at::Tensor() : at::empty_like(s.logits);
+  s.cuda = cuda;
+  BindView(s, max_code);
 }
 
 // The step's element-wise work for members [m0, m1) of one family: Gumbel-Softmax forward into
 // s.weight, or the replayed backward + Lion on the logits and on the members' scales.
+absl::Status CudaStatus(int code, const char* what);
+
 void ForwardMembers(FamilyState& s, const kernels::GsqStepParams& p, int64_t m0, int64_t m1) {
   kernels::GsqForward_ref(s.view, p, s.weight.data_ptr<float>(), m0 * s.out, m1 * s.out);
+}
+
+// The GPU step of one whole family: forward, or backward + Lion on logits and scales.
+absl::Status ForwardCuda(FamilyState& s, const kernels::GsqStepParams& p) {
+#if defined(QUANT_WITH_CUDA)
+  return CudaStatus(kernels::GsqForwardCuda(s.view, p, s.weight.data_ptr<float>(), nullptr),
+                    "GSQ forward");
+#else
+  return absl::FailedPreconditionError("GSQ on CUDA: this build has no CUDA kernels");
+#endif
+}
+
+absl::Status BackwardCuda(FamilyState& s, const at::Tensor& grad_w,
+                          const kernels::GsqStepParams& p) {
+#if defined(QUANT_WITH_CUDA)
+  float* gs = s.grad_scales.data_ptr<float>();
+  RETURN_IF_ERROR(CudaStatus(
+      kernels::GsqBackwardLionCuda(s.view, p, grad_w.data_ptr<float>(), gs, nullptr),
+      "GSQ backward"));
+  return CudaStatus(kernels::LionUpdateCuda(s.scales.data_ptr<float>(),
+                                            s.scale_momentum.data_ptr<float>(), gs,
+                                            s.scales.numel(), p.lr_scales, 0.0f, p.beta1,
+                                            p.beta2, nullptr),
+                    "GSQ scale update");
+#else
+  return absl::FailedPreconditionError("GSQ on CUDA: this build has no CUDA kernels");
+#endif
+}
+
+absl::Status CudaStatus(int code, const char* what) {
+#if defined(QUANT_WITH_CUDA)
+  if (code != 0) {
+    return absl::InternalError(absl::StrCat(
+        what, ": ", cudaGetErrorString(static_cast<cudaError_t>(code))));
+  }
+#endif
+  return absl::OkStatus();
 }
 
 void BackwardMembers(FamilyState& s, const at::Tensor& grad_w, const kernels::GsqStepParams& p,
@@ -172,6 +235,14 @@ absl::StatusOr<GsqObjective> ParseGsqObjective(std::string_view text) {
   if (text == "layer-local") return GsqObjective::kLayerLocal;
   return absl::InvalidArgumentError(absl::StrCat("--objective: '", std::string(text),
                                                  "' is not one of expert-output, layer-local"));
+}
+
+bool GsqCudaAvailable() {
+#if defined(QUANT_WITH_CUDA)
+  return at::hasCUDA();
+#else
+  return false;
+#endif
 }
 
 absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
@@ -294,6 +365,17 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
   p.beta2 = static_cast<float>(options.beta2);
   p.weight_decay = static_cast<float>(options.weight_decay);
   const int64_t steps = options.steps;
+  const at::Device device = options.cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+  if (options.cuda) {
+    if (!GsqCudaAvailable()) {
+      return absl::FailedPreconditionError(
+          "GSQ on CUDA: no CUDA device, or this build or its libtorch has no CUDA");
+    }
+    for (FamilyState& s : states) PlaceFamily(s, /*cuda=*/true, s.view.max_code);
+    for (at::Tensor* t : {&x_all, &y_all, &stream, &stream_offset, &stream_len}) {
+      if (t->defined()) *t = t->to(device);
+    }
+  }
   std::vector<at::Tensor> grads;  // dLoss/dW per family; each shard writes its members' slice
   for (const FamilyState& s : states) grads.push_back(at::empty_like(s.weight));
   const int64_t out_numel =
@@ -309,40 +391,67 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
     p.lr_scales = static_cast<float>(options.scales_lr * lr_factor);
     at::Tensor pos;
     if (expert_output) {
-      pos = (at::arange(rows_per_expert, at::kLong).unsqueeze(0) + step * rows_per_expert)
+      pos = (at::arange(rows_per_expert, at::TensorOptions().dtype(at::kLong).device(device))
+                 .unsqueeze(0) +
+             step * rows_per_expert)
                 .remainder(stream_len);
     }
-    // Members are independent within a step (per-member matmuls, per-parameter Lion), so the
-    // step runs as one shard per thread over contiguous member ranges, each making its own
+    // The objective's matmuls for members [m0, m1): dLoss/dW into their slices of grads.
+    auto expert_matmuls = [&](int64_t m0, int64_t m1) {
+      const int64_t count = m1 - m0;
+      // Each expert's next rows_per_expert tokens of its stream, as one gather.
+      at::Tensor idx = stream.index_select(
+          0, (stream_offset.narrow(0, m0, count) + pos.narrow(0, m0, count)).reshape({-1}));
+      at::Tensor x = x_all.index_select(0, idx).view({count, rows_per_expert, -1});
+      at::Tensor y = y_all.index_select(0, idx).view({count, rows_per_expert, -1});
+      at::Tensor wg = states[0].weight.narrow(0, m0, count);
+      at::Tensor wu = states[1].weight.narrow(0, m0, count);
+      at::Tensor wd = states[2].weight.narrow(0, m0, count);
+      at::Tensor ag = at::bmm(x, wg.transpose(1, 2));
+      at::Tensor au = at::bmm(x, wu.transpose(1, 2));
+      at::Tensor sg = at::sigmoid(ag);
+      at::Tensor act = ag * sg;
+      at::Tensor h = act * au;
+      at::Tensor out = at::bmm(h, wd.transpose(1, 2));
+      // d/dy of mean((y - target)^2) over the step's rows of all experts.
+      at::Tensor dy = (out - y) * (2.0 / static_cast<double>(out_numel));
+      at::Tensor g2 = grads[2].narrow(0, m0, count);
+      at::bmm_out(g2, dy.transpose(1, 2), h);
+      at::Tensor dh = at::bmm(dy, wd);
+      at::Tensor dau = dh * act;
+      at::Tensor dag = dh * au * sg * (1.0 + ag * (1.0 - sg));
+      at::Tensor g0 = grads[0].narrow(0, m0, count), g1 = grads[1].narrow(0, m0, count);
+      at::bmm_out(g0, dag.transpose(1, 2), x);
+      at::bmm_out(g1, dau.transpose(1, 2), x);
+    };
+    auto local_matmuls = [&](size_t f, int64_t m0, int64_t m1) {
+      FamilyState& s = states[f];
+      const int64_t count = m1 - m0;
+      at::Tensor g = grads[f].narrow(0, m0, count);
+      at::bmm_out(g, s.weight.narrow(0, m0, count) - s.original.narrow(0, m0, count),
+                  s.hessian.narrow(0, m0, count));
+      g.mul_(2.0);
+    };
+    if (options.cuda) {
+      // The GPU takes each family whole: one kernel launch per family and phase.
+      for (FamilyState& s : states) RETURN_IF_ERROR(ForwardCuda(s, p));
+      if (expert_output) {
+        expert_matmuls(0, states[0].members);
+      } else {
+        for (size_t f = 0; f < states.size(); ++f) local_matmuls(f, 0, states[f].members);
+      }
+      for (size_t f = 0; f < states.size(); ++f) {
+        RETURN_IF_ERROR(BackwardCuda(states[f], grads[f], p));
+      }
+      continue;
+    }
+    // CPU: members are independent within a step (per-member matmuls, per-parameter Lion), so
+    // the step runs as one shard per thread over contiguous member ranges, each making its own
     // single-threaded BLAS calls: no BLAS pool spins against the shards.
     if (expert_output) {
       kernels::ParallelRows(states[0].members, options.threads, [&](int64_t m0, int64_t m1) {
-        const int64_t count = m1 - m0;
         for (FamilyState& s : states) ForwardMembers(s, p, m0, m1);
-        // Each expert's next rows_per_expert tokens of its stream, as one gather.
-        at::Tensor idx = stream.index_select(
-            0, (stream_offset.narrow(0, m0, count) + pos.narrow(0, m0, count)).reshape({-1}));
-        at::Tensor x = x_all.index_select(0, idx).view({count, rows_per_expert, -1});
-        at::Tensor y = y_all.index_select(0, idx).view({count, rows_per_expert, -1});
-        at::Tensor wg = states[0].weight.narrow(0, m0, count);
-        at::Tensor wu = states[1].weight.narrow(0, m0, count);
-        at::Tensor wd = states[2].weight.narrow(0, m0, count);
-        at::Tensor ag = at::bmm(x, wg.transpose(1, 2));
-        at::Tensor au = at::bmm(x, wu.transpose(1, 2));
-        at::Tensor sg = at::sigmoid(ag);
-        at::Tensor act = ag * sg;
-        at::Tensor h = act * au;
-        at::Tensor out = at::bmm(h, wd.transpose(1, 2));
-        // d/dy of mean((y - target)^2) over the step's rows of all experts.
-        at::Tensor dy = (out - y) * (2.0 / static_cast<double>(out_numel));
-        at::Tensor g2 = grads[2].narrow(0, m0, count);
-        at::bmm_out(g2, dy.transpose(1, 2), h);
-        at::Tensor dh = at::bmm(dy, wd);
-        at::Tensor dau = dh * act;
-        at::Tensor dag = dh * au * sg * (1.0 + ag * (1.0 - sg));
-        at::Tensor g0 = grads[0].narrow(0, m0, count), g1 = grads[1].narrow(0, m0, count);
-        at::bmm_out(g0, dag.transpose(1, 2), x);
-        at::bmm_out(g1, dau.transpose(1, 2), x);
+        expert_matmuls(m0, m1);
         for (size_t f = 0; f < states.size(); ++f) {
           BackwardMembers(states[f], grads[f], p, m0, m1);
         }
@@ -351,16 +460,15 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
       for (size_t f = 0; f < states.size(); ++f) {
         FamilyState& s = states[f];
         kernels::ParallelRows(s.members, options.threads, [&](int64_t m0, int64_t m1) {
-          const int64_t count = m1 - m0;
           ForwardMembers(s, p, m0, m1);
-          at::Tensor g = grads[f].narrow(0, m0, count);
-          at::bmm_out(g, s.weight.narrow(0, m0, count) - s.original.narrow(0, m0, count),
-                      s.hessian.narrow(0, m0, count));
-          g.mul_(2.0);
+          local_matmuls(f, m0, m1);
           BackwardMembers(s, grads[f], p, m0, m1);
         });
       }
     }
+  }
+  if (options.cuda) {
+    for (FamilyState& s : states) PlaceFamily(s, /*cuda=*/false, s.view.max_code);
   }
 
   GsqResult result;

@@ -37,7 +37,14 @@ struct GsqOptions {
   GsqObjective objective = GsqObjective::kExpertOutput;
   uint64_t seed = 0;
   int threads = 2;                 // for the fused element-wise kernels
+  // Run the step on the GPU (CUDA kernels + ATen on CUDA tensors); needs a CUDA build
+  // (QUANT_WITH_CUDA) and a CUDA-enabled libtorch. Same results as the CPU path up to the order
+  // of the matmuls' and the scale gradients' sums.
+  bool cuda = false;
 };
+
+// Whether RunGsq can take options.cuda here (built with the kernels, libtorch sees a GPU).
+bool GsqCudaAvailable();
 
 // A family of same-shaped linears trained together (e.g. gate_proj of every expert).
 struct GsqFamily {

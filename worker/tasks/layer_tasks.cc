@@ -171,6 +171,7 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
   gsq_options.steps = spec.steps;
   gsq_options.seed = spec.seed + static_cast<uint64_t>(ls.index) * 1000003u;
   gsq_options.threads = std::max(1, spec.threads);
+  gsq_options.cuda = spec.device == "cuda";
   gsq_options.batch_tokens = int64_t{spec.batch_windows} * spec.window_tokens;
   std::vector<std::vector<std::string>> jobs;  // each: the member names of one run
   std::vector<std::string> expert_families[3];

@@ -59,7 +59,7 @@ nlohmann::json QuantizeJobSpec::ToJson() const {
           {"export", export_format},  {"seed", seed},
           {"damp", damp},             {"act_order", act_order},
           {"mse_scale_search", mse_scale_search}, {"batch_windows", batch_windows},
-          {"calib_inputs", calib_inputs}, {"slq", slq},
+          {"calib_inputs", calib_inputs}, {"device", device}, {"slq", slq},
           {"slq_budget", slq_budget}, {"target_ear", target_ear},
           {"slq_bits", slq_bits}, {"probe_windows", probe_windows},
           {"slq_allocation", slq_allocation}};
@@ -99,6 +99,14 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
         "--calib-inputs: '", s.calib_inputs, "' is not one of quantized, original"));
   }
   if (s.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
+  if (s.device != "cpu" && s.device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device: '", s.device, "' is not one of cpu, cuda"));
+  }
+  if (s.device == "cuda" && !quant::GsqCudaAvailable()) {
+    return absl::FailedPreconditionError(
+        "--device cuda: no CUDA device here, or this build or its libtorch has no CUDA");
+  }
   if (s.slq) {
     if (s.slq_bits.empty()) return absl::InvalidArgumentError("--slq-bits: no candidate bitwidth");
     for (int b : s.slq_bits) {

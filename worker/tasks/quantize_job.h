@@ -32,6 +32,7 @@ struct QuantizeJobSpec {
   std::string export_format = "vllm";  // vllm | native
   uint64_t seed = 0;
   int threads = 2;
+  std::string device = "cpu";          // cpu | cuda (GSQ's steps on the GPU; the rest on CPU)
   bool overwrite = false;
   double damp = 0.01;
   bool act_order = false;
