@@ -34,12 +34,8 @@ __global__ void GptqBlockKernel(GptqBlockArgs a) {
     const float* s = a.scales + row * a.groups;
     const float* z = a.zeros + row * a.groups;
     for (int64_t i = 0; i < n; ++i) {
-      const float scale = s[a.group_of_col[i]], zero = z[a.group_of_col[i]];
-      float q = rintf(w[i] / scale) + zero;
-      q = q < 0.0f ? 0.0f : q;
-      q = q > static_cast<float>(a.maxq) ? static_cast<float>(a.maxq) : q;
-      a.codes[row * n + i] = static_cast<uint8_t>(q);
-      const float e = (w[i] - scale * (q - zero)) / u[i * n + i];
+      const float e = GptqColumn(w[i], s[a.group_of_col[i]], z[a.group_of_col[i]], a.maxq,
+                                 u[i * n + i], &a.codes[row * n + i]);
       a.err[row * n + i] = e;
       for (int64_t j = i + 1; j < n; ++j) w[j] -= e * u[i * n + j];
     }

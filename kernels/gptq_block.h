@@ -6,7 +6,10 @@
 // reference and the CPU path, gptq_block.cu the CUDA version.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+
+#include "kernels/gsq_math.h"  // QUANT_HD
 
 namespace quant::kernels {
 
@@ -28,5 +31,15 @@ struct GptqBlockArgs {
 inline constexpr int64_t kGptqMaxBlock = 128;
 
 void GptqBlock_ref(const GptqBlockArgs& a);
+
+// Column i of one row: its code, and the scaled error (w - dequant(q)) / u_ii that the block's
+// later columns absorb. Shared by the reference and the CUDA kernel (same rounding).
+QUANT_HD float GptqColumn(float w, float scale, float zero, int maxq, float u_ii, uint8_t* code) {
+  float q = rintf(w / scale) + zero;  // round half to even, as torch.round
+  q = q < 0.0f ? 0.0f : q;
+  q = q > static_cast<float>(maxq) ? static_cast<float>(maxq) : q;
+  *code = static_cast<uint8_t>(q);
+  return (w - scale * (q - zero)) / u_ii;
+}
 
 }  // namespace quant::kernels

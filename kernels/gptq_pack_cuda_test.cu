@@ -8,33 +8,18 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cuda_test_util.h"
 #include "kernels/gptq_block_cuda.h"
 #include "kernels/pack_cuda.h"
 
 using namespace quant::kernels;
 
-#define CHECK_CUDA(x)                                                                        \
-  do {                                                                                       \
-    cudaError_t err_ = (x);                                                                  \
-    if (err_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(err_)); \
-      std::exit(2);                                                                          \
-    }                                                                                        \
-  } while (0)
+using namespace quant::kernels::testing;
 
 template <typename T>
-T* Dev(const std::vector<T>& v) {
-  T* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, sizeof(T) * (v.empty() ? 1 : v.size())));
-  if (!v.empty()) CHECK_CUDA(cudaMemcpy(d, v.data(), sizeof(T) * v.size(), cudaMemcpyHostToDevice));
-  return d;
-}
+T* Dev(const std::vector<T>& v) { return ToDevice(v); }
 template <typename T>
-std::vector<T> Host(const T* d, size_t n) {
-  std::vector<T> v(n);
-  if (n) CHECK_CUDA(cudaMemcpy(v.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost));
-  return v;
-}
+std::vector<T> Host(const T* d, size_t n) { return ToHost(d, n); }
 
 bool GptqCase(int64_t members, int64_t rows, int64_t count, int64_t group, int bits,
               std::mt19937& rng) {

@@ -14,35 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda_test_util.h"
 #include "kernels/gsq_step.h"
 #include "kernels/gsq_step_cuda.h"
 
 using namespace quant::kernels;
 
-#define CHECK_CUDA(x)                                                                  \
-  do {                                                                                 \
-    cudaError_t err_ = (x);                                                            \
-    if (err_ != cudaSuccess) {                                                         \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x,                  \
-                   cudaGetErrorString(err_));                                          \
-      std::exit(2);                                                                    \
-    }                                                                                  \
-  } while (0)
-
-template <typename T>
-T* ToDevice(const std::vector<T>& v) {
-  T* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, sizeof(T) * std::max<size_t>(v.size(), 1)));
-  if (!v.empty()) CHECK_CUDA(cudaMemcpy(d, v.data(), sizeof(T) * v.size(), cudaMemcpyHostToDevice));
-  return d;
-}
-
-template <typename T>
-std::vector<T> ToHost(const T* d, size_t n) {
-  std::vector<T> v(n);
-  if (n) CHECK_CUDA(cudaMemcpy(v.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost));
-  return v;
-}
+using namespace quant::kernels::testing;
 
 struct Case {
   int64_t rows, cols, group;

@@ -80,6 +80,33 @@ absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens) {
   return absl::OkStatus();
 }
 
+at::Tensor HessianOf(const LayerState& ls, const std::string& local, int64_t* tokens) {
+  const std::string module = local.substr(0, local.size() - std::string(".weight").size());
+  const auto& stats = ls.capture->hessians().stats();
+  auto it = stats.find(ls.prefix + module);
+  *tokens = it != stats.end() ? it->second.tokens : 0;
+  return *tokens > 0 ? it->second.Hessian() : at::Tensor();
+}
+
+absl::StatusOr<std::vector<quant::QuantizedWeight>> QuantizeStart(
+    const JobState& job, const std::vector<at::Tensor>& weights,
+    const std::vector<at::Tensor>& hessians, const quant::QuantScheme& scheme) {
+  if (job.spec.method == "rtn") {
+    quant::RtnQuantizer rtn;
+    std::vector<quant::QuantizedWeight> qs;
+    for (const at::Tensor& w : weights) {
+      ASSIGN_OR_RETURN(quant::QuantizedWeight q, rtn.Quantize(w, scheme, quant::UnitContext{}));
+      qs.push_back(std::move(q));
+    }
+    return qs;
+  }
+  quant::GptqOptions options;
+  options.damp = job.spec.damp;
+  options.act_order = job.spec.act_order;
+  options.mse_scale_search = job.spec.mse_scale_search;
+  return quant::GptqQuantizer(options).QuantizeBatch(weights, hessians, scheme);
+}
+
 int BitsOf(const JobState& job, const std::string& name) {
   auto it = job.unit_bits.find(name);
   return it != job.unit_bits.end() ? it->second : job.scheme.bits;
@@ -89,7 +116,6 @@ absl::Status RunQuantizeTask(JobState& job) {
   LayerState& ls = job.layer;
   if (ls.capture == nullptr) return absl::FailedPreconditionError("quantize before calibrate");
   const QuantizeJobSpec& spec = job.spec;
-  const auto& stats = ls.capture->hessians().stats();
   // Units of one batch share a shape: one projection of every routed expert, or one linear.
   std::map<std::string, std::vector<std::string>> batches;
   for (const std::string& local : ls.names) {
@@ -99,30 +125,19 @@ absl::Status RunQuantizeTask(JobState& job) {
     }
     batches[absl::StrCat(key, "@", BitsOf(job, ls.prefix + local))].push_back(local);
   }
-  quant::GptqOptions gptq_options;
-  gptq_options.damp = spec.damp;
-  gptq_options.act_order = spec.act_order;
-  gptq_options.mse_scale_search = spec.mse_scale_search;
-  quant::GptqQuantizer gptq(gptq_options);
-  quant::RtnQuantizer rtn;
   for (const auto& [key, members] : batches) {
     quant::QuantScheme scheme = job.scheme;
     scheme.bits = BitsOf(job, ls.prefix + members[0]);
     std::vector<at::Tensor> ws, hs;
     std::vector<UnitReport> batch_reports;
     for (const std::string& local : members) {
-      const std::string module = local.substr(0, local.size() - std::string(".weight").size());
-      auto it = stats.find(ls.prefix + module);
       UnitReport r;
       r.name = ls.prefix + local;
       r.bits = scheme.bits;
       r.grid = spec.grid;
       r.method = spec.method;
-      at::Tensor h;
-      if (it != stats.end() && it->second.tokens > 0) {
-        h = it->second.Hessian();
-        r.tokens = it->second.tokens;
-      } else {
+      const at::Tensor h = HessianOf(ls, local, &r.tokens);
+      if (!h.defined()) {
         r.fallback = true;  // no calibration token reached it: H = I
         if (local.find("experts.") != std::string::npos && local.ends_with("gate_proj.weight")) {
           job.fallback_experts.push_back(ExpertPrefix(r.name));
@@ -134,20 +149,12 @@ absl::Status RunQuantizeTask(JobState& job) {
       batch_reports.push_back(r);
     }
     const auto batch_start = Clock::now();
-    std::vector<quant::QuantizedWeight> qs;
-    if (spec.method == "rtn") {
-      for (const at::Tensor& w : ws) {
-        ASSIGN_OR_RETURN(quant::QuantizedWeight q, rtn.Quantize(w, scheme, quant::UnitContext{}));
-        qs.push_back(std::move(q));
-      }
-    } else {
-      auto batch = gptq.QuantizeBatch(ws, hs, scheme);
-      if (!batch.ok()) {
-        return absl::Status(batch.status().code(),
-                            absl::StrCat(ls.prefix, key, ": ", batch.status().message()));
-      }
-      qs = std::move(*batch);
+    auto batch = QuantizeStart(job, ws, hs, scheme);
+    if (!batch.ok()) {
+      return absl::Status(batch.status().code(),
+                          absl::StrCat(ls.prefix, key, ": ", batch.status().message()));
     }
+    std::vector<quant::QuantizedWeight> qs = std::move(*batch);
     const double per_unit = Since(batch_start) / static_cast<double>(members.size());
     for (size_t m = 0; m < members.size(); ++m) {
       batch_reports[m].group_size = qs[m].group_size;

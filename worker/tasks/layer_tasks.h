@@ -105,6 +105,13 @@ absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens = tr
 absl::Status RunQuantizeTask(JobState& job);
 // GSQ of the layer: routed experts [shard/shards of them] jointly, other linears layer-local.
 absl::Status RunGsqTask(JobState& job, int shard, int shards);
+// The calibrated H of a local linear of the current layer (undefined: no token reached it), and
+// the tokens it saw.
+at::Tensor HessianOf(const LayerState& ls, const std::string& local, int64_t* tokens);
+// The job's quantizer start for same-shaped linears: RTN, or GPTQ with each one's H.
+absl::StatusOr<std::vector<quant::QuantizedWeight>> QuantizeStart(
+    const JobState& job, const std::vector<at::Tensor>& weights,
+    const std::vector<at::Tensor>& hessians, const quant::QuantScheme& scheme);
 // Makes job.layer hold layer `layer`'s weights (loads it unless calibrate already did).
 absl::Status EnsureLayerLoaded(JobState& job, int layer);
 // The bits of a tensor (full name): the SLQ solve's, or the job's.

@@ -171,17 +171,10 @@ absl::Status RunProbeTask(JobState& job) {
   if (ls.capture == nullptr) return absl::FailedPreconditionError("probe before calibrate");
   const QuantizeJobSpec& spec = job.spec;
   const model::ModelConfig& config = job.model->config();
-  const auto& stats = ls.capture->hessians().stats();
   const auto units = SlqUnitsOfLayer(ls.names);
   // The rest of the model, original, loaded once for all of this layer's probes.
   std::vector<model::LayerWeights> rest;
   std::optional<model::Model::Head> head;
-  quant::GptqOptions gptq_options;
-  gptq_options.damp = spec.damp;
-  gptq_options.act_order = spec.act_order;
-  gptq_options.mse_scale_search = spec.mse_scale_search;
-  quant::GptqQuantizer gptq(gptq_options);
-  quant::RtnQuantizer rtn;
   bool any_new = false;
   for (const auto& [key, locals] : units) {
     const std::string unit = ls.prefix + key;
@@ -205,21 +198,12 @@ absl::Status RunProbeTask(JobState& job) {
       for (const auto& [shape, same] : by_shape) {
         std::vector<at::Tensor> ws, hs;
         for (const std::string& local : same) {
-          const std::string module = local.substr(0, local.size() - std::string(".weight").size());
-          auto it = stats.find(ls.prefix + module);
+          int64_t tokens = 0;
           ws.push_back(ls.weights.at(local));
-          hs.push_back(it != stats.end() && it->second.tokens > 0 ? it->second.Hessian()
-                                                                  : at::Tensor());
+          hs.push_back(HessianOf(ls, local, &tokens));
         }
-        std::vector<quant::QuantizedWeight> qs;
-        if (spec.method == "rtn") {
-          for (const at::Tensor& w : ws) {
-            ASSIGN_OR_RETURN(quant::QuantizedWeight q, rtn.Quantize(w, scheme, {}));
-            qs.push_back(std::move(q));
-          }
-        } else {
-          ASSIGN_OR_RETURN(qs, gptq.QuantizeBatch(ws, hs, scheme));
-        }
+        ASSIGN_OR_RETURN(std::vector<quant::QuantizedWeight> qs,
+                         QuantizeStart(job, ws, hs, scheme));
         for (size_t m = 0; m < same.size(); ++m) probed.tensors[same[m]] = qs[m].Dequantize();
       }
       std::vector<at::Tensor> finals;
