@@ -176,6 +176,15 @@ cudaError_t HostOffsets(const GsqTensors& t, float* out, cudaStream_t stream) {
   return cudaStreamSynchronize(stream);
 }
 
+// The launch arguments of a GSQ kernel: checks the layout, reads the level offsets back.
+cudaError_t Prepare(const GsqTensors& t, const GsqStepParams& p, cudaStream_t stream, Args* a) {
+  if (!Supported(t)) return cudaErrorInvalidValue;
+  float off[kMaxK];
+  if (cudaError_t e = HostOffsets(t, off, stream); e != cudaSuccess) return e;
+  *a = MakeArgs(t, p, off);
+  return cudaSuccess;
+}
+
 unsigned Blocks(int64_t groups) {
   return static_cast<unsigned>((groups + kWarpsPerBlock - 1) / kWarpsPerBlock);
 }
@@ -184,10 +193,8 @@ unsigned Blocks(int64_t groups) {
 
 cudaError_t GsqForwardCuda(const GsqTensors& t, const GsqStepParams& p, float* w_out,
                            cudaStream_t stream) {
-  if (!Supported(t)) return cudaErrorInvalidValue;
-  float off[kMaxK];
-  if (cudaError_t e = HostOffsets(t, off, stream); e != cudaSuccess) return e;
-  const Args a = MakeArgs(t, p, off);
+  Args a;
+  if (cudaError_t e = Prepare(t, p, stream, &a); e != cudaSuccess) return e;
   if (a.groups == 0) return cudaSuccess;
   const unsigned threads = 32 * kWarpsPerBlock;
   if (t.levels == 4) {
@@ -202,10 +209,8 @@ cudaError_t GsqForwardCuda(const GsqTensors& t, const GsqStepParams& p, float* w
 
 cudaError_t GsqBackwardLionCuda(const GsqTensors& t, const GsqStepParams& p, const float* grad_w,
                                 float* grad_scales, cudaStream_t stream) {
-  if (!Supported(t)) return cudaErrorInvalidValue;
-  float off[kMaxK];
-  if (cudaError_t e = HostOffsets(t, off, stream); e != cudaSuccess) return e;
-  const Args a = MakeArgs(t, p, off);
+  Args a;
+  if (cudaError_t e = Prepare(t, p, stream, &a); e != cudaSuccess) return e;
   if (a.groups == 0) return cudaSuccess;
   const unsigned threads = 32 * kWarpsPerBlock;
   const float decay = 1.0f - p.lr_logits * p.weight_decay;
@@ -231,11 +236,8 @@ cudaError_t LionUpdateCuda(float* param, float* momentum, const float* grad, int
 }
 
 cudaError_t GsqHardCodesCuda(const GsqTensors& t, uint8_t* codes, cudaStream_t stream) {
-  if (!Supported(t)) return cudaErrorInvalidValue;
-  float off[kMaxK];
-  if (cudaError_t e = HostOffsets(t, off, stream); e != cudaSuccess) return e;
-  GsqStepParams p;
-  const Args a = MakeArgs(t, p, off);
+  Args a;
+  if (cudaError_t e = Prepare(t, GsqStepParams{}, stream, &a); e != cudaSuccess) return e;
   if (a.n == 0) return cudaSuccess;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((a.n + 255) / 256, 65535));
   if (t.levels == 4) {

@@ -38,12 +38,9 @@ struct Best {
   bool found = false;
 };
 
-// Enumerates every allocation: the optimum of both problems.
-Best BruteBudget(const std::vector<Item>& items, double avg) {
-  int64_t params = 0;
-  for (const Item& it : items) params += it.params;
-  const double cap = avg * static_cast<double>(params);
-  Best best;
+// Calls visit(loss, bits) for every allocation.
+template <typename Visit>
+void Enumerate(const std::vector<Item>& items, Visit visit) {
   std::vector<size_t> k(items.size(), 0);
   while (true) {
     double loss = 0;
@@ -52,31 +49,44 @@ Best BruteBudget(const std::vector<Item>& items, double avg) {
       loss += items[i].options[k[i]].loss;
       bits += items[i].options[k[i]].bits * items[i].params;
     }
-    if (bits <= cap + 1e-9 && loss < best.loss) best = {loss, bits, true};
+    visit(loss, bits);
     size_t i = 0;
     while (i < items.size() && ++k[i] == items[i].options.size()) k[i++] = 0;
     if (i == items.size()) break;
   }
+}
+
+// The optimum of each problem, by enumeration.
+Best BruteBudget(const std::vector<Item>& items, double avg) {
+  int64_t params = 0;
+  for (const Item& it : items) params += it.params;
+  const double cap = avg * static_cast<double>(params);
+  Best best;
+  Enumerate(items, [&](double loss, int64_t bits) {
+    if (bits <= cap + 1e-9 && loss < best.loss) best = {loss, bits, true};
+  });
   return best;
 }
 
 Best BruteTarget(const std::vector<Item>& items, double max_loss) {
   Best best;
   best.bits = INT64_MAX;
-  std::vector<size_t> k(items.size(), 0);
-  while (true) {
-    double loss = 0;
-    int64_t bits = 0;
-    for (size_t i = 0; i < items.size(); ++i) {
-      loss += items[i].options[k[i]].loss;
-      bits += items[i].options[k[i]].bits * items[i].params;
-    }
+  Enumerate(items, [&](double loss, int64_t bits) {
     if (loss <= max_loss * (1 + 1e-12) && bits < best.bits) best = {loss, bits, true};
-    size_t i = 0;
-    while (i < items.size() && ++k[i] == items[i].options.size()) k[i++] = 0;
-    if (i == items.size()) break;
-  }
+  });
   return best;
+}
+
+// A target between the least and the largest total loss the options reach.
+double RandomTarget(const std::vector<Item>& items, std::mt19937& rng) {
+  double lo = 0, hi = 0;
+  for (const Item& it : items) {
+    double a = INFINITY, b = 0;
+    for (const Option& o : it.options) a = std::min(a, o.loss), b = std::max(b, o.loss);
+    lo += a;
+    hi += b;
+  }
+  return lo + (hi - lo) * std::uniform_real_distribution<double>(0, 1)(rng);
 }
 
 double Loss(const std::vector<Item>& items, const Solution& s) {
@@ -109,14 +119,7 @@ TEST(SlqSolver, ExactTargetMatchesBruteForce) {
   std::mt19937 rng(2);
   for (int trial = 0; trial < 200; ++trial) {
     std::vector<Item> items = RandomItems(rng, 1 + trial % 7, 20);
-    double lo = 0, hi = 0;
-    for (const Item& it : items) {
-      double a = INFINITY, b = 0;
-      for (const Option& o : it.options) a = std::min(a, o.loss), b = std::max(b, o.loss);
-      lo += a;
-      hi += b;
-    }
-    const double target = lo + (hi - lo) * std::uniform_real_distribution<double>(0, 1)(rng);
+    const double target = RandomTarget(items, rng);
     Best brute = BruteTarget(items, target);
     ASSERT_TRUE(brute.found);
     absl::StatusOr<Solution> s = SolveTarget(items, target, {Method::kExact});
@@ -147,14 +150,7 @@ TEST(SlqSolver, LagrangianTargetIsFeasibleAndBracketsTheOptimum) {
   std::mt19937 rng(4);
   for (int trial = 0; trial < 200; ++trial) {
     std::vector<Item> items = RandomItems(rng, 2 + trial % 6, 20);
-    double lo = 0, hi = 0;
-    for (const Item& it : items) {
-      double a = INFINITY, b = 0;
-      for (const Option& o : it.options) a = std::min(a, o.loss), b = std::max(b, o.loss);
-      lo += a;
-      hi += b;
-    }
-    const double target = lo + (hi - lo) * std::uniform_real_distribution<double>(0, 1)(rng);
+    const double target = RandomTarget(items, rng);
     Best brute = BruteTarget(items, target);
     absl::StatusOr<Solution> s = SolveTarget(items, target, {Method::kLagrangian});
     ASSERT_TRUE(s.ok()) << s.status();
