@@ -87,37 +87,34 @@ unsigned GridFor(int64_t n) {
   return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096));
 }
 
-// h = silu(g) * u (SwiGLU), in place of nothing: g, u kept for backward.
-__global__ void SwiGlu(const bf16* __restrict__ g, const bf16* __restrict__ u,
-                       bf16* __restrict__ h, int64_t n) {
+// gu is [T, 2 inter]: each row the gate pre-activation then the up one (one GEMM against the
+// expert's stacked [gate; up] weights). h = silu(gate) * up, [T, inter].
+__global__ void SwiGlu(const bf16* __restrict__ gu, bf16* __restrict__ h, int64_t rows,
+                       int64_t inter) {
+  const int64_t n = rows * inter;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float x = __bfloat162float(g[i]);
+    const int64_t r = i / inter, c = i - r * inter;
+    const float x = __bfloat162float(gu[r * 2 * inter + c]);
     const float s = x / (1.0f + __expf(-x));
-    h[i] = __float2bfloat16_rn(s * __bfloat162float(u[i]));
+    h[i] = __float2bfloat16_rn(s * __bfloat162float(gu[r * 2 * inter + inter + c]));
   }
 }
 
-// dy = coef (y - y_ref), in place of y.
-__global__ void MseGrad(bf16* __restrict__ y, const bf16* __restrict__ y_ref, int64_t n,
-                        float coef) {
+// From dh [T, inter]: d(gate) and d(up) in place of gu.
+__global__ void SwiGluBackward(const bf16* __restrict__ dh, bf16* __restrict__ gu, int64_t rows,
+                               int64_t inter) {
+  const int64_t n = rows * inter;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    y[i] = __float2bfloat16_rn(coef * (__bfloat162float(y[i]) - __bfloat162float(y_ref[i])));
-  }
-}
-
-// From dh: dg (in place of g) and du (in place of u).
-__global__ void SwiGluBackward(const bf16* __restrict__ dh, bf16* __restrict__ g,
-                               bf16* __restrict__ u, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float x = __bfloat162float(g[i]), up = __bfloat162float(u[i]);
+    const int64_t r = i / inter, c = i - r * inter;
+    bf16* g = gu + r * 2 * inter + c;
+    bf16* u = g + inter;
+    const float x = __bfloat162float(*g), up = __bfloat162float(*u);
     const float d = __bfloat162float(dh[i]);
     const float sig = 1.0f / (1.0f + __expf(-x));
-    const float silu = x * sig;
-    g[i] = __float2bfloat16_rn(d * up * sig * (1.0f + x * (1.0f - sig)));
-    u[i] = __float2bfloat16_rn(d * silu);
+    *g = __float2bfloat16_rn(d * up * sig * (1.0f + x * (1.0f - sig)));
+    *u = __float2bfloat16_rn(d * x * sig);
   }
 }
 
@@ -204,8 +201,8 @@ int main(int argc, char** argv) {
   const int levels = bits == 2 ? 4 : 5;
   const int max_code = (1 << bits) - 1;
 
-  Family fam[3] = {{"gate", kInter, kHidden, {}}, {"up", kInter, kHidden, {}},
-                   {"down", kHidden, kInter, {}}};
+  // gate and up of an expert stacked as one [2 inter, hidden] block (one GEMM each way).
+  Family fam[2] = {{"gate_up", 2 * kInter, kHidden, {}}, {"down", kHidden, kInter, {}}};
   uint32_t seed = 1;
   for (Family& f : fam) {
     GsqTensorsBf16& t = f.t;
@@ -246,7 +243,7 @@ int main(int argc, char** argv) {
   }
   // Routed tokens and full-precision expert outputs (expert-output), or per-expert Hessians
   // (layer-local: gate and up share one 7168^2, down has its own 2048^2).
-  bf16 *x = nullptr, *y_ref = nullptr, *g = nullptr, *u = nullptr, *h = nullptr, *dh = nullptr;
+  bf16 *x = nullptr, *y_ref = nullptr, *gu = nullptr, *h = nullptr, *dh = nullptr;
   bf16 *y = nullptr, *h_in = nullptr, *h_down = nullptr;
   const int64_t xn = experts * tokens * kHidden;
   if (!layer_local) {
@@ -254,8 +251,7 @@ int main(int argc, char** argv) {
     y_ref = Alloc<bf16>(xn);
     FillBf16<<<GridFor(xn), 256>>>(x, xn, 1.0f, 91);
     FillBf16<<<GridFor(xn), 256>>>(y_ref, xn, 0.05f, 92);
-    g = Alloc<bf16>(tokens * kInter);
-    u = Alloc<bf16>(tokens * kInter);
+    gu = Alloc<bf16>(tokens * 2 * kInter);
     h = Alloc<bf16>(tokens * kInter);
     dh = Alloc<bf16>(tokens * kInter);
     y = Alloc<bf16>(tokens * kHidden);
@@ -284,10 +280,10 @@ int main(int argc, char** argv) {
   const float coef = 2.0f / static_cast<float>(tokens * kHidden);  // MSE mean per expert
   auto gemms = [&] {
     for (int e = 0; e < experts; ++e) {
-      if (layer_local) {  // dW = 2 (W - W0) H
-        for (int fi = 0; fi < 3; ++fi) {
+      if (layer_local) {  // dW = 2 (W - W0) H; gate and up share H
+        for (int fi = 0; fi < 2; ++fi) {
           Family& f = fam[fi];
-          const bf16* hm = fi < 2 ? h_in + e * kHidden * kHidden : h_down + e * kInter * kInter;
+          const bf16* hm = fi == 0 ? h_in + e * kHidden * kHidden : h_down + e * kInter * kInter;
           const int64_t off = e * f.out * f.in;
           Gemm(false, false, f.out, f.in, f.in, f.w + off, f.in, hm, f.in, f.grad + off, f.in,
                2.0f);
@@ -295,20 +291,19 @@ int main(int argc, char** argv) {
         continue;
       }
       const bf16* xe = x + e * tokens * kHidden;
-      bf16* wg = fam[0].w + e * kInter * kHidden;
-      bf16* wu = fam[1].w + e * kInter * kHidden;
-      bf16* wd = fam[2].w + e * kHidden * kInter;
-      Gemm(false, true, tokens, kInter, kHidden, xe, kHidden, wg, kHidden, g, kInter);
-      Gemm(false, true, tokens, kInter, kHidden, xe, kHidden, wu, kHidden, u, kInter);
-      SwiGlu<<<GridFor(tokens * kInter), 256>>>(g, u, h, tokens * kInter);
-      Gemm(false, true, tokens, kHidden, kInter, h, kInter, wd, kInter, y, kHidden);
-      MseGrad<<<GridFor(tokens * kHidden), 256>>>(y, y_ref + e * tokens * kHidden,
-                                                   tokens * kHidden, coef);  // y := dy
-      Gemm(false, false, tokens, kInter, kHidden, y, kHidden, wd, kInter, dh, kInter);
-      Gemm(true, false, kHidden, kInter, tokens, y, kHidden, h, kInter, wd, kInter);  // dWd
-      SwiGluBackward<<<GridFor(tokens * kInter), 256>>>(dh, g, u, tokens * kInter);
-      Gemm(true, false, kInter, kHidden, tokens, g, kInter, xe, kHidden, wg, kHidden);  // dWg
-      Gemm(true, false, kInter, kHidden, tokens, u, kInter, xe, kHidden, wu, kHidden);  // dWu
+      bf16* wgu = fam[0].w + e * 2 * kInter * kHidden;
+      bf16* wd = fam[1].w + e * kHidden * kInter;
+      Gemm(false, true, tokens, 2 * kInter, kHidden, xe, kHidden, wgu, kHidden, gu, 2 * kInter);
+      SwiGlu<<<GridFor(tokens * kInter), 256>>>(gu, h, tokens, kInter);
+      // dy = coef (h Wd^T - y_ref) straight from the GEMM (beta on a copy of y_ref).
+      CHECK_CUDA(cudaMemcpyAsync(y, y_ref + e * tokens * kHidden, sizeof(bf16) * tokens * kHidden,
+                                 cudaMemcpyDeviceToDevice));
+      Gemm(false, true, tokens, kHidden, kInter, h, kInter, wd, kInter, y, kHidden, coef, -coef);
+      Gemm(false, false, tokens, kInter, kHidden, y, kHidden, wd, kInter, dh, kInter);  // dh
+      Gemm(true, false, kHidden, kInter, tokens, y, kHidden, h, kInter, wd, kInter);    // dWd
+      SwiGluBackward<<<GridFor(tokens * kInter), 256>>>(dh, gu, tokens, kInter);
+      Gemm(true, false, 2 * kInter, kHidden, tokens, gu, 2 * kInter, xe, kHidden, wgu,
+           kHidden);  // d[Wg; Wu]
     }
   };
   auto backward = [&] {
@@ -318,11 +313,19 @@ int main(int argc, char** argv) {
                                 0.0f, p.beta1, p.beta2, nullptr));
     }
   };
+  // Fused: backward + Lion of step p, then the soft weights of step `next` (no forward pass).
+  GsqStepParams next = p;
+  auto fused = [&] {
+    for (Family& f : fam) {
+      CHECK_CUDA(GsqStepFusedBf16(f.t, p, next, f.grad, f.scale_m, f.w, f.w0, nullptr));
+    }
+  };
 
-  // Timed steps, each phase between events.
+  // Timed steps, each phase between events: first the separate passes (forward, GEMMs,
+  // backward + Lion), then the fused element-wise pass (GEMMs, backward + Lion + next forward).
   cudaEvent_t ev[4];
   for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventCreate(&e));
-  std::vector<float> t_fwd, t_gemm, t_bwd, t_step;
+  std::vector<float> t_fwd, t_gemm, t_bwd, t_step, t_fgemm, t_fused, t_fstep;
   const int warmup = 2;
   for (int s = 0; s < warmup + steps; ++s) {
     anneal(s * 64);  // spread the timed steps over the schedule
@@ -344,6 +347,29 @@ int main(int argc, char** argv) {
     t_bwd.push_back(c);
     t_step.push_back(a + b + c);
   }
+  anneal(0);
+  forward();  // the first step's soft weights; every later step gets them from the fused pass
+  for (int s = 0; s < warmup + steps; ++s) {
+    anneal(s * 64);
+    next = p;
+    const float frac = ((s + 1) * 64 % 640) / 639.0f;
+    next.step = (s + 1) * 64;
+    next.kappa = 100.0f + 400.0f * frac;
+    next.tau = 2.0f - 1.95f * frac;
+    CHECK_CUDA(cudaEventRecord(ev[0]));
+    gemms();
+    CHECK_CUDA(cudaEventRecord(ev[1]));
+    fused();
+    CHECK_CUDA(cudaEventRecord(ev[2]));
+    CHECK_CUDA(cudaEventSynchronize(ev[2]));
+    if (s < warmup) continue;
+    float a, b;
+    CHECK_CUDA(cudaEventElapsedTime(&a, ev[0], ev[1]));
+    CHECK_CUDA(cudaEventElapsedTime(&b, ev[1], ev[2]));
+    t_fgemm.push_back(a);
+    t_fused.push_back(b);
+    t_fstep.push_back(a + b);
+  }
   auto median = [](std::vector<float> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
@@ -351,7 +377,7 @@ int main(int argc, char** argv) {
   size_t free_step;
   CHECK_CUDA(cudaMemGetInfo(&free_step, &total));
   // Hard codes once (end of training), timed for the projection.
-  uint8_t* codes = Alloc<uint8_t>(fam[2].n());
+  uint8_t* codes = Alloc<uint8_t>(fam[0].n());
   Timer timer;
   const float hard_ms = timer.Median(1, 3, [&] {
     for (Family& f : fam) CHECK_CUDA(GsqHardCodesBf16(f.t, codes, nullptr));
@@ -379,6 +405,7 @@ int main(int argc, char** argv) {
   for (const Family& f : fam) weights += static_cast<double>(f.n());
   if (layer_local) {
     gemm_flops = experts * 2.0 * (2.0 * kInter * kHidden * kHidden + 1.0 * kHidden * kInter * kInter);
+    (void)dh;
   } else {
     gemm_flops = experts * 7.0 * 2.0 * tokens * kInter * kHidden;
   }
@@ -387,30 +414,37 @@ int main(int argc, char** argv) {
   // the activations' element-wise passes (SwiGLU, MSE gradient, SwiGLU backward).
   const double per_weight_min =
       4.0 * levels * 2 + (levels == 5 ? 1 : 0) + 2 + 2 + (layer_local ? 2 : 0);
-  // What these kernels move: forward also reads the logits and start codes once more.
+  // What the separate passes move: forward also reads the logits and start codes once more.
+  // The fused pass moves the minimum.
   const double per_weight_ours = per_weight_min + 2.0 * levels + (levels == 5 ? 1 : 0);
+  // Activations (bf16): SwiGLU reads gate, up and writes h; the MSE gradient reads y_ref (the
+  // GEMM writes dy); SwiGLU backward reads dh, gate, up and writes both gradients.
   const double act_bytes =
-      layer_local ? 0.0 : experts * (2.0 * tokens * (3 * kInter + 3 * kHidden + 5 * kInter));
+      layer_local ? 0.0 : experts * (2.0 * tokens * (3 * kInter + 1 * kHidden + 5 * kInter));
   const double floor_gemm_ms = gemm_flops / gemm_rate * 1e3;
   const double floor_ew_ms = (weights * per_weight_min + act_bytes) / copy_bw * 1e3;
   const double floor_ms = floor_gemm_ms + floor_ew_ms;
-  const double step_ms = median(t_step);
+  const double step_ms = median(t_step), fused_step_ms = median(t_fstep);
   std::printf(
       "{\"bench\":\"gsq_kimi_step\",\"gpu\":\"%s\",\"experts\":%d,\"tokens_per_expert\":%lld,"
       "\"bits\":%d,\"objective\":\"%s\",\"weights\":%.0f,\"timed_steps\":%d,"
       "\"step_ms\":%.2f,\"forward_ms\":%.2f,\"gemm_ms\":%.2f,\"backward_lion_ms\":%.2f,"
+      "\"fused_step_ms\":%.2f,\"fused_gemm_ms\":%.2f,\"fused_elementwise_ms\":%.2f,"
       "\"hard_codes_ms\":%.2f,\"projected_640_steps_s\":%.1f,"
       "\"gemm_tflops_measured\":%.1f,\"copy_gbps_measured\":%.0f,"
       "\"step_gemm_tflop\":%.2f,\"step_gemm_tflops_achieved\":%.1f,"
-      "\"elementwise_gb_min\":%.2f,\"elementwise_gb_ours\":%.2f,"
+      "\"elementwise_gb_min\":%.2f,\"elementwise_gb_separate\":%.2f,"
       "\"floor_gemm_ms\":%.2f,\"floor_elementwise_ms\":%.2f,\"floor_ms\":%.2f,"
-      "\"step_over_floor\":%.2f,\"allocated_gib\":%.2f,\"gpu_used_gib\":%.2f}\n",
+      "\"step_over_floor\":%.2f,\"fused_step_over_floor\":%.2f,\"allocated_gib\":%.2f,"
+      "\"gpu_used_gib\":%.2f}\n",
       prop.name, experts, static_cast<long long>(tokens), bits, objective.c_str(), weights,
-      steps, step_ms, median(t_fwd), median(t_gemm), median(t_bwd), hard_ms,
-      (640 * step_ms + hard_ms) * 1e-3, gemm_rate / 1e12, copy_bw / 1e9, gemm_flops / 1e12,
-      gemm_flops / (median(t_gemm) * 1e-3) / 1e12, (weights * per_weight_min + act_bytes) / 1e9,
+      steps, step_ms, median(t_fwd), median(t_gemm), median(t_bwd), fused_step_ms,
+      median(t_fgemm), median(t_fused), hard_ms, (640 * fused_step_ms + hard_ms) * 1e-3,
+      gemm_rate / 1e12, copy_bw / 1e9, gemm_flops / 1e12,
+      gemm_flops / (median(t_fgemm) * 1e-3) / 1e12, (weights * per_weight_min + act_bytes) / 1e9,
       (weights * per_weight_ours + act_bytes) / 1e9, floor_gemm_ms, floor_ew_ms, floor_ms,
-      step_ms / floor_ms, (g_allocated - 3.0 * sizeof(bf16) * sq * sq - fam[2].n()) / 1073741824.0,
+      step_ms / floor_ms, fused_step_ms / floor_ms,
+      (g_allocated - 3.0 * sizeof(bf16) * sq * sq - fam[0].n()) / 1073741824.0,
       (free0 - free_step) / 1073741824.0);
   CHECK_CUBLAS(cublasDestroy(g_blas));
   return 0;

@@ -13,8 +13,12 @@ namespace {
 using namespace gsq_math;
 
 constexpr int kWarpsPerBlock = 8;
+// 64 registers at most: four blocks of 256 threads per SM (half occupancy) keep the loads of
+// one warp overlapping the arithmetic of others (the fused kernel: three, 85 registers, or it
+// spills).
+constexpr int kMinBlocks = 4;
 constexpr int kMaxK = 5;
-constexpr int kVec = 4;  // elements per lane per pass
+constexpr int kVec = 2;  // elements per lane per pass (more would cost occupancy)
 
 struct Args {
   uint32_t n = 0;
@@ -55,18 +59,16 @@ unsigned Blocks(int64_t groups) {
   return static_cast<unsigned>((groups + kWarpsPerBlock - 1) / kWarpsPerBlock);
 }
 
-// Four bf16 values from one 8-byte load, and back.
+// Two bf16 values from one 4-byte load, and back.
 struct Bf16x4 {
   float v[kVec];
 };
 
 __device__ __forceinline__ Bf16x4 Load4(const __nv_bfloat16* p) {
-  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const uint32_t raw = *reinterpret_cast<const uint32_t*>(p);
   Bf16x4 r;
-  r.v[0] = __uint_as_float(raw.x << 16);
-  r.v[1] = __uint_as_float(raw.x & 0xffff0000u);
-  r.v[2] = __uint_as_float(raw.y << 16);
-  r.v[3] = __uint_as_float(raw.y & 0xffff0000u);
+  r.v[0] = __uint_as_float(raw << 16);
+  r.v[1] = __uint_as_float(raw & 0xffff0000u);
   return r;
 }
 
@@ -79,11 +81,18 @@ __device__ __forceinline__ uint16_t NearestBits(float x) {
 }
 
 __device__ __forceinline__ void Store4(__nv_bfloat16* p, const uint16_t (&bits)[kVec]) {
-  *reinterpret_cast<uint2*>(p) = make_uint2(Pack2(bits[0], bits[1]), Pack2(bits[2], bits[3]));
+  *reinterpret_cast<uint32_t*>(p) = Pack2(bits[0], bits[1]);
 }
 
+// Near u = 1, -log(u) is tiny and __logf's absolute error (~2^-22) would swamp it (wrong or
+// infinite Gumbel tails): there (t = 1 - u < 1/16, exact in float) the series
+// -log(1 - t) = t + t^2/2 + ... + t^5/5 (relative error < t^5/6 < 2e-7); elsewhere __logf,
+// whose relative error is then < 6e-6. The outer log's absolute error is harmless.
 __device__ __forceinline__ float GumbelFast(float u) {
-  return -__logf(-__logf(u + kEps) + kEps);
+  const float t = 1.0f - u;
+  const float series = t * (1.0f + t * (0.5f + t * (1.0f / 3.0f + t * (0.25f + t * 0.2f))));
+  const float inner = t < 0.0625f ? series : -__logf(u + kEps);
+  return -__logf(inner + kEps);
 }
 
 // The tempered softmax over element i's valid levels (logits l[k]); returns E[v].
@@ -108,7 +117,7 @@ __device__ __forceinline__ float SoftFast(const Args& a, const float (&l)[K], fl
     prob[k] = x > 0.5f * kMasked ? __expf(x - amax) : 0.0f;
     sum += prob[k];
   }
-  const float inv = __frcp_rn(sum);
+  const float inv = __fdividef(1.0f, sum);
   float expected = 0.0f;
 #pragma unroll
   for (int k = 0; k < K; ++k) {
@@ -126,13 +135,13 @@ __device__ __forceinline__ void LoadBase(const uint8_t* __restrict__ base, int64
     for (int e = 0; e < kVec; ++e) b[e] = 0.0f;
     return;
   }
-  const uint32_t raw = *reinterpret_cast<const uint32_t*>(base + i0);
+  const uint32_t raw = *reinterpret_cast<const uint16_t*>(base + i0);
 #pragma unroll
   for (int e = 0; e < kVec; ++e) b[e] = static_cast<float>((raw >> (8 * e)) & 0xffu);
 }
 
 template <int K>
-__global__ void ForwardKernel(Args a, const __nv_bfloat16* __restrict__ logits,
+__global__ void __launch_bounds__(32 * kWarpsPerBlock, kMinBlocks) ForwardKernel(Args a, const __nv_bfloat16* __restrict__ logits,
                               const uint8_t* __restrict__ base, const float* __restrict__ scales,
                               const float* __restrict__ zeros, __nv_bfloat16* __restrict__ w_out,
                               const __nv_bfloat16* __restrict__ subtract) {
@@ -163,61 +172,134 @@ __global__ void ForwardKernel(Args a, const __nv_bfloat16* __restrict__ logits,
   }
 }
 
+struct LionArgs {
+  float de_scale, lr, decay, b1, b2;  // logits
+  float lr_scales;                    // scales (no decay)
+};
+
+// One pass (kVec elements per lane) of backward + Lion on the logits; with kNext, also the next
+// step's E[v] of each element from the updated (stored, rounded) logits into `next`.
+template <int K, bool kNext>
+__device__ __forceinline__ void StepPass(const Args& a, const Args& an, int64_t i0,
+                                         __nv_bfloat16* __restrict__ logits,
+                                         __nv_bfloat16* __restrict__ momentum,
+                                         const uint8_t* __restrict__ base,
+                                         const __nv_bfloat16* __restrict__ grad_w, float zero,
+                                         float de_coef, const LionArgs& o, float& gsum,
+                                         float (&next)[kVec]) {
+  Bf16x4 lv[K], mv[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    lv[k] = Load4(logits + k * static_cast<int64_t>(a.n) + i0);
+    mv[k] = Load4(momentum + k * static_cast<int64_t>(a.n) + i0);
+  }
+  float b[kVec];
+  LoadBase(base, i0, b);
+  const Bf16x4 gw = Load4(grad_w + i0);
+  uint16_t l_out[K][kVec], m_out[K][kVec];
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) {
+    float l[K], prob[K], value[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) l[k] = lv[k].v[e];
+    const uint32_t i = static_cast<uint32_t>(i0 + e);
+    const float expected = SoftFast<K>(a, l, b[e], i, prob, value);
+    gsum += gw.v[e] * (expected - zero);
+    const float de = gw.v[e] * de_coef;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const float grad = prob[k] * (value[k] - expected) * de;
+      const float m = mv[k].v[e];
+      const float update = Sign(o.b1 * m + (1.0f - o.b1) * grad);
+      l_out[k][e] = StochasticRoundBf16Bits(l[k] * o.decay - o.lr * update, a.sr_key[k], i);
+      m_out[k][e] = NearestBits(o.b2 * m + (1.0f - o.b2) * grad);
+    }
+    if constexpr (kNext) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) l[k] = __uint_as_float(static_cast<uint32_t>(l_out[k][e]) << 16);
+      next[e] = SoftFast<K>(an, l, b[e], i, prob, value);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    Store4(logits + k * static_cast<int64_t>(a.n) + i0, l_out[k]);
+    Store4(momentum + k * static_cast<int64_t>(a.n) + i0, m_out[k]);
+  }
+}
+
+__device__ __forceinline__ float WarpSum(float x) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_down_sync(0xffffffffu, x, offset);
+  return x;  // lane 0 holds the sum (a fixed tree: the same bits every run)
+}
+
 template <int K>
-__global__ void BackwardKernel(Args a, __nv_bfloat16* __restrict__ logits,
+__global__ void __launch_bounds__(32 * kWarpsPerBlock, kMinBlocks) BackwardKernel(Args a, __nv_bfloat16* __restrict__ logits,
                                __nv_bfloat16* __restrict__ momentum,
                                const uint8_t* __restrict__ base, const float* __restrict__ scales,
                                const float* __restrict__ zeros,
                                const __nv_bfloat16* __restrict__ grad_w,
-                               float* __restrict__ grad_scales, float de_scale, float lr,
-                               float decay, float b1, float b2) {
+                               float* __restrict__ grad_scales, LionArgs o) {
   const int lane = threadIdx.x & 31;
   const int64_t g = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (g >= a.groups) return;
-  const float scale = scales[g], zero = zeros[g];
-  const float de_coef = scale * de_scale;
-  float gsum = 0.0f;
+  const float zero = zeros[g], de_coef = scales[g] * o.de_scale;
+  float gsum = 0.0f, unused[kVec];
   for (int j = lane * kVec; j < a.group_size; j += 32 * kVec) {
-    const int64_t i0 = g * a.group_size + j;
-    Bf16x4 lv[K], mv[K];
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      lv[k] = Load4(logits + k * static_cast<int64_t>(a.n) + i0);
-      mv[k] = Load4(momentum + k * static_cast<int64_t>(a.n) + i0);
-    }
-    float b[kVec];
-    LoadBase(base, i0, b);
-    const Bf16x4 gw = Load4(grad_w + i0);
-    uint16_t l_out[K][kVec], m_out[K][kVec];
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) {
-      float l[K], prob[K], value[K];
-#pragma unroll
-      for (int k = 0; k < K; ++k) l[k] = lv[k].v[e];
-      const uint32_t i = static_cast<uint32_t>(i0 + e);
-      const float expected = SoftFast<K>(a, l, b[e], i, prob, value);
-      gsum += gw.v[e] * (expected - zero);
-      const float de = gw.v[e] * de_coef;
-#pragma unroll
-      for (int k = 0; k < K; ++k) {
-        const float grad = prob[k] * (value[k] - expected) * de;
-        const float m = mv[k].v[e];
-        const float update = Sign(b1 * m + (1.0f - b1) * grad);
-        l_out[k][e] = StochasticRoundBf16Bits(l[k] * decay - lr * update, a.sr_key[k], i);
-        m_out[k][e] = NearestBits(b2 * m + (1.0f - b2) * grad);
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      Store4(logits + k * static_cast<int64_t>(a.n) + i0, l_out[k]);
-      Store4(momentum + k * static_cast<int64_t>(a.n) + i0, m_out[k]);
-    }
+    StepPass<K, false>(a, a, g * a.group_size + j, logits, momentum, base, grad_w, zero, de_coef,
+                       o, gsum, unused);
   }
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    gsum += __shfl_down_sync(0xffffffffu, gsum, offset);
-  }
+  gsum = WarpSum(gsum);
   if (lane == 0) grad_scales[g] = gsum;
+}
+
+// Backward + Lion on the logits and on the group's scale, then the next step's soft weights.
+constexpr int kMaxPasses = 4;  // group_size <= 4 * 32 * kVec = 512
+
+template <int K>
+__global__ void __launch_bounds__(32 * kWarpsPerBlock, kMinBlocks - 1) FusedKernel(Args a, Args an, __nv_bfloat16* __restrict__ logits,
+                            __nv_bfloat16* __restrict__ momentum, const uint8_t* __restrict__ base,
+                            float* __restrict__ scales, float* __restrict__ scale_momentum,
+                            const float* __restrict__ zeros,
+                            const __nv_bfloat16* __restrict__ grad_w, LionArgs o,
+                            __nv_bfloat16* __restrict__ w_out,
+                            const __nv_bfloat16* __restrict__ subtract) {
+  const int lane = threadIdx.x & 31;
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (g >= a.groups) return;
+  const float scale = scales[g], zero = zeros[g], de_coef = scale * o.de_scale;
+  float gsum = 0.0f, next[kMaxPasses][kVec];
+#pragma unroll
+  for (int pass = 0; pass < kMaxPasses; ++pass) {  // unrolled: `next` stays in registers
+    const int j = lane * kVec + pass * 32 * kVec;
+    if (j < a.group_size) {
+      StepPass<K, true>(a, an, g * a.group_size + j, logits, momentum, base, grad_w, zero,
+                        de_coef, o, gsum, next[pass]);
+    }
+  }
+  // Lane 0's sum on every lane, so every lane computes the same new scale.
+  gsum = __shfl_sync(0xffffffffu, WarpSum(gsum), 0);
+  const float m = scale_momentum[g];
+  const float new_scale = scale - o.lr_scales * Sign(o.b1 * m + (1.0f - o.b1) * gsum);
+  if (lane == 0) {
+    scales[g] = new_scale;
+    scale_momentum[g] = o.b2 * m + (1.0f - o.b2) * gsum;
+  }
+#pragma unroll
+  for (int pass = 0; pass < kMaxPasses; ++pass) {
+    const int j = lane * kVec + pass * 32 * kVec;
+    if (j < a.group_size) {
+      const int64_t i0 = g * a.group_size + j;
+      Bf16x4 sub{};
+      if (subtract != nullptr) sub = Load4(subtract + i0);
+      uint16_t out[kVec];
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        out[e] = NearestBits(new_scale * (next[pass][e] - zero) - sub.v[e]);
+      }
+      Store4(w_out + i0, out);
+    }
+  }
 }
 
 template <int K>
@@ -259,6 +341,17 @@ cudaError_t GsqForwardBf16(const GsqTensorsBf16& t, const GsqStepParams& p, __nv
   return cudaGetLastError();
 }
 
+LionArgs MakeLion(const GsqStepParams& p) {
+  LionArgs o;
+  o.de_scale = p.kappa / p.tau;
+  o.lr = p.lr_logits;
+  o.decay = 1.0f - p.lr_logits * p.weight_decay;
+  o.b1 = p.beta1;
+  o.b2 = p.beta2;
+  o.lr_scales = p.lr_scales;
+  return o;
+}
+
 cudaError_t GsqBackwardLionBf16(const GsqTensorsBf16& t, const GsqStepParams& p,
                                 const __nv_bfloat16* grad_w, float* grad_scales,
                                 cudaStream_t stream) {
@@ -266,16 +359,34 @@ cudaError_t GsqBackwardLionBf16(const GsqTensorsBf16& t, const GsqStepParams& p,
   const Args a = MakeArgs(t, p);
   if (a.groups == 0) return cudaSuccess;
   const unsigned threads = 32 * kWarpsPerBlock;
-  const float decay = 1.0f - p.lr_logits * p.weight_decay;
-  const float de_scale = p.kappa / p.tau;
+  const LionArgs o = MakeLion(p);
   if (t.levels == 4) {
     BackwardKernel<4><<<Blocks(a.groups), threads, 0, stream>>>(
-        a, t.logits, t.momentum, nullptr, t.scales, t.zeros, grad_w, grad_scales, de_scale,
-        p.lr_logits, decay, p.beta1, p.beta2);
+        a, t.logits, t.momentum, nullptr, t.scales, t.zeros, grad_w, grad_scales, o);
   } else {
     BackwardKernel<5><<<Blocks(a.groups), threads, 0, stream>>>(
-        a, t.logits, t.momentum, t.base, t.scales, t.zeros, grad_w, grad_scales, de_scale,
-        p.lr_logits, decay, p.beta1, p.beta2);
+        a, t.logits, t.momentum, t.base, t.scales, t.zeros, grad_w, grad_scales, o);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t GsqStepFusedBf16(const GsqTensorsBf16& t, const GsqStepParams& p,
+                             const GsqStepParams& next, const __nv_bfloat16* grad_w,
+                             float* scale_momentum, __nv_bfloat16* w_out,
+                             const __nv_bfloat16* subtract, cudaStream_t stream) {
+  if (!Supported(t) || t.group_size > 32 * kVec * kMaxPasses) return cudaErrorInvalidValue;
+  const Args a = MakeArgs(t, p), an = MakeArgs(t, next);
+  if (a.groups == 0) return cudaSuccess;
+  const unsigned threads = 32 * kWarpsPerBlock;
+  const LionArgs o = MakeLion(p);
+  if (t.levels == 4) {
+    FusedKernel<4><<<Blocks(a.groups), threads, 0, stream>>>(
+        a, an, t.logits, t.momentum, nullptr, t.scales, scale_momentum, t.zeros, grad_w, o, w_out,
+        subtract);
+  } else {
+    FusedKernel<5><<<Blocks(a.groups), threads, 0, stream>>>(
+        a, an, t.logits, t.momentum, t.base, t.scales, scale_momentum, t.zeros, grad_w, o, w_out,
+        subtract);
   }
   return cudaGetLastError();
 }

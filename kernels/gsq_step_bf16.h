@@ -9,7 +9,8 @@
 // - start codes uint8 (shift mode), soft weights written and weight gradients read in bf16 (the
 //   tensor-core GEMMs' dtype);
 // - the Gumbel noise from the same counter-based uniforms as the exact kernels, through __logf /
-//   __expf (relative error ~1e-6 against the references' polynomials).
+//   __expf (a short series where u is near 1 and __logf is not accurate), relative error ~1e-6
+//   against the references' polynomials.
 // Not bit-identical to the C++ references: gsq_step_bf16_test.cu checks them against the
 // references within the tolerances that bf16 rounding and the approximations imply.
 #pragma once
@@ -34,7 +35,7 @@ struct GsqTensorsBf16 {
   __nv_bfloat16* momentum = nullptr;  // [levels][rows*cols]
   const uint8_t* base = nullptr;      // [rows*cols] start codes (levels == 5), else nullptr
   float offsets[5] = {};              // host values: level values (4) or shifts (5)
-  const float* scales = nullptr;      // [rows*cols/group_size] fp32
+  float* scales = nullptr;            // [rows*cols/group_size] fp32 (the fused step updates them)
   const float* zeros = nullptr;       // [rows*cols/group_size]
 };
 
@@ -48,6 +49,16 @@ cudaError_t GsqForwardBf16(const GsqTensorsBf16& t, const GsqStepParams& p, __nv
 cudaError_t GsqBackwardLionBf16(const GsqTensorsBf16& t, const GsqStepParams& p,
                                 const __nv_bfloat16* grad_w, float* grad_scales,
                                 cudaStream_t stream);
+
+// One whole step's element-wise work after the GEMMs, fused: backward + Lion on the logits of
+// step `p`, Lion on the scales (momentum in scale_momentum), then the soft weights of step `next`
+// from the updated logits and scales into w_out (minus `subtract`, optional), so the next step
+// needs no forward pass. The same results as GsqBackwardLionBf16, LionUpdateCuda on the scales
+// and GsqForwardBf16(next), up to FMA contraction in the scale update. group_size <= 256.
+cudaError_t GsqStepFusedBf16(const GsqTensorsBf16& t, const GsqStepParams& p,
+                             const GsqStepParams& next, const __nv_bfloat16* grad_w,
+                             float* scale_momentum, __nv_bfloat16* w_out,
+                             const __nv_bfloat16* subtract, cudaStream_t stream);
 
 // Final hard codes (argmax over valid levels; first maximum wins).
 cudaError_t GsqHardCodesBf16(const GsqTensorsBf16& t, uint8_t* codes, cudaStream_t stream);

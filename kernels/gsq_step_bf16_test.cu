@@ -1,18 +1,22 @@
 // The bf16-state GSQ kernels (kernels/gsq_step_bf16.h) against the exact C++ references on inputs
 // that bf16 holds exactly, shapes odd ones included, outputs poisoned before each run. They are
 // not bit-identical by design (bf16 state, __expf/__logf, FMA contraction), so the checks are
-// the tolerances that implies:
-// - soft weights: within 2 bf16 ulps of the reference's fp32 weight (one for the final rounding,
-//   one for the approximations moving a value across a rounding boundary), plus 1e-5 of a grid
-//   step for weights near zero;
+// the tolerances that implies. "Tight" is what rounding alone allows; the approximations
+// (relative ~1e-6) are amplified by kappa/tau (up to 1e4) in near-tie softmaxes, so a few
+// elements in 10^4 may exceed it, none by more than "loose":
+// - soft weights: tight 2 bf16 ulps of the reference's fp32 weight + 1e-5 of a grid step;
+//   loose 1e-3 of a grid step;
 // - logits after Lion: the bf16 value just below or just above the reference's fp32 result
 //   (stochastic rounding), except where the approximations flip the sign of Lion's update,
 //   which moves a logit by 2 lr: at most 0.1% of the logits, and only those;
-// - momentum: within 2 bf16 ulps of the reference (plus 1e-5 of the largest, for the gradient's
-//   approximation error);
+// - momentum: tight 2 bf16 ulps + 1e-5 of the largest; loose 1e-3 of the largest;
 // - scale gradients: 1e-4 of the largest (fp32 sums of bf16 gradients in another order);
 // - hard codes: identical (argmax of the same values);
-// - stochastic rounding: unbiased (the mean of 2^20 roundings of one value within 4 sigma).
+// - stochastic rounding: unbiased (the mean of 2^20 roundings of one value within 4 sigma);
+// - the fused step (backward + Lion on logits and scales + the next step's forward) against the
+//   same three as separate launches: logits and momentum identical, scales identical but for
+//   sign flips of their Lion step where its argument is ~0 (1% at most), scale momentum within
+//   1e-5 of the largest (FMA contraction in the group sums), next soft weights within one ulp.
 // Exit 0 with "skipped" where no CUDA device is present.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -26,6 +30,7 @@
 #include "kernels/cuda_test_util.h"
 #include "kernels/gsq_step.h"
 #include "kernels/gsq_step_bf16.h"
+#include "kernels/gsq_step_cuda.h"
 
 using namespace quant::kernels;
 using namespace quant::kernels::testing;
@@ -133,14 +138,17 @@ bool RunCase(const Case& c, std::mt19937& rng) {
   const std::vector<float> gs = ToHost(gs_gpu, groups);
   const std::vector<uint8_t> codes = ToHost(codes_gpu, n);
 
-  int64_t w_bad = 0, l_flip = 0, l_bad = 0, m_bad = 0, g_bad = 0, code_bad = 0;
+  int64_t w_bad = 0, w_far = 0, l_flip = 0, l_bad = 0, m_bad = 0, m_far = 0, g_bad = 0;
+  int64_t code_bad = 0;
   double m_max = 0, g_max = 0;
   for (float x : m_ref) m_max = std::max(m_max, std::fabs(static_cast<double>(x)));
   for (float x : gs_ref) g_max = std::max(g_max, std::fabs(static_cast<double>(x)));
   for (int64_t i = 0; i < n; ++i) {
     // Near zero the approximations' absolute error (1e-5 of a grid step) exceeds the ulps.
-    const double slack = 1e-5 * std::fabs(scales[i / c.group]) * (max_code + 1);
-    if (!(std::fabs(w[i] - w_ref[i]) <= 2 * UlpBf16(w_ref[i]) + slack)) ++w_bad;  // NaN: bad
+    const double step = std::fabs(scales[i / c.group]);  // one grid step
+    const double diff = std::fabs(static_cast<double>(w[i]) - w_ref[i]);
+    if (!(diff <= 2 * UlpBf16(w_ref[i]) + 1e-5 * step)) ++w_bad;  // NaN counts as bad
+    if (!(diff <= 2 * UlpBf16(w_ref[i]) + 1e-3 * step)) ++w_far;
     code_bad += codes[i] != codes_ref[i];
   }
   for (int64_t i = 0; i < levels * n; ++i) {
@@ -150,19 +158,23 @@ bool RunCase(const Case& c, std::mt19937& rng) {
       // A flipped Lion sign: the logit moved by 2 lr the other way (plus the rounding).
       if (std::fabs(diff - 2 * p.lr_logits) <= 2 * ulp) ++l_flip; else ++l_bad;
     }
-    if (!(std::fabs(m[i] - m_ref[i]) <= 2 * UlpBf16(m_ref[i]) + 1e-5 * m_max)) ++m_bad;
+    const double m_diff = std::fabs(static_cast<double>(m[i]) - m_ref[i]);
+    if (!(m_diff <= 2 * UlpBf16(m_ref[i]) + 1e-5 * m_max)) ++m_bad;
+    if (!(m_diff <= 2 * UlpBf16(m_ref[i]) + 1e-3 * m_max)) ++m_far;
   }
   for (int64_t i = 0; i < groups; ++i) {
     if (!(std::fabs(gs[i] - gs_ref[i]) <= 1e-4 * g_max)) ++g_bad;
   }
-  const bool ok = w_bad == 0 && l_bad == 0 && l_flip <= levels * n / 1000 && m_bad == 0 &&
+  const bool ok = w_far == 0 && w_bad <= n / 10000 + 1 && l_bad == 0 &&
+                  l_flip <= levels * n / 1000 && m_far == 0 && m_bad <= levels * n / 10000 + 1 &&
                   g_bad == 0 && code_bad == 0;
-  std::printf("%5lld x %5lld g%-4lld %d-bit: weights off %lld, logits off %lld (sign flips %lld), "
-              "momentum off %lld, scale-grads off %lld, codes off %lld  %s\n",
+  std::printf("%5lld x %5lld g%-4lld %d-bit: weights off %lld (far %lld), logits off %lld (sign flips "
+              "%lld), momentum off %lld (far %lld), scale-grads off %lld, codes off %lld  %s\n",
               static_cast<long long>(c.rows), static_cast<long long>(c.cols),
               static_cast<long long>(c.group), c.bits, static_cast<long long>(w_bad),
-              static_cast<long long>(l_bad), static_cast<long long>(l_flip),
-              static_cast<long long>(m_bad), static_cast<long long>(g_bad),
+              static_cast<long long>(w_far), static_cast<long long>(l_bad),
+              static_cast<long long>(l_flip), static_cast<long long>(m_bad),
+              static_cast<long long>(m_far), static_cast<long long>(g_bad),
               static_cast<long long>(code_bad), ok ? "ok" : "FAIL");
   for (void* ptr : {static_cast<void*>(d.logits), static_cast<void*>(d.momentum),
                     const_cast<void*>(static_cast<const void*>(d.base)),
@@ -170,6 +182,104 @@ bool RunCase(const Case& c, std::mt19937& rng) {
                     const_cast<void*>(static_cast<const void*>(d.zeros)),
                     static_cast<void*>(w_gpu), static_cast<void*>(gs_gpu), static_cast<void*>(gw),
                     static_cast<void*>(codes_gpu)}) {
+    if (ptr) CHECK_CUDA(cudaFree(ptr));
+  }
+  return ok;
+}
+
+// The fused step against backward, scale Lion and the next forward as separate launches.
+bool FusedMatchesSeparate(const Case& c, std::mt19937& rng) {
+  const int64_t n = c.rows * c.cols, groups = n / c.group;
+  const int levels = c.bits == 2 ? 4 : 5;
+  const int max_code = (1 << c.bits) - 1;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> logits(levels * n), momentum(levels * n), grad(n), sub(n);
+  std::vector<float> scales(groups), scale_m(groups), zeros(groups, float(1 << (c.bits - 1)));
+  std::vector<uint8_t> base;
+  for (float& x : logits) x = 0.01f * normal(rng);
+  for (float& x : momentum) x = 1e-4f * normal(rng);
+  for (float& x : grad) x = 1e-3f * normal(rng);
+  for (float& x : sub) x = 0.01f * normal(rng);
+  for (float& x : scales) x = 0.01f * normal(rng);
+  for (float& x : scale_m) x = 1e-4f * normal(rng);
+  if (levels == 5) {
+    base.resize(n);
+    for (uint8_t& b : base) b = static_cast<uint8_t>(rng() % (max_code + 1));
+  }
+  GsqStepParams p, next;
+  p.seed = next.seed = rng();
+  p.step = rng() % 600;
+  next.step = p.step + 1;
+  p.kappa = 150.0f;
+  next.kappa = 151.0f;
+  p.tau = 1.5f;
+  next.tau = 1.49f;
+  auto make = [&](float** scales_d, float** scale_m_d) {
+    GsqTensorsBf16 d;
+    d.rows = c.rows;
+    d.cols = c.cols;
+    d.group_size = c.group;
+    d.levels = levels;
+    d.max_code = max_code;
+    d.logits = ToDevice(ToBf16(logits));
+    d.momentum = ToDevice(ToBf16(momentum));
+    d.base = base.empty() ? nullptr : ToDevice(base);
+    for (int k = 0; k < levels; ++k) d.offsets[k] = levels == 5 ? k - 2.0f : float(k);
+    *scales_d = ToDevice(scales);
+    *scale_m_d = ToDevice(scale_m);
+    d.scales = *scales_d;
+    d.zeros = ToDevice(zeros);
+    return d;
+  };
+  float *s1, *m1, *s2, *m2;
+  GsqTensorsBf16 a = make(&s1, &m1), b = make(&s2, &m2);
+  __nv_bfloat16* gw = ToDevice(ToBf16(grad));
+  __nv_bfloat16* sd = ToDevice(ToBf16(sub));
+  __nv_bfloat16* w1 = ToDevice(ToBf16(std::vector<float>(n, NAN)));
+  __nv_bfloat16* w2 = ToDevice(ToBf16(std::vector<float>(n, NAN)));
+  float* gs = ToDevice(std::vector<float>(groups, NAN));
+  CHECK_CUDA(GsqBackwardLionBf16(a, p, gw, gs, nullptr));
+  CHECK_CUDA(LionUpdateCuda(s1, m1, gs, groups, p.lr_scales, 0.0f, p.beta1, p.beta2, nullptr));
+  CHECK_CUDA(GsqForwardBf16(a, next, w1, sd, nullptr));
+  CHECK_CUDA(GsqStepFusedBf16(b, p, next, gw, m2, w2, sd, nullptr));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  const auto la = ToHost(a.logits, levels * n), lb = ToHost(b.logits, levels * n);
+  const auto ma = ToHost(a.momentum, levels * n), mb = ToHost(b.momentum, levels * n);
+  int64_t state_bad = 0, scale_bad = 0, scale_flip = 0, w_bad = 0;
+  for (int64_t i = 0; i < levels * n; ++i) {
+    state_bad += std::memcmp(&la[i], &lb[i], 2) != 0 || std::memcmp(&ma[i], &mb[i], 2) != 0;
+  }
+  const auto sa = ToHost(s1, groups), sb = ToHost(s2, groups);
+  const auto ta = ToHost(m1, groups), tb = ToHost(m2, groups);
+  double t_max = 0;
+  for (float x : ta) t_max = std::max(t_max, std::fabs(static_cast<double>(x)));
+  for (int64_t i = 0; i < groups; ++i) {
+    // The group sum's rounding depends on FMA contraction, so the momentum agrees to ~1e-6 of
+    // its terms, and a scale step can flip where Lion's argument is ~0 (allowed: 1%).
+    if (sa[i] != sb[i]) {
+      if (std::fabs(std::fabs(sa[i] - sb[i]) - 2 * p.lr_scales) <= 1e-6) ++scale_flip;
+      else ++scale_bad;
+    }
+    scale_bad += !(std::fabs(ta[i] - tb[i]) <= 1e-5 * t_max);
+  }
+  const auto wa = FromBf16(ToHost(w1, n)), wb = FromBf16(ToHost(w2, n));
+  for (int64_t i = 0; i < n; ++i) w_bad += !(std::fabs(wa[i] - wb[i]) <= UlpBf16(wa[i]));
+  const bool ok = state_bad == 0 && scale_bad == 0 && scale_flip <= groups / 100 && w_bad == 0;
+  std::printf("fused %5lld x %5lld g%-4lld %d-bit: state off %lld, scales off %lld (flips %lld), "
+              "next weights off %lld  %s\n",
+              static_cast<long long>(c.rows), static_cast<long long>(c.cols),
+              static_cast<long long>(c.group), c.bits, static_cast<long long>(state_bad),
+              static_cast<long long>(scale_bad), static_cast<long long>(scale_flip),
+              static_cast<long long>(w_bad), ok ? "ok" : "FAIL");
+  for (void* ptr : {static_cast<void*>(a.logits), static_cast<void*>(a.momentum),
+                    const_cast<void*>(static_cast<const void*>(a.base)),
+                    const_cast<void*>(static_cast<const void*>(a.zeros)),
+                    static_cast<void*>(b.logits), static_cast<void*>(b.momentum),
+                    const_cast<void*>(static_cast<const void*>(b.base)),
+                    const_cast<void*>(static_cast<const void*>(b.zeros)), static_cast<void*>(s1),
+                    static_cast<void*>(m1), static_cast<void*>(s2), static_cast<void*>(m2),
+                    static_cast<void*>(gw), static_cast<void*>(sd), static_cast<void*>(w1),
+                    static_cast<void*>(w2), static_cast<void*>(gs)}) {
     if (ptr) CHECK_CUDA(cudaFree(ptr));
   }
   return ok;
@@ -213,6 +323,9 @@ int main() {
   for (const Case& c : cases) {
     for (int rep = 0; rep < 2; ++rep) ok = RunCase(c, rng) && ok;
   }
+  const Case fused_cases[] = {{3, 256, 128, 3}, {65, 512, 256, 2}, {33, 7168, 128, 3},
+                              {130, 64, 64, 2}, {7, 96, 32, 3}};
+  for (const Case& c : fused_cases) ok = FusedMatchesSeparate(c, rng) && ok;
   std::printf("%s\n", ok ? "all cases within tolerance" : "MISMATCH");
   return ok ? 0 : 1;
 }

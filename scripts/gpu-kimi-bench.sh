@@ -22,10 +22,12 @@ nvcc "${FAST[@]}" -Xptxas -v -c kernels/gsq_step_bf16.cu -o "$B/gsq_step_bf16.o"
 nvcc "${FAST[@]}" -c kernels/gsq_step_bf16_test.cu -o "$B/gsq_step_bf16_test.o"
 nvcc "${FAST[@]}" -c kernels/gsq_kimi_bench.cu -o "$B/gsq_kimi_bench.o"
 g++ -O3 -std=gnu++20 -fno-trapping-math -fopenmp-simd -I. -c kernels/gsq_step_ref.cc -o "$B/gsq_step_ref.o"
-nvcc -arch=sm_90 "$B/gsq_step_bf16_test.o" "$B/gsq_step_bf16.o" "$B/gsq_step_ref.o" -o "$B/gsq_step_bf16_test"
+nvcc -arch=sm_90 "$B/gsq_step_bf16_test.o" "$B/gsq_step_bf16.o" "$B/gsq_step.o" "$B/gsq_step_ref.o" \
+  -o "$B/gsq_step_bf16_test"
 nvcc -arch=sm_90 "$B/gsq_kimi_bench.o" "$B/gsq_step_bf16.o" "$B/gsq_step.o" -L"$CUDA_LIB" -lcublas \
   -o "$B/gsq_kimi_bench"
-"$B/gsq_step_bf16_test" | tee "$OUT/gsq_step_bf16_test.txt"
+"$B/gsq_step_bf16_test" > "$OUT/gsq_step_bf16_test.txt" && echo "gsq_step_bf16_test: ok" \
+  || { echo "gsq_step_bf16_test: FAILED"; grep -v " ok$" "$OUT/gsq_step_bf16_test.txt" | head; }
 for tool in memcheck racecheck; do
   compute-sanitizer --tool "$tool" --error-exitcode 3 "$B/gsq_step_bf16_test" > "$B/san.$tool.txt" 2>&1 \
     && echo "gsq_step_bf16_test $tool: clean" || echo "gsq_step_bf16_test $tool: FAILED (rc $?)"
