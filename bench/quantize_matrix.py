@@ -61,6 +61,13 @@ def run(config):
             "fallback_experts": report["fallback_experts"],
             "seconds": time.time() - t0,
         }
+        if "slq" in report:
+            q = report["slq"]
+            row["slq"] = {k: q.get(k) for k in (
+                "mode", "budget_bits", "target_ear", "average_bits", "predicted_kl",
+                "predicted_ear", "predicted_ear_summed", "ear_per_root_kl", "probes_run",
+                "probes_cached", "exact", "optimality_gap")}
+            row["slq"]["bits"] = {u["unit"]: u["bits"] for u in q["units"]}
         if gsq:
             row["gsq_changed_fraction"] = sum(u["gsq_changed_fraction"] for u in gsq) / len(gsq)
         return row

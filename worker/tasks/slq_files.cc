@@ -77,4 +77,23 @@ absl::StatusOr<SlqAllocation> ParseAllocation(std::string_view text, const std::
   return a;
 }
 
+double EarPerRootKl(const ProbeTable& probes, const std::vector<int>& candidate_bits) {
+  std::vector<double> ratios;
+  for (const auto& [unit, by_bits] : probes) {
+    int taken = 0;
+    for (const auto& [bits, score] : by_bits) {  // ascending bits
+      if (taken == 2) break;
+      if (std::find(candidate_bits.begin(), candidate_bits.end(), bits) == candidate_bits.end()) {
+        continue;
+      }
+      ++taken;
+      if (score.kl > 0) ratios.push_back(score.ear_loss / std::sqrt(score.kl));
+    }
+  }
+  if (ratios.empty()) return 0.0;
+  std::sort(ratios.begin(), ratios.end());
+  const size_t n = ratios.size();
+  return n % 2 ? ratios[n / 2] : 0.5 * (ratios[n / 2 - 1] + ratios[n / 2]);
+}
+
 }  // namespace quant::tasks

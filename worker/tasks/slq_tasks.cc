@@ -1,6 +1,7 @@
 #include "worker/tasks/slq_tasks.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -244,6 +245,13 @@ absl::Status RunProbePropagateTask(JobState& job, int layer) {
 absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
   const QuantizeJobSpec& spec = job.spec;
   const bool target = spec.target_ear > 0;
+  // Both modes solve on KL (additive); the EAR target becomes a KL limit through the EAR model
+  // (slq_files.h): 1 - EAR = c sqrt(KL).
+  const double ear_per_root_kl = EarPerRootKl(job.probes, spec.slq_bits);
+  if (target && !(ear_per_root_kl > 0)) {
+    return absl::FailedPreconditionError(
+        "SLQ --target-ear: the probes show no KL at any low bitwidth, so no EAR model can be fitted");
+  }
   std::vector<SlqUnitTable> table;
   for (const auto& [unit, params] : job.unit_params) {
     SlqUnitTable row;
@@ -254,14 +262,16 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
         continue;  // a cached bitwidth this job does not offer
       }
       row.bits.push_back(bits);
-      row.loss.push_back(target ? p.ear_loss : p.kl);
+      row.loss.push_back(p.kl);
     }
     table.push_back(std::move(row));
   }
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<SlqAllocation> solution =
       spec.slq_allocation.empty()
-          ? solve(table, target, target ? 1.0 - spec.target_ear : spec.slq_budget)
+          ? solve(table, target,
+                  target ? std::pow((1.0 - spec.target_ear) / ear_per_root_kl, 2)
+                         : spec.slq_budget)
           : ReadAllocation(spec.slq_allocation, table);
 
   job.solve_seconds =
@@ -288,7 +298,9 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
       {"candidate_bits", spec.slq_bits},
       {"average_bits", solution->average_bits},
       {"predicted_kl", predicted_kl},
-      {"predicted_ear", 1.0 - predicted_ear_loss},
+      {"predicted_ear", 1.0 - ear_per_root_kl * std::sqrt(predicted_kl)},
+      {"ear_per_root_kl", ear_per_root_kl},
+      {"predicted_ear_summed", 1.0 - predicted_ear_loss},
       {"exact", solution->exact},
       {"optimality_gap", solution->optimality_gap},
       {"solve_seconds", job.solve_seconds},
