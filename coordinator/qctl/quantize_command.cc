@@ -166,7 +166,7 @@ Runner AddQuantizeCommand(CLI::App& app) {
   sub->add_option("--seed", spec->seed, "Random seed")->capture_default_str();
   sub->add_option("--threads", spec->threads, "CPU threads")->capture_default_str();
   sub->add_option("--device", spec->device,
-                  "cpu or cuda (cuda: GSQ's steps on the GPU; calibration, GPTQ and eval on CPU)")
+                  "cpu or cuda (cuda: the model, calibration, GPTQ, GSQ and eval on the GPU)")
       ->capture_default_str();
   sub->add_option("--damp", spec->damp, "GPTQ damping (times mean diag H)")
       ->capture_default_str();

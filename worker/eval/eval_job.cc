@@ -91,7 +91,7 @@ absl::StatusOr<std::vector<WindowStats>> ScoreHidden(const model::Model& candida
     at::Tensor lq = candidate.Logits(head_q, hq.narrow(0, b, m));
     at::Tensor lp = reference ? reference->Logits(*head_p, hp.narrow(0, b, m)) : at::Tensor();
     for (int64_t i = 0; i < m; ++i) {
-      at::Tensor targets = windows[b + i].narrow(0, 1, body);
+      at::Tensor targets = windows[b + i].narrow(0, 1, body).to(lq.device());
       stats.push_back(ScoreWindow(lq[i].narrow(0, 0, body),
                                   reference ? lp[i].narrow(0, 0, body) : at::Tensor(), targets));
     }
@@ -169,6 +169,9 @@ absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
   } else if (options.fake_quant) {
     ASSIGN_OR_RETURN(reference, model::Model::Open(options.model_dir, model::ComputeDType::kF32));
   }
+  const at::Device device(options.device == "cuda" ? at::kCUDA : at::kCPU);
+  candidate->SetDevice(device);
+  if (reference) reference->SetDevice(device);
   auto fq_count = std::make_shared<int64_t>(0);
   std::optional<model::WeightTransform> transform;
   if (options.fake_quant) {

@@ -32,6 +32,7 @@ struct EvalJobOptions {
   int batch_windows = 16;         // windows per forward batch: bounds activation memory
   int bootstrap_samples = 1000;
   int threads = 0;                // 0: leave libtorch's default
+  std::string device = "cpu";     // cpu | cuda: where both models' weights and activations live
 };
 
 struct EvalJobResult {

@@ -6,7 +6,7 @@
 namespace quant::model {
 
 at::Tensor HessianStats::Hessian() const {
-  if (tokens == 0) return at::eye(xtx.size(0), at::TensorOptions().dtype(at::kFloat));
+  if (tokens == 0) return at::eye(xtx.size(0), xtx.options());
   return xtx * (2.0 / static_cast<double>(tokens));
 }
 
@@ -14,7 +14,7 @@ void HessianCollector::OnLinearInput(int layer, const std::string& linear, const
   const std::string key = absl::StrCat("model.layers.", layer, ".", linear);
   HessianStats& s = stats_[key];
   if (!s.xtx.defined()) {
-    s.xtx = at::zeros({x.size(-1), x.size(-1)}, at::TensorOptions().dtype(at::kFloat));
+    s.xtx = at::zeros({x.size(-1), x.size(-1)}, x.options().dtype(at::kFloat));
   }
   if (x.numel() == 0) return;
   if (!last_x_.defined() || !last_x_.is_same(x)) {

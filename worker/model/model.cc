@@ -36,7 +36,8 @@ at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::T
                            double scale) {
   const int64_t t = q.size(2);
   at::Tensor scores = MatMul(q, k.transpose(2, 3)) * scale;
-  at::Tensor mask = at::ones({t, t}, at::TensorOptions().dtype(at::kBool)).triu(1);
+  at::Tensor mask =
+      at::ones({t, t}, at::TensorOptions().dtype(at::kBool).device(q.device())).triu(1);
   scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   return MatMul(probs, v).transpose(1, 2).contiguous();
@@ -195,7 +196,7 @@ absl::StatusOr<at::Tensor> Model::Embed(const at::Tensor& ids) const {
                           ids.max().item<int64_t>() >= config_.vocab_size)) {
     return absl::InvalidArgumentError("token id outside the vocabulary");
   }
-  return at::embedding(table.to(scalar_type()), ids);
+  return at::embedding(table.to(device_, scalar_type()), ids.to(device_));
 }
 
 absl::StatusOr<LayerWeights> Model::LoadLayer(int layer, const WeightTransform* transform) const {
@@ -215,7 +216,7 @@ absl::StatusOr<LayerWeights> Model::LoadLayer(int layer, const WeightTransform* 
     const std::string local = name.substr(prefix.size());
     const bool keep_f32 = local == "mlp.e_score_correction_bias" ||
                           local == "mlp.gate.e_score_correction_bias";
-    w.tensors[local] = keep_f32 ? t : t.to(scalar_type());
+    w.tensors[local] = keep_f32 ? t.to(device_) : t.to(device_, scalar_type());
   }
   // Check the weights this architecture needs, with shapes, before running anything.
   auto need = [&](const std::string& local, std::vector<int64_t> shape) -> absl::Status {
@@ -292,7 +293,8 @@ std::pair<at::Tensor, at::Tensor> Model::RopeTables(int64_t length) const {
   at::Tensor positions = at::arange(length, at::TensorOptions().dtype(at::kFloat));
   at::Tensor freqs = at::outer(positions, inv_freq);
   at::Tensor emb = at::cat({freqs, freqs}, -1);
-  auto tables = std::make_pair(emb.cos() * attention_factor, emb.sin() * attention_factor);
+  auto tables = std::make_pair((emb.cos() * attention_factor).to(device_),
+                               (emb.sin() * attention_factor).to(device_));
   rope_cache_[length] = tables;
   return tables;
 }
@@ -487,8 +489,8 @@ absl::StatusOr<Model::Head> Model::LoadHead() const {
     return absl::InvalidArgumentError(
         absl::StrCat(checkpoint_->dir(), ": lm_head.weight shape does not match config.json"));
   }
-  head.norm = head.norm.to(scalar_type());
-  head.lm_head = head.lm_head.to(scalar_type());
+  head.norm = head.norm.to(device_, scalar_type());
+  head.lm_head = head.lm_head.to(device_, scalar_type());
   return head;
 }
 

@@ -57,6 +57,12 @@ class Model {
   ComputeDType compute_dtype() const { return dtype_; }
   at::ScalarType scalar_type() const;
 
+  // Where weights and activations live: every tensor the model returns (embeddings, layer
+  // weights, the head, hidden states) is on this device; reads go through the host. CPU by
+  // default; CUDA with a CUDA libtorch (`qctl quantize --device cuda`).
+  void SetDevice(at::Device device) { device_ = device; }
+  at::Device device() const { return device_; }
+
   // Reads a tensor by full name as float32 (dequantizing fp8).
   absl::StatusOr<at::Tensor> ReadF32(const std::string& name) const;
 
@@ -100,6 +106,7 @@ class Model {
   std::shared_ptr<const storage::Checkpoint> checkpoint_;
   ModelConfig config_;
   ComputeDType dtype_ = ComputeDType::kF32;
+  at::Device device_ = at::Device(at::kCPU);
   mutable std::map<int64_t, std::pair<at::Tensor, at::Tensor>> rope_cache_;
 };
 

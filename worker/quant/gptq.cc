@@ -7,6 +7,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#if defined(QUANT_WITH_CUDA)
+#include <cuda_runtime_api.h>
+
+#include "kernels/gptq_block_cuda.h"
+#endif
+
 
 namespace quant::quant {
 namespace {
@@ -14,6 +20,59 @@ namespace {
 at::Tensor Fake(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& zero, int maxq) {
   at::Tensor q = at::clamp(at::round(w / scale) + zero, 0, maxq);
   return scale * (q - zero);
+}
+
+// One block of columns on the GPU: the block's group parameters first (dynamic groups read W at
+// the block's start, exactly what the column loop reads), then kernels/gptq_block.cu quantizes
+// the block's columns for every row of every member in one launch (the CPU path's column loop
+// would be ~10 launches per column), and its codes go to their (possibly permuted) columns.
+template <typename GroupParams>
+absl::Status BlockCuda(const at::Tensor& w, at::Tensor& w1, at::Tensor& err1,
+                       const at::Tensor& hinv1, const at::Tensor& scales,
+                       const at::Tensor& zero_f, at::Tensor& codes, GroupParams& group_params,
+                       const std::vector<int64_t>& perm_host, bool static_groups, int64_t i1,
+                       int64_t group, int maxq) {
+#if defined(QUANT_WITH_CUDA)
+  const int64_t batch = w.size(0), rows = w.size(1), cols = w.size(2), count = w1.size(2);
+  std::vector<int32_t> group_of_col(count);
+  std::vector<int64_t> orig_cols(count);
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t col = i1 + i;
+    orig_cols[i] = perm_host.empty() ? col : perm_host[col];
+    group_of_col[i] = static_cast<int32_t>(orig_cols[i] / group);
+    if (!static_groups && col % group == 0) {
+      group_params(w.narrow(2, col, std::min<int64_t>(group, cols - col)), col / group);
+    }
+  }
+  at::Tensor goc = at::tensor(at::ArrayRef<int32_t>(group_of_col), at::kInt).to(w.device());
+  at::Tensor u = hinv1.contiguous();
+  at::Tensor block_codes = at::empty({batch, rows, count}, codes.options());
+  kernels::GptqBlockArgs a;
+  a.members = batch;
+  a.rows = rows;
+  a.count = count;
+  a.groups = scales.size(2);
+  a.maxq = maxq;
+  a.group_of_col = goc.data_ptr<int32_t>();
+  a.hinv = u.data_ptr<float>();
+  a.scales = scales.data_ptr<float>();
+  a.zeros = zero_f.data_ptr<float>();
+  a.w = w1.data_ptr<float>();
+  a.codes = block_codes.data_ptr<uint8_t>();
+  a.err = err1.data_ptr<float>();
+  if (cudaError_t e = kernels::GptqBlockCuda(a, nullptr); e != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("GPTQ block on CUDA: ", cudaGetErrorString(e)));
+  }
+  if (perm_host.empty()) {
+    codes.narrow(2, i1, count).copy_(block_codes);
+  } else {
+    at::Tensor idx = at::tensor(at::ArrayRef<int64_t>(orig_cols), at::kLong).to(w.device());
+    codes.index_copy_(2, idx, block_codes);
+  }
+  return absl::OkStatus();
+#else
+  return absl::FailedPreconditionError("GPTQ on CUDA: this build has no CUDA kernels");
+#endif
 }
 
 }  // namespace
@@ -156,26 +215,31 @@ absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
     at::Tensor w1 = w.narrow(2, i1, count).clone();
     at::Tensor err1 = at::zeros_like(w1);
     at::Tensor hinv1 = hinv.narrow(1, i1, count).narrow(2, i1, count);
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t col = i1 + i;
-      const int64_t orig_col = options_.act_order ? perm_host[col] : col;
-      const int64_t g = orig_col / group;
-      if (!static_groups && col % group == 0) {
-        // Dynamic groups read W, which holds the state at the start of this block for the
-        // block's own columns (in-block updates live in w1 until the block ends), as the
-        // reference does.
-        group_params(w.narrow(2, col, std::min<int64_t>(group, cols - col)), g);
+    if (w.is_cuda()) {
+      RETURN_IF_ERROR(BlockCuda(w, w1, err1, hinv1, scales, zero_f, codes, group_params,
+                                perm_host, static_groups, i1, group, maxq));
+    } else {
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t col = i1 + i;
+        const int64_t orig_col = options_.act_order ? perm_host[col] : col;
+        const int64_t g = orig_col / group;
+        if (!static_groups && col % group == 0) {
+          // Dynamic groups read W, which holds the state at the start of this block for the
+          // block's own columns (in-block updates live in w1 until the block ends), as the
+          // reference does.
+          group_params(w.narrow(2, col, std::min<int64_t>(group, cols - col)), g);
+        }
+        at::Tensor s = scales.select(2, g);  // [B, rows]
+        at::Tensor z = zero_f.select(2, g);
+        at::Tensor wc = w1.select(2, i);
+        at::Tensor q = at::clamp(at::round(wc / s) + z, 0, maxq);
+        codes.select(2, orig_col).copy_(q);
+        at::Tensor d = hinv1.select(1, i).select(1, i).unsqueeze(1);  // [B, 1]
+        at::Tensor e = (wc - s * (q - z)) / d;
+        at::Tensor row = hinv1.select(1, i).narrow(1, i, count - i);  // [B, count - i]
+        w1.narrow(2, i, count - i).sub_(e.unsqueeze(2) * row.unsqueeze(1));
+        err1.select(2, i).copy_(e);
       }
-      at::Tensor s = scales.select(2, g);  // [B, rows]
-      at::Tensor z = zero_f.select(2, g);
-      at::Tensor wc = w1.select(2, i);
-      at::Tensor q = at::clamp(at::round(wc / s) + z, 0, maxq);
-      codes.select(2, orig_col).copy_(q);
-      at::Tensor d = hinv1.select(1, i).select(1, i).unsqueeze(1);  // [B, 1]
-      at::Tensor e = (wc - s * (q - z)) / d;
-      at::Tensor row = hinv1.select(1, i).narrow(1, i, count - i);  // [B, count - i]
-      w1.narrow(2, i, count - i).sub_(e.unsqueeze(2) * row.unsqueeze(1));
-      err1.select(2, i).copy_(e);
     }
     if (i2 < cols) {
       w.narrow(2, i2, cols - i2)

@@ -26,8 +26,8 @@ bool ParseExpertGate(const std::string& linear, int* expert) {
 }
 
 double ProxyLoss(const at::Tensor& w, const at::Tensor& wq, const at::Tensor& h) {
-  at::Tensor dw = wq - w;
-  at::Tensor hh = h.defined() ? h : at::eye(w.size(1), at::kFloat);
+  at::Tensor dw = wq.to(w.device()) - w;
+  at::Tensor hh = h.defined() ? h : at::eye(w.size(1), w.options().dtype(at::kFloat));
   return (at::matmul(dw, hh) * dw).sum().item<double>();
 }
 
@@ -54,9 +54,11 @@ void LayerCapture::OnExpertOutput(int layer, int expert, const at::Tensor& token
 }
 
 at::Tensor LayerCapture::Cat(const std::map<int, std::vector<at::Tensor>>& m, int e,
-                             int64_t hidden) {
+                             int64_t hidden) const {
   auto it = m.find(e);
-  if (it == m.end() || it->second.empty()) return at::zeros({0, hidden}, at::kFloat);
+  if (it == m.end() || it->second.empty()) {
+    return at::zeros({0, hidden}, at::TensorOptions().dtype(at::kFloat).device(device_));
+  }
   return at::cat(it->second, 0);
 }
 
@@ -75,7 +77,8 @@ absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens) {
   if (ls.names.empty()) return absl::OkStatus();
   ls.capture = std::make_unique<LayerCapture>(
       capture_tokens && job.spec.method == "gsq" &&
-      job.objective == quant::GsqObjective::kExpertOutput && config.IsMoeLayer(layer));
+          job.objective == quant::GsqObjective::kExpertOutput && config.IsMoeLayer(layer),
+      job.model->device());
   for (const at::Tensor& h : job.hidden) job.model->LayerForward(ls.weights, h, ls.capture.get());
   return absl::OkStatus();
 }
@@ -104,7 +107,17 @@ absl::StatusOr<std::vector<quant::QuantizedWeight>> QuantizeStart(
   options.damp = job.spec.damp;
   options.act_order = job.spec.act_order;
   options.mse_scale_search = job.spec.mse_scale_search;
-  return quant::GptqQuantizer(options).QuantizeBatch(weights, hessians, scheme);
+  ASSIGN_OR_RETURN(std::vector<quant::QuantizedWeight> qs,
+                   quant::GptqQuantizer(options).QuantizeBatch(weights, hessians, scheme));
+  // Quantized units live on the host (export reads them there; GSQ places its own copies).
+  for (quant::QuantizedWeight& q : qs) {
+    if (q.codes.is_cuda()) {
+      q.codes = q.codes.cpu();
+      q.scales = q.scales.cpu();
+      q.zeros = q.zeros.cpu();
+    }
+  }
+  return qs;
 }
 
 int BitsOf(const JobState& job, const std::string& name) {
@@ -216,9 +229,11 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
       quant::GsqFamily fam;
       fam.name = fam_names[f];
       for (const std::string& local : fams[f]) {
+        // RunGsq takes host tensors and places its state itself (options.cuda).
+        const at::Tensor& h = ls.hessian_of.at(local);
         fam.init.push_back(job.units.at(ls.prefix + local));
-        fam.original.push_back(ls.weights.at(local));
-        fam.hessian.push_back(ls.hessian_of.at(local));
+        fam.original.push_back(ls.weights.at(local).cpu());
+        fam.hessian.push_back(h.defined() ? h.cpu() : h);
       }
       families.push_back(std::move(fam));
     }
@@ -253,8 +268,8 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
       for (const std::string& local : expert_families[0]) {
         int e = -1;
         std::sscanf(local.c_str(), "mlp.experts.%d.", &e);
-        tokens.inputs.push_back(ls.capture->Inputs(e, config.hidden_size));
-        tokens.targets.push_back(ls.capture->Outputs(e, config.hidden_size));
+        tokens.inputs.push_back(ls.capture->Inputs(e, config.hidden_size).cpu());
+        tokens.targets.push_back(ls.capture->Outputs(e, config.hidden_size).cpu());
       }
       tokens.layer_tokens = job.windows * spec.window_tokens;
     }
@@ -289,7 +304,8 @@ absl::Status RunPropagateTask(JobState& job, int layer) {
   // The quantized layer makes the next layer's inputs (DESIGN.md section 4).
   if (job.spec.calib_inputs == "quantized") {
     for (const std::string& local : ls.names) {
-      ls.weights.tensors[local] = job.units.at(ls.prefix + local).Dequantize();
+      ls.weights.tensors[local] =
+          job.units.at(ls.prefix + local).Dequantize().to(job.model->device());
     }
   }
   for (at::Tensor& h : job.hidden) h = job.model->LayerForward(ls.weights, h, nullptr);

@@ -26,7 +26,9 @@ namespace quant::tasks {
 // full-precision outputs.
 class LayerCapture : public model::ForwardObserver {
  public:
-  explicit LayerCapture(bool capture_tokens) : capture_tokens_(capture_tokens) {}
+  // `device`: where the empty token sets of experts that saw no token are made.
+  LayerCapture(bool capture_tokens, at::Device device)
+      : capture_tokens_(capture_tokens), device_(device) {}
   void OnLinearInput(int layer, const std::string& linear, const at::Tensor& x) override;
   void OnExpertOutput(int layer, int expert, const at::Tensor& token_index,
                       const at::Tensor& y) override;
@@ -35,8 +37,9 @@ class LayerCapture : public model::ForwardObserver {
   at::Tensor Outputs(int expert, int64_t hidden) const { return Cat(outputs_, expert, hidden); }
 
  private:
-  static at::Tensor Cat(const std::map<int, std::vector<at::Tensor>>& m, int e, int64_t hidden);
+  at::Tensor Cat(const std::map<int, std::vector<at::Tensor>>& m, int e, int64_t hidden) const;
   bool capture_tokens_;
+  at::Device device_;
   model::HessianCollector hessians_;
   std::map<int, std::vector<at::Tensor>> inputs_, outputs_;
 };

@@ -170,6 +170,9 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
 
   ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model,
                    model::Model::Open(spec.model_dir, model::ComputeDType::kF32));
+  // --device cuda: weights, activations, Hessians, GPTQ and GSQ on the GPU; quantized units
+  // come back to the host for export.
+  model->SetDevice(at::Device(spec.device == "cuda" ? at::kCUDA : at::kCPU));
   const model::ModelConfig& config = model->config();
   // Every in-scope linear must have a grid before any work starts.
   for (const std::string& name : model->checkpoint().Names()) {
@@ -331,6 +334,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     eo.reference_dir = spec.model_dir;
     eo.text_path = spec.eval_text;
     eo.batch_windows = spec.batch_windows;
+    eo.device = spec.device;
     ASSIGN_OR_RETURN(eval::EvalJobResult er,
                      eval::RunEvalJob(eo, [&](const std::string& phase, int64_t d, int64_t t) {
                        if (progress) progress("eval " + phase, d, t);

@@ -205,7 +205,9 @@ absl::Status RunProbeTask(JobState& job) {
         }
         ASSIGN_OR_RETURN(std::vector<quant::QuantizedWeight> qs,
                          QuantizeStart(job, ws, hs, scheme));
-        for (size_t m = 0; m < same.size(); ++m) probed.tensors[same[m]] = qs[m].Dequantize();
+        for (size_t m = 0; m < same.size(); ++m) {
+          probed.tensors[same[m]] = qs[m].Dequantize().to(job.model->device());
+        }
       }
       std::vector<at::Tensor> finals;
       for (const at::Tensor& h0 : job.probe_hidden) {
