@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# GPTQ on a Kimi-K2 share on the GPU machine: the worker's batched GPTQ (gptq_kimi_bench, built
+# against the pip torch by scripts/gpu-build.sh; carry .debs and .gpu-data) with its fp32 floor,
+# and the reference-style per-linear PyTorch loop (bench/gptq_loop_reference.py), one run.
+# Usage (on the GPU machine, from the repository root): bash scripts/gpu-gptq-bench.sh OUTDIR
+set -euo pipefail
+OUT="${1:?usage: gpu-gptq-bench.sh OUTDIR}"
+mkdir -p "$OUT"
+export QUANT_SHARED_DIR="$PWD/.gpu-data"
+bash scripts/gpu-build.sh gptq_kimi_bench > "$OUT/gptq-build.txt" 2>&1 || { tail -30 "$OUT/gptq-build.txt"; exit 1; }
+export LD_LIBRARY_PATH="/tmp/quant-prefix/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gptq-bench.jsonl"
+build-gpu/worker/quant/gptq_kimi_bench 48 | tee -a "$OUT/gptq-bench.jsonl"
+python3 bench/gptq_loop_reference.py --experts 2 | tee -a "$OUT/gptq-bench.jsonl"
