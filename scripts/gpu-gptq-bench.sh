@@ -7,8 +7,10 @@ set -euo pipefail
 OUT="${1:?usage: gpu-gptq-bench.sh OUTDIR}"
 mkdir -p "$OUT"
 export QUANT_SHARED_DIR="$PWD/.gpu-data"
-bash scripts/gpu-build.sh gptq_kimi_bench > "$OUT/gptq-build.txt" 2>&1 || { tail -30 "$OUT/gptq-build.txt"; exit 1; }
+bash scripts/gpu-build.sh gptq_kimi_bench qctl_cuda_test qctl > "$OUT/gptq-build.txt" 2>&1 || { tail -30 "$OUT/gptq-build.txt"; exit 1; }
 export LD_LIBRARY_PATH="/tmp/quant-prefix/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gptq-bench.jsonl"
 build-gpu/worker/quant/gptq_kimi_bench 48 | tee -a "$OUT/gptq-bench.jsonl"
 python3 bench/gptq_loop_reference.py --experts 2 | tee -a "$OUT/gptq-bench.jsonl"
+# The GPU GPTQ path against the CPU on tiny-qwen3-moe (codes and KL).
+build-gpu/coordinator/qctl/qctl_cuda_test --gtest_filter=*SameModelAsOnTheCpu/0 2>&1 | tail -4 | tee -a "$OUT/gptq-bench.jsonl"
