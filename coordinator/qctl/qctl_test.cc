@@ -299,6 +299,9 @@ TEST_F(QctlTest, QuantizeSlqBadOptions) {
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --slq-bits 3,4 --bits 2.5")),
                      {"budget", "3..4"});
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --target-ear 1.5")), {"--target-ear"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--per-expert-bits")), {"--per-expert-bits", "--slq"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --bits 3 --per-expert-bits")),
+                     {"--per-expert-bits", "--export native"});
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --slq-bits 1,4 --bits 3")),
                      {"--slq-bits", "1"});
   ExpectOneLineError(

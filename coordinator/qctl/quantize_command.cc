@@ -145,6 +145,8 @@ Runner AddQuantizeCommand(CLI::App& app) {
   sub->add_option("--probe-windows", spec->probe_windows,
                   "With --slq: calibration windows each probe is scored on")
       ->capture_default_str();
+  sub->add_flag("--per-expert-bits", spec->per_expert_bits,
+               "With --slq: each routed expert's bits chosen apart (needs --export native)");
   sub->add_option("--slq-allocation", spec->slq_allocation,
                   "With --slq: a JSON file {unit: bits} used instead of the solve");
   sub->add_option("--probe-cache", spec->probe_cache_dir,

@@ -62,7 +62,7 @@ nlohmann::json QuantizeJobSpec::ToJson() const {
           {"calib_inputs", calib_inputs}, {"device", device}, {"slq", slq},
           {"slq_budget", slq_budget}, {"target_ear", target_ear},
           {"slq_bits", slq_bits}, {"probe_windows", probe_windows},
-          {"slq_allocation", slq_allocation}};
+          {"slq_allocation", slq_allocation}, {"per_expert_bits", per_expert_bits}};
 }
 
 absl::Status ValidateSpec(const QuantizeJobSpec& s) {
@@ -106,6 +106,14 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
   if (s.device == "cuda" && !quant::GsqCudaAvailable()) {
     return absl::FailedPreconditionError(
         "--device cuda: no CUDA device here, or this build or its libtorch has no CUDA");
+  }
+  if (s.per_expert_bits && !s.slq) {
+    return absl::InvalidArgumentError("--per-expert-bits needs --slq");
+  }
+  if (s.per_expert_bits && s.export_format != "native") {
+    return absl::InvalidArgumentError(
+        "--per-expert-bits needs --export native: vLLM's fused MoE kernels take one scheme for "
+        "all experts of a layer");
   }
   if (s.slq) {
     if (s.slq_bits.empty()) return absl::InvalidArgumentError("--slq-bits: no candidate bitwidth");

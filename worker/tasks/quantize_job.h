@@ -51,6 +51,10 @@ struct QuantizeJobSpec {
   int probe_windows = 32;              // calibration windows each probe is scored on
   std::string probe_cache_dir;         // "": no cache
   std::string slq_allocation;          // JSON {unit: bits} used instead of the solve
+  // Each routed expert's gate_up and down_proj are their own units (probed and solved apart)
+  // instead of one tied unit per layer; needs the native export (vLLM's fused MoE kernels take
+  // one scheme for all experts of a layer).
+  bool per_expert_bits = false;
 
   nlohmann::json ToJson() const;
 };

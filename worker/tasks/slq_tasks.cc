@@ -79,7 +79,7 @@ absl::Status LoadProbeCache(JobState& job) {
 }  // namespace
 
 std::map<std::string, std::vector<std::string>> SlqUnitsOfLayer(
-    const std::vector<std::string>& local_names) {
+    const std::vector<std::string>& local_names, bool per_expert) {
   std::map<std::string, std::vector<std::string>> units;
   for (const std::string& local : local_names) {
     const std::string module = local.ends_with(".weight")
@@ -88,8 +88,9 @@ std::map<std::string, std::vector<std::string>> SlqUnitsOfLayer(
     const std::string leaf = module.substr(module.rfind('.') + 1);
     std::string key = module;
     if (module.starts_with("mlp.experts.")) {
-      key = (leaf == "gate_proj" || leaf == "up_proj") ? "mlp.experts.gate_up"
-                                                       : "mlp.experts." + leaf;
+      // Tied: every expert of the layer in one unit; per expert: the expert's own.
+      const std::string base = per_expert ? Parent(module) : std::string("mlp.experts");
+      key = (leaf == "gate_proj" || leaf == "up_proj") ? base + ".gate_up" : base + "." + leaf;
     } else if (leaf == "gate_proj" || leaf == "up_proj") {
       key = Parent(module) + ".gate_up";
     } else if (leaf == "q_a_proj" || leaf == "kv_a_proj_with_mqa") {
@@ -116,7 +117,7 @@ absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows
   }
   for (const auto& [layer, locals] : locals_of_layer) {
     const std::string prefix = absl::StrCat("model.layers.", layer, ".");
-    for (const auto& [key, members] : SlqUnitsOfLayer(locals)) {
+    for (const auto& [key, members] : SlqUnitsOfLayer(locals, spec.per_expert_bits)) {
       int64_t params = 0;
       for (const std::string& local : members) {
         const storage::TensorInfo* info = job.model->checkpoint().Info(prefix + local);
@@ -172,7 +173,7 @@ absl::Status RunProbeTask(JobState& job) {
   if (ls.capture == nullptr) return absl::FailedPreconditionError("probe before calibrate");
   const QuantizeJobSpec& spec = job.spec;
   const model::ModelConfig& config = job.model->config();
-  const auto units = SlqUnitsOfLayer(ls.names);
+  const auto units = SlqUnitsOfLayer(ls.names, spec.per_expert_bits);
   // The rest of the model, original, loaded once for all of this layer's probes.
   std::vector<model::LayerWeights> rest;
   std::optional<model::Model::Head> head;
@@ -322,8 +323,9 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
 }
 
 absl::Status WriteSlqHeatmap(const nlohmann::json& solve_report, const std::string& png) {
-  // unit "model.layers.3.mlp.experts.gate_up" -> layer 3, type "mlp.experts.gate_up".
-  std::map<std::string, std::map<int, int>> bits_of;  // type -> layer -> bits
+  // unit "model.layers.3.mlp.experts.gate_up" -> layer 3, type "mlp.experts.gate_up"; per-expert
+  // units ("mlp.experts.7.gate_up") count toward their type's cell as an average over experts.
+  std::map<std::string, std::map<int, std::pair<double, int>>> sum_of;  // type -> layer -> sum, n
   int layers = 0;
   for (const nlohmann::json& u : solve_report.at("units")) {
     const std::string unit = u.at("unit");
@@ -331,8 +333,19 @@ absl::Status WriteSlqHeatmap(const nlohmann::json& solve_report, const std::stri
     if (std::sscanf(unit.c_str(), "model.layers.%d.%n", &layer, &consumed) != 1 || consumed == 0) {
       continue;
     }
-    bits_of[unit.substr(consumed)][layer] = u.at("bits").get<int>();
+    std::string type = unit.substr(consumed);
+    int expert = -1, tail = 0;
+    if (std::sscanf(type.c_str(), "mlp.experts.%d.%n", &expert, &tail) == 1 && tail > 0) {
+      type = "mlp.experts." + type.substr(tail) + " (mean)";
+    }
+    auto& cell = sum_of[type][layer];
+    cell.first += u.at("bits").get<int>();
+    cell.second += 1;
     layers = std::max(layers, layer + 1);
+  }
+  std::map<std::string, std::map<int, double>> bits_of;  // type -> layer -> bits
+  for (const auto& [type, by_layer] : sum_of) {
+    for (const auto& [layer, cell] : by_layer) bits_of[type][layer] = cell.first / cell.second;
   }
   if (bits_of.empty()) return absl::InvalidArgumentError("SLQ heat map: no per-layer units");
   const std::string dat = png + ".dat";
@@ -341,7 +354,7 @@ absl::Status WriteSlqHeatmap(const nlohmann::json& solve_report, const std::stri
     for (const auto& [type, by_layer] : bits_of) {
       for (int l = 0; l < layers; ++l) {
         auto it = by_layer.find(l);
-        out << (it == by_layer.end() ? std::string("NaN") : std::to_string(it->second))
+        out << (it == by_layer.end() ? std::string("NaN") : absl::StrFormat("%.3g", it->second))
             << (l + 1 < layers ? " " : "\n");
       }
     }
