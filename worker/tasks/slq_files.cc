@@ -92,8 +92,7 @@ double EarPerRootKl(const ProbeTable& probes, const std::vector<int>& candidate_
   }
   if (ratios.empty()) return 0.0;
   std::sort(ratios.begin(), ratios.end());
-  const size_t n = ratios.size();
-  return n % 2 ? ratios[n / 2] : 0.5 * (ratios[n / 2 - 1] + ratios[n / 2]);
+  return ratios[(ratios.size() - 1) * 3 / 4];  // upper quartile (nearest rank below)
 }
 
 }  // namespace quant::tasks
