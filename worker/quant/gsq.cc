@@ -237,6 +237,12 @@ absl::StatusOr<GsqObjective> ParseGsqObjective(std::string_view text) {
                                                  "' is not one of expert-output, layer-local"));
 }
 
+void SyncDevice() {
+#if defined(QUANT_WITH_CUDA)
+  if (at::hasCUDA()) cudaDeviceSynchronize();
+#endif
+}
+
 bool GsqCudaAvailable() {
 #if defined(QUANT_WITH_CUDA)
   return at::hasCUDA();

@@ -46,6 +46,9 @@ struct GsqOptions {
 // Whether RunGsq can take options.cuda here (built with the kernels, libtorch sees a GPU).
 bool GsqCudaAvailable();
 
+// Waits for the GPU's queued work (no-op without CUDA), so host timers measure device work.
+void SyncDevice();
+
 // A family of same-shaped linears trained together (e.g. gate_proj of every expert).
 struct GsqFamily {
   std::string name;                       // "gate_proj", "up_proj", "down_proj", ...

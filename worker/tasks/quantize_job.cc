@@ -300,7 +300,10 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat(task.Name(), ": ", status.message()));
     }
-    add_phase(phase, Since(t0));
+    if (spec.device == "cuda") quant::SyncDevice();
+    const double seconds = Since(t0);
+    add_phase(phase, seconds);
+    result.tasks.emplace_back(task.Name(), seconds);
     if (progress && task.kind != TaskKind::kPropagate && task.kind != TaskKind::kSolve) {
       progress(phase, task.layer + 1, config.num_layers);
     }
@@ -384,8 +387,13 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     phases_json.push_back(
         {{"phase", p.phase}, {"seconds", p.seconds}, {"peak_rss_bytes", p.peak_rss_bytes}});
   }
+  nlohmann::json tasks_json = nlohmann::json::array();
+  for (const auto& [name, seconds] : result.tasks) {
+    tasks_json.push_back({{"task", name}, {"seconds", seconds}});
+  }
   nlohmann::json report = {
       {"options", spec.ToJson()},
+      {"tasks", tasks_json},
       {"units", units_json},
       {"fallback_experts", result.fallback_experts},
       {"phases", phases_json},

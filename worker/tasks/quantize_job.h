@@ -76,6 +76,9 @@ struct QuantizeJobResult {
   bool evaluated = false;
   eval::EvalSummary eval;
   std::vector<PhaseTiming> phases;
+  // Every task the planner ran, in order: its name (e.g. "L3/gsq") and seconds (device work
+  // included: the GPU is synchronised at each task's end).
+  std::vector<std::pair<std::string, double>> tasks;
   double gsq_mean_changed_fraction = 0;
   double gsq_mean_loss_ratio = 0;  // mean over units of loss_after / loss_before
   nlohmann::json slq;              // the solve's report (SLQ jobs)
