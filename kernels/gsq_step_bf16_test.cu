@@ -62,6 +62,26 @@ double UlpBf16(double x) {
   return std::ldexp(1.0, std::ilogb(a) - 7);
 }
 
+// The bf16 kernels' tensors on the device from host values (logits and momentum rounded to bf16).
+GsqTensorsBf16 ToDeviceBf16(const Case& c, const std::vector<float>& logits,
+                            const std::vector<float>& momentum, const std::vector<uint8_t>& base,
+                            const std::vector<float>& scales, const std::vector<float>& zeros) {
+  const int levels = c.bits == 2 ? 4 : 5;
+  GsqTensorsBf16 d;
+  d.rows = c.rows;
+  d.cols = c.cols;
+  d.group_size = c.group;
+  d.levels = levels;
+  d.max_code = (1 << c.bits) - 1;
+  d.logits = ToDevice(ToBf16(logits));
+  d.momentum = ToDevice(ToBf16(momentum));
+  d.base = base.empty() ? nullptr : ToDevice(base);
+  for (int k = 0; k < levels; ++k) d.offsets[k] = levels == 5 ? k - 2.0f : static_cast<float>(k);
+  d.scales = ToDevice(scales);
+  d.zeros = ToDevice(zeros);
+  return d;
+}
+
 bool RunCase(const Case& c, std::mt19937& rng) {
   const int64_t n = c.rows * c.cols, groups = n / c.group;
   const int levels = c.bits == 2 ? 4 : 5;
@@ -111,18 +131,7 @@ bool RunCase(const Case& c, std::mt19937& rng) {
   GsqForward_ref(t, p, w_ref.data(), 0, c.rows);
   GsqBackwardLion_ref(t, p, grad_w.data(), gs_ref.data(), 0, c.rows);
 
-  GsqTensorsBf16 d;
-  d.rows = c.rows;
-  d.cols = c.cols;
-  d.group_size = c.group;
-  d.levels = levels;
-  d.max_code = max_code;
-  d.logits = ToDevice(ToBf16(logits));
-  d.momentum = ToDevice(ToBf16(momentum));
-  d.base = base_u8.empty() ? nullptr : ToDevice(base_u8);
-  for (int k = 0; k < levels; ++k) d.offsets[k] = offsets[k];
-  d.scales = ToDevice(scales);
-  d.zeros = ToDevice(zeros);
+  GsqTensorsBf16 d = ToDeviceBf16(c, logits, momentum, base_u8, scales, zeros);
   __nv_bfloat16* w_gpu = ToDevice(ToBf16(std::vector<float>(n, NAN)));
   float* gs_gpu = ToDevice(std::vector<float>(groups, NAN));
   __nv_bfloat16* gw = ToDevice(ToBf16(grad_w));
@@ -215,22 +224,12 @@ bool FusedMatchesSeparate(const Case& c, std::mt19937& rng) {
   p.tau = 1.5f;
   next.tau = 1.49f;
   auto make = [&](float** scales_d, float** scale_m_d) {
-    GsqTensorsBf16 d;
-    d.rows = c.rows;
-    d.cols = c.cols;
-    d.group_size = c.group;
-    d.levels = levels;
-    d.max_code = max_code;
-    d.logits = ToDevice(ToBf16(logits));
-    d.momentum = ToDevice(ToBf16(momentum));
-    d.base = base.empty() ? nullptr : ToDevice(base);
-    for (int k = 0; k < levels; ++k) d.offsets[k] = levels == 5 ? k - 2.0f : float(k);
-    *scales_d = ToDevice(scales);
+    GsqTensorsBf16 d = ToDeviceBf16(c, logits, momentum, base, scales, zeros);
+    *scales_d = d.scales;
     *scale_m_d = ToDevice(scale_m);
-    d.scales = *scales_d;
-    d.zeros = ToDevice(zeros);
     return d;
   };
+
   float *s1, *m1, *s2, *m2;
   GsqTensorsBf16 a = make(&s1, &m1), b = make(&s2, &m2);
   __nv_bfloat16* gw = ToDevice(ToBf16(grad));
