@@ -33,6 +33,16 @@ for m in tiny-qwen3-moe tiny-deepseek-v3; do
     python3 -c "import json,sys; r=json.load(open('$o/report.json')); r['model']='$m'; r['run']='$method-cuda'; print(json.dumps(r))" >> "$OUT/reports.jsonl"
   done
 done
+# SLQ on the GPU: the tied units, then every routed expert on its own (--per-expert-bits).
+for extra in "" "--per-expert-bits --export native"; do
+  o="/tmp/worker-slq$([ -n "$extra" ] && echo -per-expert)"
+  "$B/coordinator/qctl/qctl" quantize --model .gpu-data/models/tiny-deepseek-v3 --out "$o" \
+    --method gptq --grid asym --slq --bits 3.5 --probe-cache /tmp/worker-probes --device cuda \
+    --overwrite $extra > "$o.log" 2>&1
+  echo "== slq $extra: rc $?" | tee -a "$LOG"
+  grep -E "slq|KL|phase" "$o.log" | head -12 | tee -a "$LOG"
+  python3 -c "import json,sys; r=json.load(open('$o/report.json')); r['model']='tiny-deepseek-v3'; r['run']='slq $extra'; print(json.dumps(r))" >> "$OUT/reports.jsonl"
+done
 NSYS="$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)"
 if [ -n "$NSYS" ]; then
   "$NSYS" profile -o /tmp/worker-prof -t cuda,osrt --force-overwrite true \
