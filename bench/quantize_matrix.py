@@ -48,7 +48,11 @@ def run(config):
         cmd = [QCTL, "quantize", "--model", model, "--out", out_dir, "--method", method,
                "--bits", bits, "--grid", grid, "--scope", scope] + extra
         t0 = time.time()
-        subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:  # recorded, not fatal: e.g. an EAR target the model cannot reach
+            return {"config": config, "command": Relative(" ".join(cmd).replace(out_dir, "OUT")),
+                    "error": (done.stderr.strip().splitlines() or ["(no message)"])[-1],
+                    "seconds": time.time() - t0}
         report = json.load(open(os.path.join(out_dir, "report.json")))
         units = report["units"]
         gsq = [u for u in units if "gsq_changed_fraction" in u]
@@ -91,7 +95,7 @@ def main():
                 capture_output=True, text=True).stdout.strip()
             f.write(json.dumps(row) + "\n")
             f.flush()
-            ev = row["eval"] or {}
+            ev = row.get("eval") or {}
             print(config, "ppl", ev.get("ppl"), "kl", ev.get("kl"), "%.0fs" % row["seconds"],
                   flush=True)
 
