@@ -19,7 +19,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QCTL = os.environ.get("QCTL", os.path.join(ROOT, "build", "coordinator", "qctl", "qctl"))
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
+# QUANT_SHARED: the shared models and data (the GPU machine carries a copy in .gpu-data).
+SHARED = os.environ.get("QUANT_SHARED") or os.path.normpath(os.path.join(ROOT, "..", "shared"))
 
 
 def Relative(command):
