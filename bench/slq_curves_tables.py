@@ -19,16 +19,24 @@ def load(path):
 
 
 def kind(row):
-    """(model, method, grid, mode, code_bits) of a row; mode: uniform | budget | target | bf16."""
+    """(model, method, grid, mode, code_bits) of a row; mode: uniform | budget | target | bf16,
+    with " all" (scope all) or " per-expert" appended to the grid for those variants."""
     parts = row["config"].split(":")
     model = parts[0]
     if parts[1] == "bf16":
         return model, "bf16", "", "bf16", 16.0
+    if "error" in row:
+        return model, parts[1], parts[3], "other", 0.0
     method, bits, grid = parts[1], float(parts[2]), parts[3]
     extra = parts[5] if len(parts) > 5 else ""
-    if "--slq" not in extra:
-        return model, method, grid, "uniform" if parts[4] == "experts" and not extra else "other", bits
-    mode = "target" if "--target-ear" in extra else "budget"
+    flags = extra.replace("--device cuda", "").split()
+    if parts[4] == "all":
+        grid += " all"
+    if "--per-expert-bits" in flags:
+        grid += " per-expert"
+    if "--slq" not in flags:
+        return model, method, grid, "uniform" if not flags else "other", bits
+    mode = "target" if "--target-ear" in flags else "budget"
     return model, method, grid, mode, row["slq"]["average_bits"]
 
 
@@ -41,6 +49,8 @@ def point(row):
 
 def main():
     curves, matrix, prefix = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3]
+    for extra in sys.argv[4:]:  # more run files (e.g. the target runs)
+        curves += load(extra)
     series = {}  # (model, method, grid, mode) -> [points]
     for row in matrix + curves:
         model, method, grid, mode, code_bits = kind(row)
@@ -61,7 +71,10 @@ def plot(model, series, png):
     labels = [("gptq", "asym", "uniform", "GPTQ uniform"), ("gptq", "asym", "budget", "GPTQ SLQ"),
               ("gptq", "asym", "target", "GPTQ SLQ --target-ear"),
               ("gsq", "asym", "uniform", "GSQ uniform"), ("gsq", "asym", "budget", "GSQ SLQ"),
-              ("gptq", "sym", "uniform", "GPTQ uniform sym"), ("gptq", "sym", "budget", "GPTQ SLQ sym")]
+              ("gptq", "sym", "uniform", "GPTQ uniform sym"), ("gptq", "sym", "budget", "GPTQ SLQ sym"),
+              ("gptq", "asym all", "uniform", "GPTQ uniform, scope all"),
+              ("gptq", "asym all", "budget", "GPTQ SLQ, scope all"),
+              ("gptq", "asym per-expert", "budget", "GPTQ SLQ --per-expert-bits")]
     dats, plots = [], {"ear": [], "top10": [], "kl": []}
     bf16 = series.get((model, "bf16", "", "bf16"))
     for i, (method, grid, mode, label) in enumerate(labels):
@@ -109,8 +122,9 @@ def tables(model, series):
     print(f"\n### {model}\n")
     print("| quantizer | mode | code bits | bits/weight (true) | EAR | EAR top-10 | KL | ppl | next-token acc | flip rate |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    grids = ("asym", "sym", "asym all", "asym per-expert")
     for method in ("gptq", "gsq"):
-        for grid in ("asym", "sym"):
+        for grid in grids:
             for mode in ("uniform", "budget", "target"):
                 for p in series.get((model, method, grid, mode), []):
                     label = {"uniform": "uniform", "budget": "SLQ budget", "target": "SLQ target"}[mode]
@@ -130,14 +144,17 @@ def tables(model, series):
     print("| quantizer | code bits | EAR uniform | EAR SLQ | KL uniform | KL SLQ | SLQ better in both |")
     print("|---|---|---|---|---|---|---|")
     for method in ("gptq", "gsq"):
-        uni = {round(p["code_bits"], 3): p for p in series.get((model, method, "asym", "uniform"), [])}
-        for p in series.get((model, method, "asym", "budget"), []):
-            u = uni.get(round(p["code_bits"], 3))
-            if u is None:
-                continue
-            better = p["ear"][1] > u["ear"][2] and p["kl"][2] < u["kl"][1]
-            print(f"| {method} | {p['code_bits']:.0f} | {fmt_iv(u['ear'])} | {fmt_iv(p['ear'])} | "
-                  f"{fmt_iv(u['kl'])} | {fmt_iv(p['kl'])} | {'yes' if better else 'no'} |")
+        for grid, base in (("asym", "asym"), ("asym all", "asym all"), ("asym per-expert", "asym")):
+            uni = {round(p["code_bits"], 3): p
+                   for p in series.get((model, method, base, "uniform"), [])}
+            for p in series.get((model, method, grid, "budget"), []):
+                u = uni.get(round(p["code_bits"], 3))
+                if u is None:
+                    continue
+                better = p["ear"][1] > u["ear"][2] and p["kl"][2] < u["kl"][1]
+                print(f"| {method} {grid} | {p['code_bits']:.0f} | {fmt_iv(u['ear'])} | "
+                      f"{fmt_iv(p['ear'])} | {fmt_iv(u['kl'])} | {fmt_iv(p['kl'])} | "
+                      f"{'yes' if better else 'no'} |")
 
     # Fewest bits reaching each EAR, and task-lossless.
     print("\nFewest bits per quantized weight (true) measured to reach:\n")
@@ -166,7 +183,7 @@ def tables(model, series):
           "summed-1-EAR prediction | measured EAR | c |")
     print("|---|---|---|---|---|---|---|---|---|")
     for method in ("gptq", "gsq"):
-        for grid in ("asym", "sym"):
+        for grid in grids:
             for mode in ("budget", "target"):
                 for p in series.get((model, method, grid, mode), []):
                     q = p["row"]["slq"]
