@@ -175,6 +175,8 @@ def tables(model, series):
                 both = [p for p in acc_ok if 1 - p["flip"][0] >= 1 - b["flip"][2]]
                 cells.append(f"{min(p['bits'] for p in acc_ok):.3f}" if acc_ok else "not reached")
                 cells.append(f"{min(p['bits'] for p in both):.3f}" if both else "not reached")
+            if not bf16:
+                cells += ["(no bf16 row)", "(no bf16 row)"]
             print(f"| {method} {family} | " + " | ".join(cells) + " |")
 
     # The EAR model against measurements.

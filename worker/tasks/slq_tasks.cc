@@ -250,7 +250,11 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
   const bool target = spec.target_ear > 0;
   // Both modes solve on KL (additive); the EAR target becomes a KL limit through the EAR model
   // (slq_files.h): 1 - EAR = c sqrt(KL).
-  const double ear_per_root_kl = EarPerRootKl(job.probes, spec.slq_bits);
+  // Over this job's units only: a shared cache may also hold other unit sets' probes (e.g.
+  // --per-expert-bits runs of the same model and options).
+  ProbeTable own;
+  for (const auto& [unit, params] : job.unit_params) own[unit] = job.probes.at(unit);
+  const double ear_per_root_kl = EarPerRootKl(own, spec.slq_bits);
   if (target && !(ear_per_root_kl > 0)) {
     return absl::FailedPreconditionError(
         "SLQ --target-ear: the probes show no KL at any low bitwidth, so no EAR model can be fitted");
