@@ -11,6 +11,7 @@ PKGS=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libcpp-httplib-dev libcurl4-openssl-dev libssl-dev libxxhash-dev
   libgloo-dev gnuplot-nox python3
+  prometheus  # promtool: the metrics tests check our exposition with it
 )
 missing=()
 for p in "${PKGS[@]}"; do
