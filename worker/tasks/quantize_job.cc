@@ -26,6 +26,7 @@
 #include "worker/quant/gsq.h"
 #include "worker/quant/quantizer.h"
 #include "worker/quant/scope.h"
+#include "worker/tasks/job_spec.h"
 #include "worker/tasks/layer_tasks.h"
 #include "worker/tasks/plan.h"
 #include "worker/tasks/slq_tasks.h"
@@ -49,98 +50,18 @@ void ResetPeakRss() {
 
 }  // namespace
 
-nlohmann::json QuantizeJobSpec::ToJson() const {
-  return {{"model", model_dir},       {"method", method},
-          {"bits", bits},             {"grid", grid},
-          {"group_size", group_size}, {"channel_fallback", channel_fallback},
-          {"scope", scope},           {"calib", calib_path},
-          {"calib_tokens", calib_tokens}, {"window_tokens", window_tokens},
-          {"steps", steps},           {"objective", objective},
-          {"export", export_format},  {"seed", seed},
-          {"damp", damp},             {"act_order", act_order},
-          {"mse_scale_search", mse_scale_search}, {"batch_windows", batch_windows},
-          {"calib_inputs", calib_inputs}, {"device", device}, {"slq", slq},
-          {"slq_budget", slq_budget}, {"target_ear", target_ear},
-          {"slq_bits", slq_bits}, {"probe_windows", probe_windows},
-          {"slq_allocation", slq_allocation}, {"per_expert_bits", per_expert_bits}};
-}
-
 absl::Status ValidateSpec(const QuantizeJobSpec& s) {
-  if (s.method != "rtn" && s.method != "gptq" && s.method != "gsq") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--method: '", s.method, "' is not one of rtn, gptq, gsq"));
-  }
-  quant::QuantScheme scheme;
-  scheme.bits = s.bits;
-  scheme.group_size = s.group_size;
-  if (s.bits < quant::kMinBits || s.bits > quant::kMaxBits) {
-    return absl::InvalidArgumentError(absl::StrCat("--bits: ", s.bits, " is outside 2..8"));
-  }
-  if (s.group_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--group: ", s.group_size, " must be > 0"));
-  }
-  if (s.grid != "sym" && s.grid != "asym") {
-    return absl::InvalidArgumentError(absl::StrCat("--grid: '", s.grid, "' is not one of sym, asym"));
-  }
-  RETURN_IF_ERROR(quant::ParseScope(s.scope).status());
-  RETURN_IF_ERROR(quant::ParseGsqObjective(s.objective).status());
-  RETURN_IF_ERROR(quant::ParseExportFormat(s.export_format).status());
-  if (s.steps < 0 || s.steps > 1000000) {
-    return absl::InvalidArgumentError(absl::StrCat("--steps: ", s.steps, " is out of range"));
-  }
-  if (s.calib_tokens < s.window_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("--calib-tokens: ", s.calib_tokens,
-                                                   " is less than one window of ",
-                                                   s.window_tokens));
-  }
-  if (s.batch_windows <= 0) return absl::InvalidArgumentError("--batch must be > 0");
-  if (s.calib_inputs != "quantized" && s.calib_inputs != "original") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--calib-inputs: '", s.calib_inputs, "' is not one of quantized, original"));
-  }
-  if (s.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
-  if (s.device != "cpu" && s.device != "cuda") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--device: '", s.device, "' is not one of cpu, cuda"));
-  }
+  RETURN_IF_ERROR(ValidateSpecFields(s, /*name_flags=*/true));
   if (s.device == "cuda" && !quant::GsqCudaAvailable()) {
     return absl::FailedPreconditionError(
         "--device cuda: no CUDA device here, or this build or its libtorch has no CUDA");
   }
-  if (s.per_expert_bits && !s.slq) {
-    return absl::InvalidArgumentError("--per-expert-bits needs --slq");
-  }
-  if (s.per_expert_bits && s.export_format != "native") {
-    return absl::InvalidArgumentError(
-        "--per-expert-bits needs --export native: vLLM's fused MoE kernels take one scheme for "
-        "all experts of a layer");
-  }
-  if (s.slq) {
-    if (s.slq_bits.empty()) return absl::InvalidArgumentError("--slq-bits: no candidate bitwidth");
-    for (int b : s.slq_bits) {
-      if (b < quant::kMinBits || b > quant::kMaxBits) {
-        return absl::InvalidArgumentError(absl::StrCat("--slq-bits: ", b, " is outside 2..8"));
-      }
-    }
-    const auto [lo, hi] = std::minmax_element(s.slq_bits.begin(), s.slq_bits.end());
-    if (s.target_ear > 0) {
-      if (!(s.target_ear < 1.0)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--target-ear: ", s.target_ear, " must be in (0, 1)"));
-      }
-    } else if (!(s.slq_budget >= *lo && s.slq_budget <= *hi)) {
-      return absl::InvalidArgumentError(absl::StrCat("--bits: an SLQ budget of ", s.slq_budget,
-                                                     " is outside the candidates' ", *lo, "..",
-                                                     *hi));
-    }
-    if (s.probe_windows <= 0) return absl::InvalidArgumentError("--probe-windows must be > 0");
-    if (!s.slq_allocation.empty()) {
-      // Checked in full against the units at the solve; the file's form is checked up front.
-      ASSIGN_OR_RETURN(std::string text, ReadWholeFile(s.slq_allocation, "SLQ allocation"));
-      if (!nlohmann::json::accept(text)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(s.slq_allocation, ": not a JSON object of unit: bits"));
-      }
+  if (s.slq && !s.slq_allocation.empty()) {
+    // Checked in full against the units at the solve; the file's form is checked up front.
+    ASSIGN_OR_RETURN(std::string text, ReadWholeFile(s.slq_allocation, "SLQ allocation"));
+    if (!nlohmann::json::accept(text)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(s.slq_allocation, ": not a JSON object of unit: bits"));
     }
   }
   if (s.out_dir.empty()) return absl::InvalidArgumentError("--out is required");

@@ -1,0 +1,78 @@
+// The job-spec parser the service uses: a full spec round-trips; each failure mode is one clear
+// error naming the field; qctl's flags name the same checks by flag.
+#include "worker/tasks/job_spec.h"
+
+#include <gtest/gtest.h>
+
+namespace quant::tasks {
+namespace {
+
+std::string Spec(const std::string& extra = "") {
+  return R"({"model": "/m", "out": "/o", "method": "gptq", "bits": 3)" + extra + "}";
+}
+
+TEST(JobSpec, FullSpecRoundTrips) {
+  QuantizeJobSpec s;
+  s.model_dir = "/models/x";
+  s.out_dir = "/out/x";
+  s.method = "gsq";
+  s.bits = 2;
+  s.slq = true;
+  s.slq_budget = 3.5;
+  s.per_expert_bits = true;
+  s.export_format = "native";
+  nlohmann::json j = s.ToJson();
+  j["out"] = s.out_dir;
+  auto back = SpecFromJson(j.dump());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson(), s.ToJson());
+  EXPECT_EQ(back->out_dir, "/out/x");
+}
+
+TEST(JobSpec, EachFailureModeNamesTheField) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "not a JSON object"},
+      {"[1]", "not a JSON object"},
+      {R"({"out": "/o"})", "\"model\""},
+      {R"({"model": "/m"})", "\"out\""},
+      {Spec(R"(, "colour": "red")"), "\"colour\": is not a job option"},
+      {Spec(R"(, "bits": "3")"), "\"bits\": must be an integer"},
+      {Spec(R"(, "bits": 9)"), "\"bits\": 9 is outside 2..8"},
+      {Spec(R"(, "bits": 99999999999)"), "\"bits\": is out of range"},
+      {Spec(R"(, "method": "awq")"), "\"method\": 'awq' is not one of rtn, gptq, gsq"},
+      {Spec(R"(, "grid": 1)"), "\"grid\": must be a string"},
+      {Spec(R"(, "seed": -1)"), "\"seed\": must be a non-negative integer"},
+      {Spec(R"(, "damp": 1e999)"), "not a JSON object"},  // not JSON: out of double range
+      {Spec(R"(, "damp": 100)"), "\"damp\": must be in 0..10"},
+      {Spec(R"(, "slq_bits": [2, "x"])"), "\"slq_bits\": must be an integer"},
+      {Spec(R"(, "slq": true, "slq_bits": [1, 4], "slq_budget": 3)"), "\"slq_bits\": 1 is outside"},
+      {Spec(R"(, "slq": true, "slq_budget": 9)"), "\"slq_budget\": an SLQ budget of 9"},
+      {Spec(R"(, "target_ear": 0.9)"), "\"target_ear\": needs \"slq\""},
+      {Spec(R"(, "per_expert_bits": true, "slq": true, "slq_budget": 3)"),
+       "\"per_expert_bits\": needs \"export\" native"},
+      {Spec(R"(, "channel_fallback": "yes")"), "\"channel_fallback\": must be true or false"},
+      {std::string(kMaxJobSpecBytes + 1, ' '), "more than"},
+  };
+  for (const auto& [text, needle] : cases) {
+    auto r = SpecFromJson(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_NE(r.status().message().find(needle), std::string::npos)
+        << text << " -> " << r.status().message();
+    EXPECT_EQ(r.status().message().find('\n'), std::string::npos);  // one line
+  }
+}
+
+TEST(JobSpec, FlagsNameTheSameChecks) {
+  QuantizeJobSpec s;
+  s.bits = 9;
+  EXPECT_EQ(ValidateSpecFields(s, /*name_flags=*/true).message(), "--bits: 9 is outside 2..8");
+  s.bits = 3;
+  s.per_expert_bits = true;
+  s.slq = true;
+  s.slq_budget = 3;
+  EXPECT_NE(ValidateSpecFields(s, true).message().find("--per-expert-bits: needs --export native"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace quant::tasks
