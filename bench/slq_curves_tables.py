@@ -145,10 +145,10 @@ def tables(model, series):
     print("|---|---|---|---|---|---|---|")
     for method in ("gptq", "gsq"):
         for grid, base in (("asym", "asym"), ("asym all", "asym all"), ("asym per-expert", "asym")):
-            uni = {round(p["code_bits"], 3): p
+            uni = {round(p["code_bits"], 2): p
                    for p in series.get((model, method, base, "uniform"), [])}
             for p in series.get((model, method, grid, "budget"), []):
-                u = uni.get(round(p["code_bits"], 3))
+                u = uni.get(round(p["code_bits"], 2))
                 if u is None:
                     continue
                 better = p["ear"][1] > u["ear"][2] and p["kl"][2] < u["kl"][1]
@@ -161,8 +161,10 @@ def tables(model, series):
     print("| quantizer | EAR >= 0.95 | EAR >= 0.97 | EAR >= 0.99 | acc in bf16 interval | acc and top-1 agreement in bf16 interval |")
     print("|---|---|---|---|---|---|")
     for method in ("gptq", "gsq"):
-        for family, modes in (("uniform", ("uniform",)), ("SLQ", ("budget", "target"))):
-            pts = [p for m in modes for p in series.get((model, method, "asym", m), [])]
+        for family, modes, grid in (("uniform", ("uniform",), "asym"),
+                                    ("SLQ", ("budget", "target"), "asym"),
+                                    ("SLQ per-expert", ("budget",), "asym per-expert")):
+            pts = [p for m in modes for p in series.get((model, method, grid, m), [])]
             if not pts:
                 continue
             cells = []
