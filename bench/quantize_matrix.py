@@ -70,7 +70,7 @@ def run(config):
             q = report["slq"]
             row["slq"] = {k: q.get(k) for k in (
                 "mode", "budget_bits", "target_ear", "average_bits", "predicted_kl",
-                "predicted_ear", "predicted_ear_summed", "ear_per_root_kl", "probes_run",
+                "predicted_ear", "predicted_ear_summed", "ear_per_root_kl", "ear_model", "probes_run",
                 "probes_cached", "exact", "optimality_gap")}
             row["slq"]["bits"] = {u["unit"]: u["bits"] for u in q["units"]}
         if gsq:

@@ -77,22 +77,8 @@ absl::StatusOr<SlqAllocation> ParseAllocation(std::string_view text, const std::
   return a;
 }
 
-double EarPerRootKl(const ProbeTable& probes, const std::vector<int>& candidate_bits) {
-  std::vector<double> ratios;
-  for (const auto& [unit, by_bits] : probes) {
-    int taken = 0;
-    for (const auto& [bits, score] : by_bits) {  // ascending bits
-      if (taken == 2) break;
-      if (std::find(candidate_bits.begin(), candidate_bits.end(), bits) == candidate_bits.end()) {
-        continue;
-      }
-      ++taken;
-      if (score.kl > 0) ratios.push_back(score.ear_loss / std::sqrt(score.kl));
-    }
-  }
-  if (ratios.empty()) return 0.0;
-  std::sort(ratios.begin(), ratios.end());
-  return ratios[(ratios.size() - 1) * 3 / 4];  // upper quartile (nearest rank below)
+double PredictedEarLoss(double sum_of_squared_ear_losses) {
+  return kEarMargin * std::sqrt(std::max(0.0, sum_of_squared_ear_losses));
 }
 
 }  // namespace quant::tasks

@@ -34,20 +34,10 @@ TEST(SlqFiles, ProbeCacheFailureModes) {
   }
 }
 
-TEST(SlqFiles, EarPerRootKlIsTheUpperQuartileOverTheTwoLowestCandidates) {
-  ProbeTable t;
-  // ear_loss / sqrt(kl): a: 2 bits 0.5, 3 bits 0.4, 4 bits 0.1 (not taken); b: 3 bits 0.3
-  // (2 bits not a candidate), 4 bits 0.6; c: zero KL (skipped).
-  t["a"][2] = {0.04, 0.1};
-  t["a"][3] = {0.01, 0.04};
-  t["a"][4] = {0.0001, 0.001};
-  t["b"][2] = {1.0, 0.9};
-  t["b"][3] = {0.04, 0.06};
-  t["b"][4] = {0.01, 0.06};
-  t["c"][2] = {0.0, 0.0};
-  EXPECT_NEAR(EarPerRootKl(t, {3, 4, 8}), 0.4, 1e-12);  // a: 0.4, 0.1; b: 0.3, 0.6 -> 0.1 0.3 [0.4] 0.6
-  EXPECT_NEAR(EarPerRootKl(t, {2, 3, 4}), 0.5, 1e-12);  // a: 0.5, 0.4; b: 0.9, 0.3 -> 0.3 0.4 [0.5] 0.9
-  EXPECT_EQ(EarPerRootKl(ProbeTable{}, {2, 3}), 0.0);
+TEST(SlqFiles, EarLossesAddInQuadratureWithTheMargin) {
+  EXPECT_NEAR(PredictedEarLoss(0.03 * 0.03 + 0.04 * 0.04), kEarMargin * 0.05, 1e-12);
+  EXPECT_EQ(PredictedEarLoss(0.0), 0.0);
+  EXPECT_EQ(PredictedEarLoss(-1e-18), 0.0);  // rounding below zero
 }
 
 TEST(SlqFiles, AllocationAcceptsOneCandidatePerUnit) {

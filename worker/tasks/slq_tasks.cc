@@ -248,17 +248,9 @@ absl::Status RunProbePropagateTask(JobState& job, int layer) {
 absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
   const QuantizeJobSpec& spec = job.spec;
   const bool target = spec.target_ear > 0;
-  // Both modes solve on KL (additive); the EAR target becomes a KL limit through the EAR model
-  // (slq_files.h): 1 - EAR = c sqrt(KL).
-  // Over this job's units only: a shared cache may also hold other unit sets' probes (e.g.
-  // --per-expert-bits runs of the same model and options).
-  ProbeTable own;
-  for (const auto& [unit, params] : job.unit_params) own[unit] = job.probes.at(unit);
-  const double ear_per_root_kl = EarPerRootKl(own, spec.slq_bits);
-  if (target && !(ear_per_root_kl > 0)) {
-    return absl::FailedPreconditionError(
-        "SLQ --target-ear: the probes show no KL at any low bitwidth, so no EAR model can be fitted");
-  }
+  // The budget mode minimises the summed KL; the target mode the bits under the EAR model
+  // (slq_files.h): the units' squared 1 - EAR add up, so a target E is the limit
+  // sum ear_loss^2 <= ((1 - E) / kEarMargin)^2 on an additive table, like KL.
   std::vector<SlqUnitTable> table;
   for (const auto& [unit, params] : job.unit_params) {
     SlqUnitTable row;
@@ -269,16 +261,26 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
         continue;  // a cached bitwidth this job does not offer
       }
       row.bits.push_back(bits);
-      row.loss.push_back(p.kl);
+      row.loss.push_back(target ? p.ear_loss * p.ear_loss : p.kl);
     }
     table.push_back(std::move(row));
+  }
+  if (target && spec.slq_allocation.empty()) {
+    double best = 0;  // every unit at its least-loss option
+    for (const SlqUnitTable& row : table) {
+      if (!row.loss.empty()) best += *std::min_element(row.loss.begin(), row.loss.end());
+    }
+    if (1.0 - PredictedEarLoss(best) < spec.target_ear) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "--target-ear %g: out of reach: the candidate bitwidths give at most a predicted EAR "
+          "of %.4f", spec.target_ear, 1.0 - PredictedEarLoss(best)));
+    }
   }
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<SlqAllocation> solution =
       spec.slq_allocation.empty()
           ? solve(table, target,
-                  target ? std::pow((1.0 - spec.target_ear) / ear_per_root_kl, 2)
-                         : spec.slq_budget)
+                  target ? std::pow((1.0 - spec.target_ear) / kEarMargin, 2) : spec.slq_budget)
           : ReadAllocation(spec.slq_allocation, table);
 
   job.solve_seconds =
@@ -288,12 +290,13 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
     return absl::InternalError("SLQ solve: one bitwidth per unit expected");
   }
   nlohmann::json units = nlohmann::json::array();
-  double predicted_kl = 0, predicted_ear_loss = 0;
+  double predicted_kl = 0, predicted_ear_loss = 0, squared_ear_losses = 0;
   for (size_t i = 0; i < table.size(); ++i) {
     const int bits = solution->bits[i];
     const ProbeScore& p = job.probes.at(table[i].unit).at(bits);
     predicted_kl += p.kl;
     predicted_ear_loss += p.ear_loss;
+    squared_ear_losses += p.ear_loss * p.ear_loss;
     for (const std::string& name : job.unit_members.at(table[i].unit)) job.unit_bits[name] = bits;
     units.push_back({{"unit", table[i].unit}, {"bits", bits}, {"params", table[i].params},
                      {"probe_kl", p.kl}, {"probe_ear_loss", p.ear_loss}});
@@ -305,8 +308,8 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
       {"candidate_bits", spec.slq_bits},
       {"average_bits", solution->average_bits},
       {"predicted_kl", predicted_kl},
-      {"predicted_ear", 1.0 - ear_per_root_kl * std::sqrt(predicted_kl)},
-      {"ear_per_root_kl", ear_per_root_kl},
+      {"predicted_ear", 1.0 - PredictedEarLoss(squared_ear_losses)},
+      {"ear_model", absl::StrFormat("%.2f sqrt(sum of the units' squared 1 - EAR)", kEarMargin)},
       {"predicted_ear_summed", 1.0 - predicted_ear_loss},
       {"exact", solution->exact},
       {"optimality_gap", solution->optimality_gap},
