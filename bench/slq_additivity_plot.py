@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Re-plots an SLQ additivity run (bench/slq_additivity.py's JSON lines) with the EAR model of
 the solve: predicted KL (sum of unit probes) against measured KL; the summed unit 1 - EAR against
-measured 1 - EAR; and c * sqrt(predicted KL) against measured 1 - EAR, c being the upper
-quartile the solve derives from the probe table (worker/tasks/slq_files.h). Prints Spearman
-correlations and the EAR model's worst relative miss.
+measured 1 - EAR; and the solve's model, 1.1 sqrt(sum of the units' squared 1 - EAR)
+(worker/tasks/slq_files.h), against measured 1 - EAR. Prints Spearman correlations and the
+model's range of measured / predicted.
 
-Usage: bench/slq_additivity_plot.py RUN.jsonl PNG C
+Usage: bench/slq_additivity_plot.py RUN.jsonl PNG PROBES.json
 """
 import json
 import math
@@ -17,20 +17,23 @@ from slq_additivity import spearman  # noqa: E402
 
 
 def main():
-    path, png, c = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    path, png, probes_path = sys.argv[1], sys.argv[2], sys.argv[3]
+    probes = json.load(open(probes_path))["probes"]
+    margin = 1.1
     rows = [json.loads(line) for line in open(path) if line.strip()]
     model = rows[0]["model"]
     pk = [r["predicted_kl"] for r in rows]
     mk = [r["measured_kl"] for r in rows]
     pe = [r["predicted_ear_loss"] for r in rows]
     me = [r["measured_ear_loss"] for r in rows]
-    pm = [c * math.sqrt(k) for k in pk]
+    pm = [margin * math.sqrt(sum(probes[u][str(b)]["ear_loss"] ** 2
+                                 for u, b in r["allocation"].items())) for r in rows]
     rho_kl, rho_sum, rho_model = spearman(pk, mk), spearman(pe, me), spearman(pm, me)
-    worst = max(abs(p - m) / m for p, m in zip(pm, me))
-    print(json.dumps({"model": model, "n": len(rows), "c": c, "spearman_kl": rho_kl,
+    ratios = [m / p for p, m in zip(pm, me)]
+    print(json.dumps({"model": model, "n": len(rows), "spearman_kl": rho_kl,
                       "spearman_ear_summed": rho_sum, "spearman_ear_model": rho_model,
-                      "ear_model_worst_relative_miss": worst,
-                      "ear_model_mean_ratio": sum(m / p for p, m in zip(pm, me)) / len(rows)}))
+                      "measured_over_predicted_min": min(ratios),
+                      "measured_over_predicted_max": max(ratios)}))
     dat = png + ".dat"
     with open(dat, "w") as f:
         for row in zip(pk, mk, pe, me, pm):
@@ -49,8 +52,8 @@ set xlabel 'sum of unit probes 1 - EAR'
 set ylabel 'measured 1 - EAR'
 set title sprintf('1 - EAR summed: Spearman %.3f', {rho_sum})
 plot '{dat}' using 3:4 with points pt 7 notitle, f(x) with lines dt 2 title 'y = x'
-set xlabel sprintf('EAR model: %.3f sqrt(predicted KL)', {c})
-set title sprintf('1 - EAR model: Spearman %.3f, worst miss %.0f%%', {rho_model}, {100 * worst})
+set xlabel '1.1 sqrt(sum of the units squared 1 - EAR)'
+set title sprintf('1 - EAR, the solve model: Spearman %.3f, measured/predicted %.2f-%.2f', {rho_model}, {min(ratios)}, {max(ratios)})
 plot '{dat}' using 5:4 with points pt 7 notitle, f(x) with lines dt 2 title 'y = x'
 unset multiplot
 """
