@@ -1,0 +1,277 @@
+#include "coordinator/service/coordinator_service.h"
+
+#include <openssl/crypto.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/metrics.h"
+#include "storage/checkpoint.h"
+#include "worker/model/config.h"
+#include "worker/tasks/job_spec.h"
+#include "worker/tasks/plan.h"
+
+namespace quant::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  switch (s.code()) {
+    case absl::StatusCode::kOk: return grpc::Status::OK;
+    case absl::StatusCode::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
+    case absl::StatusCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
+    case absl::StatusCode::kAlreadyExists: code = grpc::StatusCode::ALREADY_EXISTS; break;
+    case absl::StatusCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
+    case absl::StatusCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
+    default: code = grpc::StatusCode::INTERNAL; break;
+  }
+  return grpc::Status(code, std::string(s.message()));
+}
+
+grpc::Status CheckProtocol(uint32_t protocol) {
+  if (protocol != static_cast<uint32_t>(v1::PROTOCOL_VERSION)) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("protocol version ", protocol, " is not this coordinator's ",
+                                     static_cast<int>(v1::PROTOCOL_VERSION),
+                                     ": upgrade the client or the worker"));
+  }
+  return grpc::Status::OK;
+}
+
+v1::JobState ToProto(JobStatus s) {
+  switch (s) {
+    case JobStatus::kRunning: return v1::JOB_RUNNING;
+    case JobStatus::kSucceeded: return v1::JOB_SUCCEEDED;
+    case JobStatus::kFailed: return v1::JOB_FAILED;
+    case JobStatus::kCancelled: return v1::JOB_CANCELLED;
+  }
+  return v1::JOB_STATE_UNSPECIFIED;
+}
+
+// What the job's result depends on: its options and the model's files (names, sizes, times).
+std::string Fingerprint(const tasks::QuantizeJobSpec& spec) {
+  std::string key = spec.ToJson().dump();
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(spec.model_dir, ec)) {
+    if (!e.is_regular_file()) continue;
+    files.push_back(absl::StrCat(e.path().filename().string(), ":", e.file_size(), ":",
+                                 fs::last_write_time(e.path(), ec).time_since_epoch().count()));
+  }
+  std::sort(files.begin(), files.end());
+  for (const std::string& f : files) absl::StrAppend(&key, "|", f);
+  return absl::StrFormat("%016x", std::hash<std::string>{}(key));
+}
+
+void CountTask(const char* outcome) {
+  metrics::Default()
+      .GetCounter("quant_task_outcomes_total", "Task attempts by outcome.", {{"outcome", outcome}})
+      .Inc();
+}
+
+}  // namespace
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+CoordinatorService::CoordinatorService(StateStore* state, ServiceOptions options)
+    : state_(state), options_(std::move(options)) {}
+
+grpc::Status CoordinatorService::CheckToken(grpc::ServerContext* ctx) const {
+  if (options_.token.empty()) return grpc::Status::OK;
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  const std::string expected = "Bearer " + options_.token;
+  if (it == md.end() || it->second.size() != expected.size() ||
+      CRYPTO_memcmp(it->second.data(), expected.data(), expected.size()) != 0) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "a valid bearer token is required (authorization: Bearer ...)");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::SubmitRequest* req,
+                                        v1::SubmitResponse* resp) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  if (auto s = CheckToken(ctx); !s.ok()) return s;
+  const std::string& client_id = req->job().client_job_id();
+  if (client_id.empty() || client_id.size() > 128) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "client_job_id: required, at most 128 bytes");
+  }
+  absl::StatusOr<tasks::QuantizeJobSpec> spec = tasks::SpecFromJson(req->job().spec_json());
+  if (!spec.ok()) return ToGrpc(spec.status());
+  auto checkpoint = storage::Checkpoint::Open(spec->model_dir);
+  if (!checkpoint.ok()) return ToGrpc(checkpoint.status());
+  auto config = model::ModelConfig::FromJson((*checkpoint)->config(),
+                                             spec->model_dir + "/config.json");
+  if (!config.ok()) return ToGrpc(config.status());
+  tasks::PlanInput in;
+  in.num_layers = config->num_layers;
+  for (int l = 0; l < config->num_layers; ++l) {
+    in.layer_is_moe.push_back(config->IsMoeLayer(l));
+    // Scope experts: the MoE layers have units; scope all: every layer (attention linears).
+    in.layer_has_units.push_back(spec->scope == "all" || config->IsMoeLayer(l));
+  }
+  in.gsq = spec->method == "gsq";
+  in.evaluate = spec->evaluate;
+  in.slq = spec->slq;
+  const tasks::Plan plan = tasks::PlanQuantizeJob(in);
+  // Preflight estimate (a hint; --dry-run returns only this): weights of one layer resident, the
+  // checkpoint's bytes written at most, a task-count-proportional time.
+  v1::Estimate* e = resp->mutable_estimate();
+  e->set_storage_bytes((*checkpoint)->total_bytes());
+  e->set_worker_memory_bytes((*checkpoint)->total_bytes() / std::max(1, config->num_layers) * 4);
+  e->set_seconds_per_worker(static_cast<double>(plan.tasks.size()) * 10.0);
+  if (req->dry_run()) return grpc::Status::OK;
+  auto before = state_->ListJobs();
+  if (!before.ok()) return ToGrpc(before.status());
+  absl::StatusOr<int64_t> id =
+      state_->SubmitJob(client_id, Fingerprint(*spec), spec->ToJson().dump(), plan);
+  if (!id.ok()) return ToGrpc(id.status());
+  resp->set_job_id(*id);
+  bool existing = false;
+  for (const JobRecord& j : *before) existing = existing || j.id == *id;
+  resp->set_existing(existing);
+  if (!existing) {
+    metrics::Default().GetCounter("quant_jobs_submitted_total", "Jobs submitted.").Inc();
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::FillStatus(int64_t job_id, bool with_tasks, v1::JobStatus* out) {
+  absl::StatusOr<JobRecord> job = state_->GetJob(job_id);
+  if (!job.ok()) return ToGrpc(job.status());
+  out->set_job_id(job->id);
+  out->set_client_job_id(job->client_id);
+  out->set_state(ToProto(job->status));
+  out->set_error(job->error);
+  out->set_tasks_total(job->tasks_total);
+  out->set_tasks_done(job->tasks_done);
+  out->set_eta_seconds(-1);
+  if (!with_tasks) return grpc::Status::OK;
+  auto tasks = state_->Tasks(job_id);
+  if (!tasks.ok()) return ToGrpc(tasks.status());
+  for (const TaskRecord& t : *tasks) {
+    v1::TaskStatus* p = out->add_tasks();
+    p->set_task_id(t.task_id);
+    p->set_name(t.name);
+    p->set_kind(t.kind);
+    p->set_layer(t.layer);
+    p->set_state(TaskStatusName(t.status));
+    p->set_epoch(t.epoch);
+    p->set_attempts(t.attempts);
+    p->set_executions(t.executions);
+    p->set_worker(t.worker);
+    p->set_last_error(t.last_error);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::Status(grpc::ServerContext*, const v1::JobRequest* req,
+                                        v1::JobStatus* resp) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  return FillStatus(req->job_id(), /*with_tasks=*/true, resp);
+}
+
+grpc::Status CoordinatorService::List(grpc::ServerContext*, const v1::ListRequest* req,
+                                      v1::ListResponse* resp) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  auto jobs = state_->ListJobs();
+  if (!jobs.ok()) return ToGrpc(jobs.status());
+  for (const JobRecord& j : *jobs) {
+    if (auto s = FillStatus(j.id, /*with_tasks=*/false, resp->add_jobs()); !s.ok()) return s;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::Cancel(grpc::ServerContext* ctx, const v1::JobRequest* req,
+                                        v1::CancelResponse*) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  if (auto s = CheckToken(ctx); !s.ok()) return s;
+  return ToGrpc(state_->CancelJob(req->job_id()));
+}
+
+grpc::Status CoordinatorService::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
+                                          v1::RegisterResponse* resp) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  if (req->worker_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "worker_id is required");
+  }
+  std::lock_guard<std::mutex> lock(workers_mu_);
+  metrics::Default().GetCounter("quant_worker_registrations_total", "Worker registrations.").Inc();
+  resp->set_lease_seconds(options_.lease_seconds);
+  resp->set_heartbeat_seconds(options_.lease_seconds / 4);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::Lease(grpc::ServerContext*, const v1::LeaseRequest* req,
+                                       v1::LeaseResponse* resp) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  const double now = Now();
+  auto lease = state_->LeaseTask(req->worker_id(), now);
+  if (!lease.ok()) return ToGrpc(lease.status());
+  if (!lease->has_value()) {
+    resp->set_retry_after_seconds(1.0);
+    return grpc::Status::OK;
+  }
+  const quant::coordinator::Lease& l = **lease;
+  auto job = state_->GetJob(l.job_id);
+  if (!job.ok()) return ToGrpc(job.status());
+  v1::TaskLease* t = resp->mutable_task();
+  t->set_job_id(l.job_id);
+  t->set_task_id(l.task_id);
+  t->set_epoch(l.epoch);
+  t->set_name(l.name);
+  t->set_kind(l.kind);
+  t->set_layer(l.layer);
+  t->set_shards(1);
+  t->set_spec_json(job->spec_json);
+  t->set_deadline_seconds(l.deadline - now);
+  CountTask("leased");
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+                                           v1::HeartbeatResponse* resp) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  metrics::Default().GetCounter("quant_heartbeats_total", "Worker heartbeats.").Inc();
+  const double now = Now();
+  for (const v1::TaskLease& held : req->held()) {
+    if (!state_->Heartbeat(held.job_id(), held.task_id(), held.epoch(), now).ok()) {
+      resp->add_revoked_task_ids(held.task_id());  // stale epoch or cancelled job: stop it
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::CompleteRequest* req,
+                                          v1::CompleteResponse* resp) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  const double now = Now();
+  const absl::Status s =
+      req->ok() ? state_->CompleteTask(req->job_id(), req->task_id(), req->epoch(), now)
+                : state_->FailTask(req->job_id(), req->task_id(), req->epoch(), req->error(), now);
+  if (s.code() == absl::StatusCode::kFailedPrecondition) {
+    resp->set_committed(false);  // a stale attempt: its output is discarded
+    CountTask("stale");
+    return grpc::Status::OK;
+  }
+  if (!s.ok()) return ToGrpc(s);
+  resp->set_committed(req->ok());
+  CountTask(req->ok() ? "done" : "failed");
+  metrics::Default()
+      .GetHistogram("quant_task_duration_seconds", "Task durations reported by workers.",
+                    metrics::DurationBounds())
+      .Observe(req->seconds());
+  return grpc::Status::OK;
+}
+
+}  // namespace quant::coordinator

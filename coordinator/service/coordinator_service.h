@@ -1,0 +1,60 @@
+// The coordinator's gRPC services (proto/quant.proto) over its one state machine
+// (coordinator/state): qctl submits, watches and cancels jobs; workers register, lease tasks,
+// heartbeat and complete them. Every call checks the protocol version; Submit and Cancel need
+// the bearer token when one is configured (constant-time compare); a submitted job's spec is
+// parsed and checked field by field before anything is stored (worker/tasks/job_spec.h).
+// Torch-free: the planner and the checkpoint's config are read without libtorch.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "coordinator/state/state_store.h"
+#include "proto/quant.grpc.pb.h"
+
+namespace quant::coordinator {
+
+struct ServiceOptions {
+  std::string token;        // "" : no token required
+  double lease_seconds = 60;
+};
+
+class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::Service {
+ public:
+  CoordinatorService(StateStore* state, ServiceOptions options);
+
+  grpc::Status Submit(grpc::ServerContext* ctx, const v1::SubmitRequest* req,
+                      v1::SubmitResponse* resp) override;
+  grpc::Status Status(grpc::ServerContext* ctx, const v1::JobRequest* req,
+                      v1::JobStatus* resp) override;
+  grpc::Status List(grpc::ServerContext* ctx, const v1::ListRequest* req,
+                    v1::ListResponse* resp) override;
+  grpc::Status Cancel(grpc::ServerContext* ctx, const v1::JobRequest* req,
+                      v1::CancelResponse* resp) override;
+
+  grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
+                        v1::RegisterResponse* resp) override;
+  grpc::Status Lease(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
+                     v1::LeaseResponse* resp) override;
+  grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
+                         v1::HeartbeatResponse* resp) override;
+  grpc::Status Complete(grpc::ServerContext* ctx, const v1::CompleteRequest* req,
+                        v1::CompleteResponse* resp) override;
+
+ private:
+  grpc::Status CheckToken(grpc::ServerContext* ctx) const;
+  grpc::Status FillStatus(int64_t job_id, bool with_tasks, v1::JobStatus* out);
+
+  StateStore* state_;
+  ServiceOptions options_;
+  std::mutex workers_mu_;
+};
+
+// Seconds on the coordinator's clock (monotonic within a process, wall time across restarts so
+// that leases stored before a restart keep their meaning).
+double Now();
+
+}  // namespace quant::coordinator

@@ -1,0 +1,262 @@
+// quant-coordinator for real: the binary started on loopback by the test, spoken to over gRPC
+// (the generated stubs) and HTTP. Checks the protocol-version refusal, the bearer token, spec
+// validation, idempotent submission, leases and completions, and that `kill -9` of the
+// coordinator followed by a restart on the same state resumes the job without re-running
+// finished tasks. /metrics passes `promtool check metrics`.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "proto/quant.grpc.pb.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
+constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
+
+// One coordinator process; its stdout's first two lines give the gRPC and HTTP addresses.
+class Coordinator {
+ public:
+  Coordinator(const fs::path& state, const fs::path& token_file) {
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(fds[1], 1);
+      close(fds[0]);
+      execl(COORDINATOR_BINARY, COORDINATOR_BINARY, "--state", state.c_str(), "--token-file",
+            token_file.c_str(), "--lease-seconds", "30", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(fds[1]);
+    FILE* out = fdopen(fds[0], "r");
+    char line[256];
+    for (int i = 0; i < 2 && out && fgets(line, sizeof(line), out); ++i) {
+      std::string s(line);
+      s.erase(s.find_last_not_of("\n") + 1);
+      if (s.rfind("grpc ", 0) == 0) grpc_ = s.substr(5);
+      if (s.rfind("http ", 0) == 0) http_port_ = std::stoi(s.substr(s.rfind(':') + 1));
+    }
+    if (out) fclose(out);
+    channel_ = grpc::CreateChannel(grpc_, grpc::InsecureChannelCredentials());
+    jobs_ = quant::v1::Jobs::NewStub(channel_);
+    workers_ = quant::v1::Workers::NewStub(channel_);
+  }
+  ~Coordinator() { Kill(); }
+  void Kill() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  bool up() const { return !grpc_.empty() && http_port_ > 0; }
+  quant::v1::Jobs::Stub& jobs() { return *jobs_; }
+  quant::v1::Workers::Stub& workers() { return *workers_; }
+  int http_port() const { return http_port_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string grpc_;
+  int http_port_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<quant::v1::Jobs::Stub> jobs_;
+  std::unique_ptr<quant::v1::Workers::Stub> workers_;
+};
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tmp_ = fs::temp_directory_path() / ("coordinator_test_" + std::to_string(getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(tmp_);
+    fs::create_directories(tmp_);
+    std::ofstream(tmp_ / "token") << "s3cret-token\n";
+  }
+  void TearDown() override { fs::remove_all(tmp_); }
+
+  quant::v1::SubmitRequest Request(const std::string& client_id, const std::string& method) {
+    quant::v1::SubmitRequest r;
+    r.set_protocol(kProtocol);
+    r.mutable_job()->set_client_job_id(client_id);
+    r.mutable_job()->set_spec_json(R"({"model": ")" + kModel + R"(", "out": ")" +
+                                   (tmp_ / "out").string() + R"(", "method": ")" + method +
+                                   R"(", "bits": 3})");
+    return r;
+  }
+  static void Authorize(grpc::ClientContext* ctx) {
+    ctx->AddMetadata("authorization", "Bearer s3cret-token");
+  }
+  fs::path tmp_;
+};
+
+TEST_F(CoordinatorTest, RefusesOldProtocolsMissingTokensAndBadSpecs) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token");
+  ASSERT_TRUE(c.up());
+  quant::v1::SubmitResponse resp;
+  {
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    auto req = Request("a", "rtn");
+    req.set_protocol(0);
+    const grpc::Status s = c.jobs().Submit(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(s.error_message().find("protocol version 0"), std::string::npos) << s.error_message();
+  }
+  {
+    grpc::ClientContext ctx;  // no token
+    const grpc::Status s = c.jobs().Submit(&ctx, Request("a", "rtn"), &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer s3cret-tokeX");
+    EXPECT_EQ(c.jobs().Submit(&ctx, Request("a", "rtn"), &resp).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    const grpc::Status s = c.jobs().Submit(&ctx, Request("a", "awq"), &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("\"method\""), std::string::npos) << s.error_message();
+  }
+  {
+    grpc::ClientContext ctx;
+    quant::v1::LeaseRequest lr;
+    lr.set_protocol(7);
+    quant::v1::LeaseResponse lresp;
+    EXPECT_EQ(c.workers().Lease(&ctx, lr, &lresp).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  quant::v1::ListResponse list;
+  grpc::ClientContext ctx;
+  quant::v1::ListRequest lreq;
+  lreq.set_protocol(kProtocol);
+  ASSERT_TRUE(c.jobs().List(&ctx, lreq, &list).ok());
+  EXPECT_EQ(list.jobs_size(), 0);  // nothing was stored
+}
+
+TEST_F(CoordinatorTest, JobSurvivesKillNineOfTheCoordinator) {
+  const fs::path state = tmp_ / "state.db";
+  int64_t job_id = 0;
+  int64_t total = 0;
+  {
+    Coordinator c(state, tmp_ / "token");
+    ASSERT_TRUE(c.up());
+    quant::v1::SubmitResponse resp;
+    {
+      grpc::ClientContext ctx;
+      Authorize(&ctx);
+      ASSERT_TRUE(c.jobs().Submit(&ctx, Request("job-1", "rtn"), &resp).ok());
+      job_id = resp.job_id();
+      EXPECT_FALSE(resp.existing());
+      EXPECT_GT(resp.estimate().storage_bytes(), 0u);
+    }
+    {
+      grpc::ClientContext ctx;  // the same client id: the same job
+      Authorize(&ctx);
+      quant::v1::SubmitResponse again;
+      ASSERT_TRUE(c.jobs().Submit(&ctx, Request("job-1", "rtn"), &again).ok());
+      EXPECT_EQ(again.job_id(), job_id);
+      EXPECT_TRUE(again.existing());
+    }
+    {
+      grpc::ClientContext ctx;  // the same id with other options: refused
+      Authorize(&ctx);
+      quant::v1::SubmitResponse other;
+      EXPECT_EQ(c.jobs().Submit(&ctx, Request("job-1", "gptq"), &other).error_code(),
+                grpc::StatusCode::ALREADY_EXISTS);
+    }
+    grpc::ClientContext rctx;
+    quant::v1::RegisterRequest reg;
+    reg.set_protocol(kProtocol);
+    reg.set_worker_id("w0");
+    quant::v1::RegisterResponse rresp;
+    ASSERT_TRUE(c.workers().Register(&rctx, reg, &rresp).ok());
+    EXPECT_GT(rresp.lease_seconds(), 0);
+    for (int i = 0; i < 3; ++i) {  // three tasks done before the coordinator dies
+      grpc::ClientContext lctx;
+      quant::v1::LeaseRequest lr;
+      lr.set_protocol(kProtocol);
+      lr.set_worker_id("w0");
+      quant::v1::LeaseResponse lease;
+      ASSERT_TRUE(c.workers().Lease(&lctx, lr, &lease).ok());
+      ASSERT_TRUE(lease.has_task());
+      grpc::ClientContext cctx;
+      quant::v1::CompleteRequest done;
+      done.set_protocol(kProtocol);
+      done.set_job_id(lease.task().job_id());
+      done.set_task_id(lease.task().task_id());
+      done.set_epoch(lease.task().epoch());
+      done.set_ok(true);
+      done.set_seconds(0.5);
+      quant::v1::CompleteResponse cresp;
+      ASSERT_TRUE(c.workers().Complete(&cctx, done, &cresp).ok());
+      EXPECT_TRUE(cresp.committed());
+    }
+    grpc::ClientContext sctx;
+    quant::v1::JobRequest jr;
+    jr.set_protocol(kProtocol);
+    jr.set_job_id(job_id);
+    quant::v1::JobStatus st;
+    ASSERT_TRUE(c.jobs().Status(&sctx, jr, &st).ok());
+    EXPECT_EQ(st.tasks_done(), 3);
+    total = st.tasks_total();
+    // /metrics and /healthz answer, and promtool accepts the exposition.
+    httplib::Client http("127.0.0.1", c.http_port());
+    auto health = http.Get("/healthz");
+    ASSERT_TRUE(health && health->status == 200);
+    auto metrics = http.Get("/metrics");
+    ASSERT_TRUE(metrics && metrics->status == 200);
+    EXPECT_NE(metrics->body.find("quant_task_outcomes_total{outcome=\"done\"} 3"),
+              std::string::npos) << metrics->body;
+    std::ofstream(tmp_ / "metrics.txt") << metrics->body;
+    const std::string cmd = "promtool check metrics < " + (tmp_ / "metrics.txt").string() +
+                            " > " + (tmp_ / "promtool.txt").string() + " 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0);
+    c.Kill();  // kill -9, mid-job
+  }
+  Coordinator c(state, tmp_ / "token");  // restarted on the same state
+  ASSERT_TRUE(c.up());
+  int runs = 0;
+  for (;;) {
+    grpc::ClientContext lctx;
+    quant::v1::LeaseRequest lr;
+    lr.set_protocol(kProtocol);
+    lr.set_worker_id("w1");
+    quant::v1::LeaseResponse lease;
+    ASSERT_TRUE(c.workers().Lease(&lctx, lr, &lease).ok());
+    if (!lease.has_task()) break;
+    grpc::ClientContext cctx;
+    quant::v1::CompleteRequest done;
+    done.set_protocol(kProtocol);
+    done.set_job_id(lease.task().job_id());
+    done.set_task_id(lease.task().task_id());
+    done.set_epoch(lease.task().epoch());
+    done.set_ok(true);
+    quant::v1::CompleteResponse cresp;
+    ASSERT_TRUE(c.workers().Complete(&cctx, done, &cresp).ok());
+    ++runs;
+  }
+  EXPECT_EQ(runs, total - 3);  // finished tasks are not leased again
+  grpc::ClientContext sctx;
+  quant::v1::JobRequest jr;
+  jr.set_protocol(kProtocol);
+  jr.set_job_id(job_id);
+  quant::v1::JobStatus st;
+  ASSERT_TRUE(c.jobs().Status(&sctx, jr, &st).ok());
+  EXPECT_EQ(st.state(), quant::v1::JOB_SUCCEEDED);
+  for (const quant::v1::TaskStatus& t : st.tasks()) EXPECT_EQ(t.executions(), 1) << t.name();
+}
+
+}  // namespace

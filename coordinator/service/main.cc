@@ -1,0 +1,97 @@
+// quant-coordinator: the service's gRPC server (Jobs for qctl, Workers for quant-worker) over the
+// SQLite state, with HTTP /metrics, /healthz and /readyz. Prints "grpc HOST:PORT" and
+// "http HOST:PORT" once listening (port 0 picks a free one), then serves until killed.
+#include <httplib.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "common/metrics.h"
+#include "coordinator/service/coordinator_service.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"quant-coordinator: jobs, leases and state for the quantization service"};
+  std::string listen = "127.0.0.1:0", http_host = "127.0.0.1", state_path, token_file;
+  int http_port = 0, max_attempts = 3;
+  double lease_seconds = 60;
+  app.add_option("--listen", listen, "gRPC address host:port")->capture_default_str();
+  app.add_option("--http-host", http_host, "HTTP host for /metrics, /healthz, /readyz")
+      ->capture_default_str();
+  app.add_option("--http-port", http_port, "HTTP port (0: any free one)")->capture_default_str();
+  app.add_option("--state", state_path, "SQLite state file (created if missing)")->required();
+  app.add_option("--token-file", token_file, "file holding the bearer token for submit/cancel");
+  app.add_option("--lease-seconds", lease_seconds, "task lease length")->capture_default_str();
+  app.add_option("--max-attempts", max_attempts, "attempts per task before the job fails")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  quant::coordinator::ServiceOptions options;
+  options.lease_seconds = lease_seconds;
+  if (!token_file.empty()) {
+    std::ifstream in(token_file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    options.token = ss.str();
+    while (!options.token.empty() && (options.token.back() == '\n' || options.token.back() == ' ')) {
+      options.token.pop_back();
+    }
+    if (!in || options.token.empty()) {
+      std::fprintf(stderr, "quant-coordinator: error: --token-file %s: empty or unreadable\n",
+                   token_file.c_str());
+      return 1;
+    }
+  }
+  quant::coordinator::StateOptions state_options;
+  state_options.lease_seconds = lease_seconds;
+  state_options.max_attempts = max_attempts;
+  auto state = quant::coordinator::StateStore::Open(state_path, state_options);
+  if (!state.ok()) {
+    std::fprintf(stderr, "quant-coordinator: error: %s\n",
+                 std::string(state.status().message()).c_str());
+    return 1;
+  }
+  quant::coordinator::CoordinatorService service(state->get(), options);
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.SetMaxReceiveMessageSize(4 << 20);  // bounded messages (DESIGN.md section 8)
+  builder.RegisterService(static_cast<quant::v1::Jobs::Service*>(&service));
+  builder.RegisterService(static_cast<quant::v1::Workers::Service*>(&service));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || grpc_port == 0) {
+    std::fprintf(stderr, "quant-coordinator: error: cannot listen on %s\n", listen.c_str());
+    return 1;
+  }
+  httplib::Server http;
+  http.Get("/metrics", [](const httplib::Request&, httplib::Response& res) {
+    quant::metrics::Default()
+        .GetGauge("quant_resident_memory_bytes", "Resident memory of the process.")
+        .Set(static_cast<double>(quant::metrics::ResidentBytes()));
+    res.set_content(quant::metrics::Default().Expose(), "text/plain; version=0.0.4");
+  });
+  http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
+  http.Get("/readyz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ready\n", "text/plain");
+  });
+  const int bound = http_port == 0 ? http.bind_to_any_port(http_host)
+                                   : (http.bind_to_port(http_host, http_port) ? http_port : -1);
+  if (bound <= 0) {
+    std::fprintf(stderr, "quant-coordinator: error: cannot listen on http %s:%d\n",
+                 http_host.c_str(), http_port);
+    return 1;
+  }
+  std::thread http_thread([&] { http.listen_after_bind(); });
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  std::printf("grpc %s:%d\nhttp %s:%d\n", host.c_str(), grpc_port, http_host.c_str(), bound);
+  std::fflush(stdout);
+  server->Wait();
+  http.stop();
+  http_thread.join();
+  return 0;
+}
