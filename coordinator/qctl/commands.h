@@ -4,6 +4,11 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "worker/tasks/quantize_job.h"
 
 namespace quant::qctl {
 
@@ -12,6 +17,15 @@ using Runner = std::function<int()>;
 
 Runner AddEvalCommand(CLI::App& app);
 Runner AddQuantizeCommand(CLI::App& app);
+// The service's client commands: submit (same job options as quantize), status, list, cancel,
+// watch. Built where gRPC is (QCTL_WITH_SERVICE).
+void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners);
+
+// The job options shared by `quantize` and `submit`, and their checks after parsing.
+void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, bool* no_fallback,
+                   double* bits);
+absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, bool no_eval, bool no_fallback,
+                              double bits);
 
 // One clear error line on stderr: "qctl: error: <message>".
 void PrintError(const std::string& message);

@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
   runners[app.get_subcommand("eval")] = eval;
   quant::qctl::Runner quantize = quant::qctl::AddQuantizeCommand(app);
   runners[app.get_subcommand("quantize")] = quantize;
+#if defined(QCTL_WITH_SERVICE)
+  quant::qctl::AddServiceCommands(app, &runners);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -35,22 +35,7 @@ absl::StatusOr<tasks::SlqAllocation> Solve(const std::vector<tasks::SlqUnitTable
   return a;
 }
 
-int Run(tasks::QuantizeJobSpec& spec, bool no_eval, double bits) {
-  spec.evaluate = !no_eval;
-  if (!spec.slq && spec.target_ear > 0) {
-    PrintError("--target-ear needs --slq");
-    return 1;
-  }
-  if (spec.slq) {
-    spec.slq_budget = bits;
-    spec.bits = std::clamp(static_cast<int>(std::ceil(bits)), 2, 8);  // unused: the solve decides
-  } else if (bits != std::floor(bits)) {
-    PrintError(absl::StrFormat("--bits: %g is not a whole number (fractional budgets need --slq)",
-                               bits));
-    return 1;
-  } else {
-    spec.bits = static_cast<int>(bits);
-  }
+int Run(tasks::QuantizeJobSpec& spec) {
   const bool tty = isatty(STDERR_FILENO) != 0;
   auto result = tasks::RunQuantizeJob(spec, tty ? tasks::ProgressFn(PrintProgress)
                                                 : tasks::ProgressFn(), Solve);
@@ -118,11 +103,8 @@ int Run(tasks::QuantizeJobSpec& spec, bool no_eval, double bits) {
 
 }  // namespace
 
-Runner AddQuantizeCommand(CLI::App& app) {
-  auto spec = std::make_shared<tasks::QuantizeJobSpec>();
-  auto no_eval = std::make_shared<bool>(false);
-  auto no_fallback = std::make_shared<bool>(false);
-  auto bits = std::make_shared<double>(4);
+void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, bool* no_fallback,
+                   double* bits) {
   const char* cache_home = std::getenv("XDG_CACHE_HOME");
   const char* home = std::getenv("HOME");
   spec->probe_cache_dir = cache_home != nullptr && *cache_home != 0
@@ -131,7 +113,6 @@ Runner AddQuantizeCommand(CLI::App& app) {
                                             : "";
   spec->calib_path = std::string(QUANT_SHARED_DIR) + "/data/calib/calib.txt";
   spec->eval_text = std::string(QUANT_SHARED_DIR) + "/data/eval/kjv_val.txt";
-  CLI::App* sub = app.add_subcommand("quantize", "Quantize a checkpoint in this process");
   sub->add_option("--model", spec->model_dir, "Model directory (Hugging Face layout)")->required();
   sub->add_option("--out", spec->out_dir, "Output directory (must not exist)")->required();
   sub->add_option("--method", spec->method, "rtn, gptq or gsq")->capture_default_str();
@@ -181,10 +162,41 @@ Runner AddQuantizeCommand(CLI::App& app) {
                   "Next layer's calibration inputs from the quantized or the original layers")
       ->capture_default_str();
   sub->add_flag("--no-eval", *no_eval, "Skip the evaluation of the written checkpoint");
+}
+
+absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, bool no_eval, bool no_fallback,
+                              double bits) {
+  spec.evaluate = !no_eval;
+  spec.channel_fallback = !no_fallback;
+  if (!spec.slq && spec.target_ear > 0) {
+    return absl::InvalidArgumentError("--target-ear needs --slq");
+  }
+  if (spec.slq) {
+    spec.slq_budget = bits;
+    spec.bits = std::clamp(static_cast<int>(std::ceil(bits)), 2, 8);  // unused: the solve decides
+  } else if (bits != std::floor(bits)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--bits: %g is not a whole number (fractional budgets need --slq)", bits));
+  } else {
+    spec.bits = static_cast<int>(bits);
+  }
+  return absl::OkStatus();
+}
+
+Runner AddQuantizeCommand(CLI::App& app) {
+  auto spec = std::make_shared<tasks::QuantizeJobSpec>();
+  auto no_eval = std::make_shared<bool>(false);
+  auto no_fallback = std::make_shared<bool>(false);
+  auto bits = std::make_shared<double>(4);
+  CLI::App* sub = app.add_subcommand("quantize", "Quantize a checkpoint in this process");
+  AddJobOptions(sub, spec.get(), no_eval.get(), no_fallback.get(), bits.get());
   sub->add_flag("--overwrite", spec->overwrite, "Replace an existing output directory");
   return [spec, no_eval, no_fallback, bits]() {
-    spec->channel_fallback = !*no_fallback;
-    return Run(*spec, *no_eval, *bits);
+    if (absl::Status s = FinishJobOptions(*spec, *no_eval, *no_fallback, *bits); !s.ok()) {
+      PrintError(std::string(s.message()));
+      return 1;
+    }
+    return Run(*spec);
   };
 }
 

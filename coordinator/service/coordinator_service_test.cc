@@ -10,9 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include "proto/quant.grpc.pb.h"
@@ -60,6 +62,7 @@ class Coordinator {
     }
   }
   bool up() const { return !grpc_.empty() && http_port_ > 0; }
+  const std::string& grpc_address() const { return grpc_; }
   quant::v1::Jobs::Stub& jobs() { return *jobs_; }
   quant::v1::Workers::Stub& workers() { return *workers_; }
   int http_port() const { return http_port_; }
@@ -257,6 +260,47 @@ TEST_F(CoordinatorTest, JobSurvivesKillNineOfTheCoordinator) {
   ASSERT_TRUE(c.jobs().Status(&sctx, jr, &st).ok());
   EXPECT_EQ(st.state(), quant::v1::JOB_SUCCEEDED);
   for (const quant::v1::TaskStatus& t : st.tasks()) EXPECT_EQ(t.executions(), 1) << t.name();
+}
+
+// qctl's client commands against the real coordinator: one line per outcome, exit codes.
+TEST_F(CoordinatorTest, QctlSubmitStatusListCancel) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token");
+  ASSERT_TRUE(c.up());
+  const std::string conn = " --coordinator " + c.grpc_address();
+  const std::string job = " --model " + kModel + " --out " + (tmp_ / "out").string() +
+                          " --method rtn --bits 3";
+  auto run = [&](const std::string& args, std::string* out) {
+    const std::string cmd = std::string(QCTL_BINARY) + " " + args + " > " +
+                            (tmp_ / "o.txt").string() + " 2>&1";
+    const int status = std::system(cmd.c_str());
+    std::ifstream in(tmp_ / "o.txt");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    *out = ss.str();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  std::string out;
+  EXPECT_EQ(run("submit" + job + conn, &out), 1);  // no token
+  EXPECT_NE(out.find("qctl: error:"), std::string::npos) << out;
+  EXPECT_NE(out.find("bearer token"), std::string::npos) << out;
+  const std::string token = " --token-file " + (tmp_ / "token").string();
+  EXPECT_EQ(run("submit" + job + conn + token + " --dry-run", &out), 0) << out;
+  EXPECT_NE(out.find("estimate"), std::string::npos) << out;
+  EXPECT_EQ(run("list" + conn, &out), 0);
+  EXPECT_EQ(out, "");  // a dry run creates nothing
+  EXPECT_EQ(run("submit" + job + conn + token, &out), 0) << out;
+  EXPECT_NE(out.find("job 1 ("), std::string::npos) << out;
+  EXPECT_EQ(run("submit" + job + conn + token, &out), 0) << out;
+  EXPECT_NE(out.find("already submitted"), std::string::npos) << out;
+  EXPECT_EQ(run("status 1" + conn, &out), 0) << out;
+  EXPECT_NE(out.find("running, 0/"), std::string::npos) << out;
+  EXPECT_NE(out.find("L1/calibrate"), std::string::npos) << out;
+  EXPECT_EQ(run("cancel 1" + conn + token, &out), 0) << out;
+  EXPECT_EQ(run("watch 1" + conn, &out), 1) << out;  // ends at once: cancelled
+  EXPECT_NE(out.find("cancelled"), std::string::npos) << out;
+  EXPECT_EQ(run("status 7" + conn, &out), 1);
+  EXPECT_NE(out.find("no job 7"), std::string::npos) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1);  // one line
 }
 
 }  // namespace

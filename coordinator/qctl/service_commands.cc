@@ -1,0 +1,215 @@
+// qctl's client side of the service: submit (the same job options as `quantize`, plus
+// --dry-run), status, list, cancel and watch, over gRPC to quant-coordinator. The coordinator is
+// --coordinator HOST:PORT or $QUANT_COORDINATOR; the bearer token for submit and cancel comes from
+// --token-file or $QUANT_TOKEN_FILE. Every failure is one "qctl: error:" line and exit 1.
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "coordinator/qctl/commands.h"
+#include "proto/quant.grpc.pb.h"
+
+namespace quant::qctl {
+namespace {
+
+constexpr uint32_t kProtocol = v1::PROTOCOL_VERSION;
+
+struct Connection {
+  std::string address;
+  std::string token_file;
+};
+
+void AddConnectionOptions(CLI::App* sub, Connection* c) {
+  const char* env = std::getenv("QUANT_COORDINATOR");
+  c->address = env != nullptr && *env != 0 ? env : "127.0.0.1:7070";
+  const char* token = std::getenv("QUANT_TOKEN_FILE");
+  c->token_file = token != nullptr ? token : "";
+  sub->add_option("--coordinator", c->address, "quant-coordinator HOST:PORT")
+      ->capture_default_str();
+  sub->add_option("--token-file", c->token_file, "bearer token file (submit, cancel)");
+}
+
+std::unique_ptr<grpc::ClientContext> Context(const Connection& c, bool auth, std::string* error) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  if (auth && !c.token_file.empty()) {
+    std::ifstream in(c.token_file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string token = ss.str();
+    while (!token.empty() && (token.back() == '\n' || token.back() == ' ')) token.pop_back();
+    if (!in || token.empty()) {
+      *error = absl::StrFormat("--token-file %s: empty or unreadable", c.token_file);
+      return nullptr;
+    }
+    ctx->AddMetadata("authorization", "Bearer " + token);
+  }
+  return ctx;
+}
+
+int Fail(const Connection& c, const grpc::Status& s) {
+  PrintError(absl::StrFormat("coordinator %s: %s", c.address, s.error_message().empty()
+                                                                  ? "unreachable"
+                                                                  : s.error_message()));
+  return 1;
+}
+
+const char* StateName(v1::JobState s) {
+  switch (s) {
+    case v1::JOB_RUNNING: return "running";
+    case v1::JOB_SUCCEEDED: return "succeeded";
+    case v1::JOB_FAILED: return "failed";
+    case v1::JOB_CANCELLED: return "cancelled";
+    default: return "unknown";
+  }
+}
+
+std::unique_ptr<v1::Jobs::Stub> Stub(const Connection& c) {
+  return v1::Jobs::NewStub(grpc::CreateChannel(c.address, grpc::InsecureChannelCredentials()));
+}
+
+void PrintStatus(const v1::JobStatus& st, bool tasks) {
+  std::printf("job %lld (%s): %s, %lld/%lld tasks done%s%s\n",
+              static_cast<long long>(st.job_id()), st.client_job_id().c_str(),
+              StateName(st.state()), static_cast<long long>(st.tasks_done()),
+              static_cast<long long>(st.tasks_total()), st.error().empty() ? "" : ": ",
+              st.error().c_str());
+  if (!tasks) return;
+  for (const v1::TaskStatus& t : st.tasks()) {
+    std::printf("  %-24s %-8s epoch %lld, %d failed attempts%s%s\n", t.name().c_str(),
+                t.state().c_str(), static_cast<long long>(t.epoch()), t.attempts(),
+                t.worker().empty() ? "" : (", on " + t.worker()).c_str(),
+                t.last_error().empty() ? "" : ("; last error: " + t.last_error()).c_str());
+  }
+}
+
+}  // namespace
+
+void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
+  // submit
+  {
+    auto spec = std::make_shared<tasks::QuantizeJobSpec>();
+    auto no_eval = std::make_shared<bool>(false);
+    auto no_fallback = std::make_shared<bool>(false);
+    auto bits = std::make_shared<double>(4);
+    auto conn = std::make_shared<Connection>();
+    auto job_id = std::make_shared<std::string>();
+    auto dry_run = std::make_shared<bool>(false);
+    CLI::App* sub = app.add_subcommand("submit", "Submit a quantize job to quant-coordinator");
+    AddJobOptions(sub, spec.get(), no_eval.get(), no_fallback.get(), bits.get());
+    AddConnectionOptions(sub, conn.get());
+    sub->add_option("--job-id", *job_id,
+                    "client job id (default: derived from the options, so a resubmission of the "
+                    "same command is the same job)");
+    sub->add_flag("--dry-run", *dry_run, "preflight estimate only: nothing is created");
+    (*runners)[sub] = [=]() {
+      if (absl::Status s = FinishJobOptions(*spec, *no_eval, *no_fallback, *bits); !s.ok()) {
+        PrintError(std::string(s.message()));
+        return 1;
+      }
+      nlohmann::json j = spec->ToJson();
+      j["out"] = spec->out_dir;
+      v1::SubmitRequest req;
+      req.set_protocol(kProtocol);
+      req.set_dry_run(*dry_run);
+      req.mutable_job()->set_spec_json(j.dump());
+      req.mutable_job()->set_client_job_id(
+          job_id->empty() ? absl::StrFormat("job-%016x", std::hash<std::string>{}(j.dump()))
+                          : *job_id);
+      std::string error;
+      auto ctx = Context(*conn, /*auth=*/true, &error);
+      if (!ctx) {
+        PrintError(error);
+        return 1;
+      }
+      v1::SubmitResponse resp;
+      const grpc::Status s = Stub(*conn)->Submit(ctx.get(), req, &resp);
+      if (!s.ok()) return Fail(*conn, s);
+      const v1::Estimate& e = resp.estimate();
+      std::printf("estimate   %.1f GiB memory per worker, %.2f GiB written, ~%.0f s per worker\n",
+                  e.worker_memory_bytes() / 1073741824.0, e.storage_bytes() / 1073741824.0,
+                  e.seconds_per_worker());
+      if (*dry_run) return 0;
+      std::printf("job %lld (%s)%s\n", static_cast<long long>(resp.job_id()),
+                  req.job().client_job_id().c_str(),
+                  resp.existing() ? ": already submitted, the same job" : " submitted");
+      return 0;
+    };
+  }
+  // status, cancel, watch: one job id each
+  for (const char* name : {"status", "cancel", "watch"}) {
+    auto conn = std::make_shared<Connection>();
+    auto id = std::make_shared<int64_t>(0);
+    const std::string cmd = name;
+    CLI::App* sub = app.add_subcommand(
+        cmd, cmd == "status"   ? "A job's state and its tasks"
+             : cmd == "cancel" ? "Cancel a running job"
+                               : "Follow a job until it ends");
+    sub->add_option("job", *id, "job id")->required();
+    AddConnectionOptions(sub, conn.get());
+    (*runners)[sub] = [=]() {
+      v1::JobRequest req;
+      req.set_protocol(kProtocol);
+      req.set_job_id(*id);
+      std::string error;
+      if (cmd == "cancel") {
+        auto ctx = Context(*conn, /*auth=*/true, &error);
+        if (!ctx) {
+          PrintError(error);
+          return 1;
+        }
+        v1::CancelResponse resp;
+        const grpc::Status s = Stub(*conn)->Cancel(ctx.get(), req, &resp);
+        if (!s.ok()) return Fail(*conn, s);
+        std::printf("job %lld cancelled\n", static_cast<long long>(*id));
+        return 0;
+      }
+      int64_t last_done = -1;
+      for (;;) {
+        auto ctx = Context(*conn, /*auth=*/false, &error);
+        v1::JobStatus st;
+        const grpc::Status s = Stub(*conn)->Status(ctx.get(), req, &st);
+        if (!s.ok()) return Fail(*conn, s);
+        if (cmd == "status") {
+          PrintStatus(st, /*tasks=*/true);
+          return 0;
+        }
+        if (st.tasks_done() != last_done || st.state() != v1::JOB_RUNNING) {
+          PrintStatus(st, /*tasks=*/false);
+          std::fflush(stdout);
+          last_done = st.tasks_done();
+        }
+        if (st.state() != v1::JOB_RUNNING) return st.state() == v1::JOB_SUCCEEDED ? 0 : 1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      }
+    };
+  }
+  // list
+  {
+    auto conn = std::make_shared<Connection>();
+    CLI::App* sub = app.add_subcommand("list", "The coordinator's jobs");
+    AddConnectionOptions(sub, conn.get());
+    (*runners)[sub] = [=]() {
+      v1::ListRequest req;
+      req.set_protocol(kProtocol);
+      std::string error;
+      auto ctx = Context(*conn, /*auth=*/false, &error);
+      v1::ListResponse resp;
+      const grpc::Status s = Stub(*conn)->List(ctx.get(), req, &resp);
+      if (!s.ok()) return Fail(*conn, s);
+      for (const v1::JobStatus& st : resp.jobs()) PrintStatus(st, /*tasks=*/false);
+      return 0;
+    };
+  }
+}
+
+}  // namespace quant::qctl
