@@ -68,6 +68,36 @@ std::string Fingerprint(const tasks::QuantizeJobSpec& spec) {
   return absl::StrFormat("%016x", std::hash<std::string>{}(key));
 }
 
+// Whether `path` (symlinks and ".." resolved; the part that does not exist yet taken as written)
+// lies inside one of `roots`.
+bool Inside(const std::string& path, const std::vector<std::string>& roots) {
+  std::error_code ec;
+  const fs::path real = fs::weakly_canonical(fs::absolute(path, ec), ec);
+  if (ec) return false;
+  for (const std::string& root : roots) {
+    const fs::path r = fs::weakly_canonical(fs::absolute(root, ec), ec);
+    if (ec) continue;
+    auto rel = real.lexically_relative(r);
+    if (!rel.empty() && *rel.begin() != ".." && !rel.is_absolute()) return true;
+  }
+  return false;
+}
+
+grpc::Status CheckRoots(const tasks::QuantizeJobSpec& spec, const std::vector<std::string>& roots) {
+  if (roots.empty()) return grpc::Status::OK;
+  for (const auto& [field, path] : std::vector<std::pair<std::string, std::string>>{
+           {"model", spec.model_dir}, {"out", spec.out_dir}, {"calib", spec.calib_path},
+           {"slq_allocation", spec.slq_allocation}}) {
+    if (path.empty()) continue;
+    if (!Inside(path, roots)) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("job spec: \"", field, "\": ", path,
+                                       " is outside the coordinator's allowed roots"));
+    }
+  }
+  return grpc::Status::OK;
+}
+
 void CountTask(const char* outcome) {
   metrics::Default()
       .GetCounter("quant_task_outcomes_total", "Task attempts by outcome.", {{"outcome", outcome}})
@@ -108,6 +138,7 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
   }
   absl::StatusOr<tasks::QuantizeJobSpec> spec = tasks::SpecFromJson(req->job().spec_json());
   if (!spec.ok()) return ToGrpc(spec.status());
+  if (auto s = CheckRoots(*spec, options_.roots); !s.ok()) return s;
   auto checkpoint = storage::Checkpoint::Open(spec->model_dir);
   if (!checkpoint.ok()) return ToGrpc(checkpoint.status());
   auto config = model::ModelConfig::FromJson((*checkpoint)->config(),

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "coordinator/state/state_store.h"
 #include "proto/quant.grpc.pb.h"
@@ -19,6 +20,9 @@ namespace quant::coordinator {
 
 struct ServiceOptions {
   std::string token;        // "" : no token required
+  // file:// confinement: when not empty, every path a job names (model, out, calib, allocation)
+  // must resolve, symlinks and ".." followed, inside one of these directories.
+  std::vector<std::string> roots;
   double lease_seconds = 60;
 };
 

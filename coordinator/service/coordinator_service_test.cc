@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "proto/quant.grpc.pb.h"
 
@@ -28,15 +29,21 @@ constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
 // One coordinator process; its stdout's first two lines give the gRPC and HTTP addresses.
 class Coordinator {
  public:
-  Coordinator(const fs::path& state, const fs::path& token_file) {
+  Coordinator(const fs::path& state, const fs::path& token_file,
+              std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {COORDINATOR_BINARY, "--state", state.string(),
+                                     "--token-file", token_file.string(), "--lease-seconds", "30"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
     int fds[2];
     if (pipe(fds) != 0) return;
     pid_ = fork();
     if (pid_ == 0) {
       dup2(fds[1], 1);
       close(fds[0]);
-      execl(COORDINATOR_BINARY, COORDINATOR_BINARY, "--state", state.c_str(), "--token-file",
-            token_file.c_str(), "--lease-seconds", "30", static_cast<char*>(nullptr));
+      execv(argv[0], argv.data());
       _exit(127);
     }
     close(fds[1]);
@@ -260,6 +267,41 @@ TEST_F(CoordinatorTest, JobSurvivesKillNineOfTheCoordinator) {
   ASSERT_TRUE(c.jobs().Status(&sctx, jr, &st).ok());
   EXPECT_EQ(st.state(), quant::v1::JOB_SUCCEEDED);
   for (const quant::v1::TaskStatus& t : st.tasks()) EXPECT_EQ(t.executions(), 1) << t.name();
+}
+
+// --roots: paths that resolve outside every root are refused, ".." and symlinks followed.
+TEST_F(CoordinatorTest, JobPathsAreConfinedToTheRoots) {
+  const fs::path allowed = tmp_ / "allowed";
+  fs::create_directories(allowed / "models");
+  fs::create_symlink(kModel, allowed / "models" / "deepseek");         // inside -> outside
+  fs::create_directories(tmp_ / "elsewhere");
+  fs::create_symlink(tmp_ / "elsewhere", allowed / "escape");           // a directory escape
+  Coordinator c(tmp_ / "state.db", tmp_ / "token",
+                {"--roots", allowed.string() + "," + fs::path(kModel).parent_path().string()});
+  ASSERT_TRUE(c.up());
+  auto submit = [&](const std::string& model, const std::string& out) {
+    quant::v1::SubmitRequest r;
+    r.set_protocol(kProtocol);
+    r.set_dry_run(true);
+    r.mutable_job()->set_client_job_id("x");
+    r.mutable_job()->set_spec_json(R"({"model": ")" + model + R"(", "out": ")" + out +
+                                   R"(", "method": "rtn", "bits": 3})");
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    quant::v1::SubmitResponse resp;
+    return c.jobs().Submit(&ctx, r, &resp);
+  };
+  EXPECT_TRUE(submit(kModel, (allowed / "out").string()).ok());
+  // The symlinked model resolves to the shared models, which are a root too.
+  EXPECT_TRUE(submit((allowed / "models" / "deepseek").string(), (allowed / "o2").string()).ok());
+  const grpc::Status dots = submit(kModel, (allowed / ".." / "out").string());
+  EXPECT_EQ(dots.error_code(), grpc::StatusCode::PERMISSION_DENIED) << dots.error_message();
+  EXPECT_NE(dots.error_message().find("\"out\""), std::string::npos) << dots.error_message();
+  const grpc::Status link = submit(kModel, (allowed / "escape" / "out").string());
+  EXPECT_EQ(link.error_code(), grpc::StatusCode::PERMISSION_DENIED) << link.error_message();
+  const grpc::Status model = submit("/etc", (allowed / "out").string());
+  EXPECT_EQ(model.error_code(), grpc::StatusCode::PERMISSION_DENIED) << model.error_message();
+  EXPECT_NE(model.error_message().find("\"model\""), std::string::npos) << model.error_message();
 }
 
 // qctl's client commands against the real coordinator: one line per outcome, exit codes.

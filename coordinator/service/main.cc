@@ -24,6 +24,10 @@ int main(int argc, char** argv) {
   app.add_option("--http-port", http_port, "HTTP port (0: any free one)")->capture_default_str();
   app.add_option("--state", state_path, "SQLite state file (created if missing)")->required();
   app.add_option("--token-file", token_file, "file holding the bearer token for submit/cancel");
+  std::vector<std::string> roots;
+  app.add_option("--roots", roots,
+                 "directories every path of a job must resolve into (symlinks followed)")
+      ->delimiter(',');
   app.add_option("--lease-seconds", lease_seconds, "task lease length")->capture_default_str();
   app.add_option("--max-attempts", max_attempts, "attempts per task before the job fails")
       ->capture_default_str();
@@ -31,6 +35,7 @@ int main(int argc, char** argv) {
 
   quant::coordinator::ServiceOptions options;
   options.lease_seconds = lease_seconds;
+  options.roots = roots;
   if (!token_file.empty()) {
     std::ifstream in(token_file);
     std::stringstream ss;
