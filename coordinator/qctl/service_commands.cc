@@ -173,24 +173,46 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
         std::printf("job %lld cancelled\n", static_cast<long long>(*id));
         return 0;
       }
-      int64_t last_done = -1;
-      for (;;) {
-        auto ctx = Context(*conn, /*auth=*/false, &error);
+      auto ctx = Context(*conn, /*auth=*/false, &error);
+      if (cmd == "status") {
         v1::JobStatus st;
         const grpc::Status s = Stub(*conn)->Status(ctx.get(), req, &st);
         if (!s.ok()) return Fail(*conn, s);
-        if (cmd == "status") {
-          PrintStatus(st, /*tasks=*/true);
-          return 0;
-        }
-        if (st.tasks_done() != last_done || st.state() != v1::JOB_RUNNING) {
-          PrintStatus(st, /*tasks=*/false);
-          std::fflush(stdout);
-          last_done = st.tasks_done();
-        }
-        if (st.state() != v1::JOB_RUNNING) return st.state() == v1::JOB_SUCCEEDED ? 0 : 1;
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        PrintStatus(st, /*tasks=*/true);
+        return 0;
       }
+      // watch: the coordinator streams a status on every change; a line each, with the tasks
+      // running now, failures and the ETA.
+      ctx->set_deadline(std::chrono::system_clock::time_point::max());
+      auto reader = Stub(*conn)->Watch(ctx.get(), req);
+      v1::JobStatus st;
+      v1::JobState last = v1::JOB_STATE_UNSPECIFIED;
+      while (reader->Read(&st)) {
+        std::string running, failed;
+        for (const v1::TaskStatus& t : st.tasks()) {
+          if (t.state() == "leased") {
+            running += (running.empty() ? "" : ", ") + t.name() +
+                       (t.worker().empty() ? "" : " on " + t.worker());
+          }
+          if (!t.last_error().empty()) {
+            failed += (failed.empty() ? "" : "; ") + t.name() + ": " + t.last_error();
+          }
+        }
+        std::printf("job %lld: %s, %lld/%lld tasks done%s%s%s%s%s\n",
+                    static_cast<long long>(st.job_id()), StateName(st.state()),
+                    static_cast<long long>(st.tasks_done()),
+                    static_cast<long long>(st.tasks_total()),
+                    st.eta_seconds() >= 0 ? absl::StrFormat(", ETA %.0f s", st.eta_seconds()).c_str()
+                                          : "",
+                    running.empty() ? "" : "; running ", running.c_str(),
+                    failed.empty() ? "" : "; failures: ", failed.c_str());
+        std::fflush(stdout);
+        last = st.state();
+      }
+      const grpc::Status s = reader->Finish();
+      if (!s.ok()) return Fail(*conn, s);
+      if (!st.error().empty()) PrintError(absl::StrFormat("job %lld: %s", *id, st.error()));
+      return last == v1::JOB_SUCCEEDED ? 0 : 1;
     };
   }
   // list

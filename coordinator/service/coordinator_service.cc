@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -210,6 +211,35 @@ grpc::Status CoordinatorService::Status(grpc::ServerContext*, const v1::JobReque
                                         v1::JobStatus* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   return FillStatus(req->job_id(), /*with_tasks=*/true, resp);
+}
+
+grpc::Status CoordinatorService::Watch(grpc::ServerContext* ctx, const v1::JobRequest* req,
+                                       grpc::ServerWriter<v1::JobStatus>* writer) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  std::string last;
+  const double start = Now();
+  int64_t done_at_start = -1;
+  while (!ctx->IsCancelled()) {
+    v1::JobStatus st;
+    if (auto s = FillStatus(req->job_id(), /*with_tasks=*/true, &st); !s.ok()) return s;
+    // ETA from the pace since the watch began (tasks are of unequal cost: a rough guide).
+    if (done_at_start < 0) done_at_start = st.tasks_done();
+    const int64_t done_since = st.tasks_done() - done_at_start;
+    if (done_since > 0) {
+      st.set_eta_seconds((Now() - start) / done_since * (st.tasks_total() - st.tasks_done()));
+    }
+    std::string key = absl::StrCat(st.state(), "|", st.tasks_done(), "|");
+    for (const v1::TaskStatus& t : st.tasks()) {
+      if (t.state() == "leased" || t.state() == "failed") absl::StrAppend(&key, t.task_id(), t.state());
+    }
+    if (key != last) {
+      if (!writer->Write(st)) return grpc::Status::OK;  // the client went away
+      last = key;
+    }
+    if (st.state() != v1::JOB_RUNNING) return grpc::Status::OK;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return grpc::Status::OK;
 }
 
 grpc::Status CoordinatorService::List(grpc::ServerContext*, const v1::ListRequest* req,

@@ -38,6 +38,10 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
                     v1::ListResponse* resp) override;
   grpc::Status Cancel(grpc::ServerContext* ctx, const v1::JobRequest* req,
                       v1::CancelResponse* resp) override;
+  // A JobStatus (tasks included) now and on every change of the done count, the leased tasks or
+  // the state, until the job ends or the client goes away.
+  grpc::Status Watch(grpc::ServerContext* ctx, const v1::JobRequest* req,
+                     grpc::ServerWriter<v1::JobStatus>* writer) override;
 
   grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                         v1::RegisterResponse* resp) override;

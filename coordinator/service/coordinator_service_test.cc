@@ -11,11 +11,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "proto/quant.grpc.pb.h"
@@ -343,6 +345,51 @@ TEST_F(CoordinatorTest, QctlSubmitStatusListCancel) {
   EXPECT_EQ(run("status 7" + conn, &out), 1);
   EXPECT_NE(out.find("no job 7"), std::string::npos) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1);  // one line
+}
+
+// qctl watch follows a job on the coordinator's stream while a worker completes its tasks.
+TEST_F(CoordinatorTest, QctlWatchFollowsAJobToTheEnd) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token");
+  ASSERT_TRUE(c.up());
+  {
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    quant::v1::SubmitResponse resp;
+    ASSERT_TRUE(c.jobs().Submit(&ctx, Request("job-w", "rtn"), &resp).ok());
+  }
+  const std::string cmd = std::string(QCTL_BINARY) + " watch 1 --coordinator " +
+                          c.grpc_address() + " 2>&1";
+  FILE* watch = popen(cmd.c_str(), "r");
+  ASSERT_NE(watch, nullptr);
+  for (;;) {  // a worker: lease and complete until nothing is left
+    grpc::ClientContext lctx;
+    quant::v1::LeaseRequest lr;
+    lr.set_protocol(kProtocol);
+    lr.set_worker_id("w0");
+    quant::v1::LeaseResponse lease;
+    ASSERT_TRUE(c.workers().Lease(&lctx, lr, &lease).ok());
+    if (!lease.has_task()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));  // let the watch see it run
+    grpc::ClientContext cctx;
+    quant::v1::CompleteRequest done;
+    done.set_protocol(kProtocol);
+    done.set_job_id(lease.task().job_id());
+    done.set_task_id(lease.task().task_id());
+    done.set_epoch(lease.task().epoch());
+    done.set_ok(true);
+    quant::v1::CompleteResponse cresp;
+    ASSERT_TRUE(c.workers().Complete(&cctx, done, &cresp).ok());
+  }
+  std::string out;
+  char buf[512];
+  while (fgets(buf, sizeof(buf), watch)) out += buf;
+  const int status = pclose(watch);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("/quantize on w0"), std::string::npos) << out;  // the running task named
+  EXPECT_NE(out.find("ETA"), std::string::npos) << out;
+  EXPECT_NE(out.find("succeeded"), std::string::npos) << out;
+  EXPECT_GE(std::count(out.begin(), out.end(), '\n'), 5) << out;
 }
 
 }  // namespace
