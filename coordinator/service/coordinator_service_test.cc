@@ -361,6 +361,11 @@ TEST_F(CoordinatorTest, QctlWatchFollowsAJobToTheEnd) {
                           c.grpc_address() + " 2>&1";
   FILE* watch = popen(cmd.c_str(), "r");
   ASSERT_NE(watch, nullptr);
+  std::string out;
+  char buf[512];
+  // The watch is connected once it printed the job's first status: no race with the worker.
+  ASSERT_NE(fgets(buf, sizeof(buf), watch), nullptr);
+  out += buf;
   for (;;) {  // a worker: lease and complete until nothing is left
     grpc::ClientContext lctx;
     quant::v1::LeaseRequest lr;
@@ -380,13 +385,11 @@ TEST_F(CoordinatorTest, QctlWatchFollowsAJobToTheEnd) {
     quant::v1::CompleteResponse cresp;
     ASSERT_TRUE(c.workers().Complete(&cctx, done, &cresp).ok());
   }
-  std::string out;
-  char buf[512];
   while (fgets(buf, sizeof(buf), watch)) out += buf;
   const int status = pclose(watch);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << out;
-  EXPECT_NE(out.find("/quantize on w0"), std::string::npos) << out;  // the running task named
+  EXPECT_NE(out.find("running L0/propagate on w0"), std::string::npos) << out;
   EXPECT_NE(out.find("ETA"), std::string::npos) << out;
   EXPECT_NE(out.find("succeeded"), std::string::npos) << out;
   EXPECT_GE(std::count(out.begin(), out.end(), '\n'), 5) << out;
