@@ -108,6 +108,31 @@ class CoordinatorTest : public ::testing::Test {
   static void Authorize(grpc::ClientContext* ctx) {
     ctx->AddMetadata("authorization", "Bearer s3cret-token");
   }
+  // A worker's turn: lease the next task and, after `hold`, complete it. False when no task is
+  // ready.
+  static bool LeaseAndComplete(Coordinator& c, const std::string& worker,
+                               std::chrono::milliseconds hold = std::chrono::milliseconds(0)) {
+    grpc::ClientContext lctx;
+    quant::v1::LeaseRequest lr;
+    lr.set_protocol(kProtocol);
+    lr.set_worker_id(worker);
+    quant::v1::LeaseResponse lease;
+    EXPECT_TRUE(c.workers().Lease(&lctx, lr, &lease).ok());
+    if (!lease.has_task()) return false;
+    std::this_thread::sleep_for(hold);
+    grpc::ClientContext cctx;
+    quant::v1::CompleteRequest done;
+    done.set_protocol(kProtocol);
+    done.set_job_id(lease.task().job_id());
+    done.set_task_id(lease.task().task_id());
+    done.set_epoch(lease.task().epoch());
+    done.set_ok(true);
+    done.set_seconds(0.5);
+    quant::v1::CompleteResponse cresp;
+    EXPECT_TRUE(c.workers().Complete(&cctx, done, &cresp).ok());
+    EXPECT_TRUE(cresp.committed());
+    return true;
+  }
   fs::path tmp_;
 };
 
@@ -197,24 +222,7 @@ TEST_F(CoordinatorTest, JobSurvivesKillNineOfTheCoordinator) {
     ASSERT_TRUE(c.workers().Register(&rctx, reg, &rresp).ok());
     EXPECT_GT(rresp.lease_seconds(), 0);
     for (int i = 0; i < 3; ++i) {  // three tasks done before the coordinator dies
-      grpc::ClientContext lctx;
-      quant::v1::LeaseRequest lr;
-      lr.set_protocol(kProtocol);
-      lr.set_worker_id("w0");
-      quant::v1::LeaseResponse lease;
-      ASSERT_TRUE(c.workers().Lease(&lctx, lr, &lease).ok());
-      ASSERT_TRUE(lease.has_task());
-      grpc::ClientContext cctx;
-      quant::v1::CompleteRequest done;
-      done.set_protocol(kProtocol);
-      done.set_job_id(lease.task().job_id());
-      done.set_task_id(lease.task().task_id());
-      done.set_epoch(lease.task().epoch());
-      done.set_ok(true);
-      done.set_seconds(0.5);
-      quant::v1::CompleteResponse cresp;
-      ASSERT_TRUE(c.workers().Complete(&cctx, done, &cresp).ok());
-      EXPECT_TRUE(cresp.committed());
+      ASSERT_TRUE(LeaseAndComplete(c, "w0"));
     }
     grpc::ClientContext sctx;
     quant::v1::JobRequest jr;
@@ -241,25 +249,7 @@ TEST_F(CoordinatorTest, JobSurvivesKillNineOfTheCoordinator) {
   Coordinator c(state, tmp_ / "token");  // restarted on the same state
   ASSERT_TRUE(c.up());
   int runs = 0;
-  for (;;) {
-    grpc::ClientContext lctx;
-    quant::v1::LeaseRequest lr;
-    lr.set_protocol(kProtocol);
-    lr.set_worker_id("w1");
-    quant::v1::LeaseResponse lease;
-    ASSERT_TRUE(c.workers().Lease(&lctx, lr, &lease).ok());
-    if (!lease.has_task()) break;
-    grpc::ClientContext cctx;
-    quant::v1::CompleteRequest done;
-    done.set_protocol(kProtocol);
-    done.set_job_id(lease.task().job_id());
-    done.set_task_id(lease.task().task_id());
-    done.set_epoch(lease.task().epoch());
-    done.set_ok(true);
-    quant::v1::CompleteResponse cresp;
-    ASSERT_TRUE(c.workers().Complete(&cctx, done, &cresp).ok());
-    ++runs;
-  }
+  while (LeaseAndComplete(c, "w1")) ++runs;
   EXPECT_EQ(runs, total - 3);  // finished tasks are not leased again
   grpc::ClientContext sctx;
   quant::v1::JobRequest jr;
@@ -366,24 +356,8 @@ TEST_F(CoordinatorTest, QctlWatchFollowsAJobToTheEnd) {
   // The watch is connected once it printed the job's first status: no race with the worker.
   ASSERT_NE(fgets(buf, sizeof(buf), watch), nullptr);
   out += buf;
-  for (;;) {  // a worker: lease and complete until nothing is left
-    grpc::ClientContext lctx;
-    quant::v1::LeaseRequest lr;
-    lr.set_protocol(kProtocol);
-    lr.set_worker_id("w0");
-    quant::v1::LeaseResponse lease;
-    ASSERT_TRUE(c.workers().Lease(&lctx, lr, &lease).ok());
-    if (!lease.has_task()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));  // let the watch see it run
-    grpc::ClientContext cctx;
-    quant::v1::CompleteRequest done;
-    done.set_protocol(kProtocol);
-    done.set_job_id(lease.task().job_id());
-    done.set_task_id(lease.task().task_id());
-    done.set_epoch(lease.task().epoch());
-    done.set_ok(true);
-    quant::v1::CompleteResponse cresp;
-    ASSERT_TRUE(c.workers().Complete(&cctx, done, &cresp).ok());
+  // A worker that holds each task long enough for the watch to see it running.
+  while (LeaseAndComplete(c, "w0", std::chrono::milliseconds(250))) {
   }
   while (fgets(buf, sizeof(buf), watch)) out += buf;
   const int status = pclose(watch);
