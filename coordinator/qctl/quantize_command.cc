@@ -148,6 +148,10 @@ void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, b
   sub->add_option("--export", spec->export_format, "vllm or native")->capture_default_str();
   sub->add_option("--seed", spec->seed, "Random seed")->capture_default_str();
   sub->add_option("--threads", spec->threads, "CPU threads")->capture_default_str();
+  sub->add_option("--expert-shards", spec->expert_shards,
+                  "GSQ tasks per MoE layer (the service's expert-parallel gang size; the "
+                  "checkpoint does not depend on it)")
+      ->capture_default_str();
   sub->add_option("--device", spec->device,
                   "cpu or cuda (cuda: the model, calibration, GPTQ, GSQ and eval on the GPU)")
       ->capture_default_str();

@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "coordinator/qctl/commands.h"
 #include "proto/quant.grpc.pb.h"
+#include "worker/tasks/job_spec.h"
 
 namespace quant::qctl {
 namespace {
@@ -116,8 +117,7 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
         PrintError(std::string(s.message()));
         return 1;
       }
-      nlohmann::json j = spec->ToJson();
-      j["out"] = spec->out_dir;
+      const nlohmann::json j = tasks::ServiceJson(*spec);
       v1::SubmitRequest req;
       req.set_protocol(kProtocol);
       req.set_dry_run(*dry_run);

@@ -9,11 +9,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/status.h"
 #include "common/metrics.h"
 #include "storage/checkpoint.h"
 #include "worker/model/config.h"
 #include "worker/tasks/job_spec.h"
 #include "worker/tasks/plan.h"
+#include "worker/tasks/plan_input.h"
 
 namespace quant::coordinator {
 namespace {
@@ -88,7 +90,7 @@ grpc::Status CheckRoots(const tasks::QuantizeJobSpec& spec, const std::vector<st
   if (roots.empty()) return grpc::Status::OK;
   for (const auto& [field, path] : std::vector<std::pair<std::string, std::string>>{
            {"model", spec.model_dir}, {"out", spec.out_dir}, {"calib", spec.calib_path},
-           {"slq_allocation", spec.slq_allocation}}) {
+           {"eval_text", spec.eval_text}, {"slq_allocation", spec.slq_allocation}}) {
     if (path.empty()) continue;
     if (!Inside(path, roots)) {
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
@@ -140,22 +142,19 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
   absl::StatusOr<tasks::QuantizeJobSpec> spec = tasks::SpecFromJson(req->job().spec_json());
   if (!spec.ok()) return ToGrpc(spec.status());
   if (auto s = CheckRoots(*spec, options_.roots); !s.ok()) return s;
+  if (spec->slq) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "job spec: \"slq\": SLQ's probe pass runs in `qctl quantize` only; the "
+                        "service does not run it yet");
+  }
   auto checkpoint = storage::Checkpoint::Open(spec->model_dir);
   if (!checkpoint.ok()) return ToGrpc(checkpoint.status());
   auto config = model::ModelConfig::FromJson((*checkpoint)->config(),
                                              spec->model_dir + "/config.json");
   if (!config.ok()) return ToGrpc(config.status());
-  tasks::PlanInput in;
-  in.num_layers = config->num_layers;
-  for (int l = 0; l < config->num_layers; ++l) {
-    in.layer_is_moe.push_back(config->IsMoeLayer(l));
-    // Scope experts: the MoE layers have units; scope all: every layer (attention linears).
-    in.layer_has_units.push_back(spec->scope == "all" || config->IsMoeLayer(l));
-  }
-  in.gsq = spec->method == "gsq";
-  in.evaluate = spec->evaluate;
-  in.slq = spec->slq;
-  const tasks::Plan plan = tasks::PlanQuantizeJob(in);
+  auto plan_input = tasks::PlanInputFor(**checkpoint, *config, *spec);
+  if (!plan_input.ok()) return ToGrpc(plan_input.status());
+  const tasks::Plan plan = tasks::PlanQuantizeJob(*plan_input);
   // Preflight estimate (a hint; --dry-run returns only this): weights of one layer resident, the
   // checkpoint's bytes written at most, a task-count-proportional time.
   v1::Estimate* e = resp->mutable_estimate();
@@ -165,8 +164,15 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
   if (req->dry_run()) return grpc::Status::OK;
   auto before = state_->ListJobs();
   if (!before.ok()) return ToGrpc(before.status());
-  absl::StatusOr<int64_t> id =
-      state_->SubmitJob(client_id, Fingerprint(*spec), spec->ToJson().dump(), plan);
+  bool client_id_known = false;
+  for (const JobRecord& j : *before) client_id_known = client_id_known || j.client_id == client_id;
+  std::error_code ec;
+  if (!client_id_known && fs::exists(spec->out_dir, ec)) {
+    return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                        absl::StrCat("job spec: \"out\": ", spec->out_dir, " already exists"));
+  }
+  absl::StatusOr<int64_t> id = state_->SubmitJob(client_id, Fingerprint(*spec),
+                                                 tasks::ServiceJson(*spec).dump(), plan);
   if (!id.ok()) return ToGrpc(id.status());
   resp->set_job_id(*id);
   bool existing = false;
@@ -276,6 +282,7 @@ grpc::Status CoordinatorService::Register(grpc::ServerContext*, const v1::Regist
 grpc::Status CoordinatorService::Lease(grpc::ServerContext*, const v1::LeaseRequest* req,
                                        v1::LeaseResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock(lease_mu_);
   const double now = Now();
   auto lease = state_->LeaseTask(req->worker_id(), now);
   if (!lease.ok()) return ToGrpc(lease.status());
@@ -293,8 +300,12 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext*, const v1::LeaseRequ
   t->set_name(l.name);
   t->set_kind(l.kind);
   t->set_layer(l.layer);
-  t->set_shards(1);
+  auto task = FindTask(l.job_id, l.task_id, job->spec_json);
+  if (!task.ok()) return ToGrpc(task.status());
+  t->set_shard((*task)->shard);
+  t->set_shards((*task)->shards);
   t->set_spec_json(job->spec_json);
+  t->set_job_dir(JobDir(l.job_id));
   t->set_deadline_seconds(l.deadline - now);
   CountTask("leased");
   return grpc::Status::OK;
@@ -316,10 +327,35 @@ grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const v1::Heart
 grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::CompleteRequest* req,
                                           v1::CompleteResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock(lease_mu_);
   const double now = Now();
-  const absl::Status s =
-      req->ok() ? state_->CompleteTask(req->job_id(), req->task_id(), req->epoch(), now)
-                : state_->FailTask(req->job_id(), req->task_id(), req->epoch(), req->error(), now);
+  absl::Status s;
+  if (req->ok()) {
+    // The epoch is checked (and the lease renewed) before the output is committed, and nothing
+    // can lease the task between the check and the commit (lease_mu_).
+    s = state_->Heartbeat(req->job_id(), req->task_id(), req->epoch(), now);
+    if (s.ok()) {
+      auto job = state_->GetJob(req->job_id());
+      if (!job.ok()) return ToGrpc(job.status());
+      auto task = FindTask(req->job_id(), req->task_id(), job->spec_json);
+      if (!task.ok()) return ToGrpc(task.status());
+      const absl::Status commit = CommitOutput(req->job_id(), **task, req->epoch(), job->spec_json);
+      s = commit.ok() ? state_->CompleteTask(req->job_id(), req->task_id(), req->epoch(), now)
+                      : state_->FailTask(req->job_id(), req->task_id(), req->epoch(),
+                                         std::string(commit.message()), now);
+      if (s.ok() && !commit.ok()) {
+        CountTask("failed");
+        return grpc::Status::OK;
+      }
+      auto after = state_->GetJob(req->job_id());
+      if (s.ok() && after.ok() && after->status == JobStatus::kSucceeded) {
+        std::error_code ec;
+        fs::remove_all(JobDir(req->job_id()), ec);
+      }
+    }
+  } else {
+    s = state_->FailTask(req->job_id(), req->task_id(), req->epoch(), req->error(), now);
+  }
   if (s.code() == absl::StatusCode::kFailedPrecondition) {
     resp->set_committed(false);  // a stale attempt: its output is discarded
     CountTask("stale");
@@ -333,6 +369,44 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
                     metrics::DurationBounds())
       .Observe(req->seconds());
   return grpc::Status::OK;
+}
+
+std::string CoordinatorService::JobDir(int64_t job_id) const {
+  return absl::StrCat(options_.scratch, "/job-", job_id);
+}
+
+absl::StatusOr<const tasks::Task*> CoordinatorService::FindTask(int64_t job_id, int64_t task_id,
+                                                                const std::string& spec_json) {
+  std::lock_guard<std::mutex> lock(plans_mu_);
+  auto it = plans_.find(job_id);
+  if (it == plans_.end()) {
+    ASSIGN_OR_RETURN(tasks::QuantizeJobSpec spec, tasks::SpecFromJson(spec_json));
+    ASSIGN_OR_RETURN(tasks::Plan plan, tasks::PlanJob(spec));
+    it = plans_.emplace(job_id, std::move(plan)).first;
+  }
+  for (const tasks::Task& t : it->second.tasks) {
+    if (t.id == task_id) return &t;
+  }
+  return absl::NotFoundError(absl::StrCat("job ", job_id, " has no task ", task_id));
+}
+
+absl::Status CoordinatorService::CommitOutput(int64_t job_id, const tasks::Task& task,
+                                              int64_t epoch, const std::string& spec_json) {
+  ASSIGN_OR_RETURN(tasks::QuantizeJobSpec spec, tasks::SpecFromJson(spec_json));
+  const tasks::TaskOutput out = tasks::TaskOutputPaths(JobDir(job_id), spec.out_dir, task, epoch);
+  std::error_code ec;
+  if (!fs::exists(out.attempt, ec)) {
+    return absl::DataLossError(absl::StrCat(task.Name(), ": the worker reported success but ",
+                                            out.attempt, " is missing"));
+  }
+  if (fs::is_directory(out.attempt) && fs::exists(out.committed, ec)) {
+    fs::remove_all(out.attempt, ec);  // committed before (a restart between commit and done)
+    return absl::OkStatus();
+  }
+  fs::create_directories(fs::path(out.committed).parent_path(), ec);
+  fs::rename(out.attempt, out.committed, ec);
+  if (ec) return absl::DataLossError(absl::StrCat(task.Name(), ": commit: ", ec.message()));
+  return absl::OkStatus();
 }
 
 }  // namespace quant::coordinator

@@ -8,6 +8,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "coordinator/state/state_store.h"
 #include "proto/quant.grpc.pb.h"
+#include "worker/tasks/plan.h"
 
 namespace quant::coordinator {
 
@@ -24,6 +26,8 @@ struct ServiceOptions {
   // must resolve, symlinks and ".." followed, inside one of these directories.
   std::vector<std::string> roots;
   double lease_seconds = 60;
+  // Where jobs' intermediate outputs live (a directory per job), shared with the workers.
+  std::string scratch;
 };
 
 class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::Service {
@@ -55,10 +59,23 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
  private:
   grpc::Status CheckToken(grpc::ServerContext* ctx) const;
   grpc::Status FillStatus(int64_t job_id, bool with_tasks, v1::JobStatus* out);
+  std::string JobDir(int64_t job_id) const;
+  // The job's plan (planned again from its stored spec after a restart).
+  absl::StatusOr<const tasks::Task*> FindTask(int64_t job_id, int64_t task_id,
+                                              const std::string& spec_json);
+  // Renames the attempt's output to its committed place; a no-op when a directory output is
+  // already there (a finished task run again).
+  absl::Status CommitOutput(int64_t job_id, const tasks::Task& task, int64_t epoch,
+                            const std::string& spec_json);
 
   StateStore* state_;
   ServiceOptions options_;
   std::mutex workers_mu_;
+  // Lease and Complete: a lease cannot change hands between a completion's epoch check and the
+  // commit of its output.
+  std::mutex lease_mu_;
+  std::mutex plans_mu_;
+  std::map<int64_t, tasks::Plan> plans_;
 };
 
 // Seconds on the coordinator's clock (monotonic within a process, wall time across restarts so

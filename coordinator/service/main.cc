@@ -1,8 +1,6 @@
 // quant-coordinator: the service's gRPC server (Jobs for qctl, Workers for quant-worker) over the
 // SQLite state, with HTTP /metrics, /healthz and /readyz. Prints "grpc HOST:PORT" and
 // "http HOST:PORT" once listening (port 0 picks a free one), then serves until killed.
-#include <httplib.h>
-
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -10,7 +8,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
-#include "common/metrics.h"
+#include "common/http_endpoints.h"
 #include "coordinator/service/coordinator_service.h"
 
 int main(int argc, char** argv) {
@@ -31,11 +29,17 @@ int main(int argc, char** argv) {
   app.add_option("--lease-seconds", lease_seconds, "task lease length")->capture_default_str();
   app.add_option("--max-attempts", max_attempts, "attempts per task before the job fails")
       ->capture_default_str();
+  std::string scratch;
+  app.add_option("--scratch", scratch,
+                 "directory shared with the workers for jobs' intermediate outputs "
+                 "(default: <state>.scratch)");
   CLI11_PARSE(app, argc, argv);
+  if (scratch.empty()) scratch = state_path + ".scratch";
 
   quant::coordinator::ServiceOptions options;
   options.lease_seconds = lease_seconds;
   options.roots = roots;
+  options.scratch = scratch;
   if (!token_file.empty()) {
     std::ifstream in(token_file);
     std::stringstream ss;
@@ -71,32 +75,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "quant-coordinator: error: cannot listen on %s\n", listen.c_str());
     return 1;
   }
-  httplib::Server http;
-  http.Get("/metrics", [](const httplib::Request&, httplib::Response& res) {
-    quant::metrics::Default()
-        .GetGauge("quant_resident_memory_bytes", "Resident memory of the process.")
-        .Set(static_cast<double>(quant::metrics::ResidentBytes()));
-    res.set_content(quant::metrics::Default().Expose(), "text/plain; version=0.0.4");
-  });
-  http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ok\n", "text/plain");
-  });
-  http.Get("/readyz", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ready\n", "text/plain");
-  });
-  const int bound = http_port == 0 ? http.bind_to_any_port(http_host)
-                                   : (http.bind_to_port(http_host, http_port) ? http_port : -1);
-  if (bound <= 0) {
-    std::fprintf(stderr, "quant-coordinator: error: cannot listen on http %s:%d\n",
-                 http_host.c_str(), http_port);
+  auto http = quant::HttpEndpoints::Start(http_host, http_port);
+  if (!http.ok()) {
+    std::fprintf(stderr, "quant-coordinator: error: %s\n",
+                 std::string(http.status().message()).c_str());
     return 1;
   }
-  std::thread http_thread([&] { http.listen_after_bind(); });
+  const int bound = (*http)->port();
   const std::string host = listen.substr(0, listen.rfind(':'));
   std::printf("grpc %s:%d\nhttp %s:%d\n", host.c_str(), grpc_port, http_host.c_str(), bound);
   std::fflush(stdout);
   server->Wait();
-  http.stop();
-  http_thread.join();
   return 0;
 }

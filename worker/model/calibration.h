@@ -26,6 +26,8 @@ class HessianCollector : public ForwardObserver {
   // Key: "model.layers.{layer}.{linear}" (the weight name without ".weight").
   const std::map<std::string, HessianStats>& stats() const { return stats_; }
   void Clear() { stats_.clear(); }
+  // Puts back statistics saved by another process (quant-worker's task handoff).
+  void Restore(const std::string& key, HessianStats stats) { stats_[key] = std::move(stats); }
 
  private:
   std::map<std::string, HessianStats> stats_;

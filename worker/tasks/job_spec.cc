@@ -143,6 +143,16 @@ nlohmann::json QuantizeJobSpec::ToJson() const {
           {"slq_allocation", slq_allocation}, {"per_expert_bits", per_expert_bits}};
 }
 
+nlohmann::json ServiceJson(const QuantizeJobSpec& spec) {
+  nlohmann::json j = spec.ToJson();
+  j["out"] = spec.out_dir;
+  j["eval_text"] = spec.eval_text;
+  j["evaluate"] = spec.evaluate;
+  j["threads"] = spec.threads;
+  j["expert_shards"] = spec.expert_shards;
+  return j;
+}
+
 absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text) {
   if (text.size() > kMaxJobSpecBytes) {
     return absl::InvalidArgumentError(
@@ -193,6 +203,11 @@ absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text) {
            [&](const json& v, const std::string& k) { return Take(v, k, &s.slq_allocation); }},
           {"per_expert_bits",
            [&](const json& v, const std::string& k) { return Take(v, k, &s.per_expert_bits); }},
+          {"eval_text", [&](const json& v, const std::string& k) { return Take(v, k, &s.eval_text); }},
+          {"evaluate", [&](const json& v, const std::string& k) { return Take(v, k, &s.evaluate); }},
+          {"threads", [&](const json& v, const std::string& k) { return Take(v, k, &s.threads); }},
+          {"expert_shards",
+           [&](const json& v, const std::string& k) { return Take(v, k, &s.expert_shards); }},
       };
   for (const auto& [key, value] : j.items()) {
     auto it = fields.find(key);
@@ -236,6 +251,9 @@ absl::Status ValidateSpecFields(const QuantizeJobSpec& s, bool name_flags) {
   }
   if (!(s.damp >= 0 && s.damp <= 10)) return n.Bad("damp", "must be in 0..10");
   if (s.threads < 0) return n.Bad("threads", "must be >= 0");
+  if (s.expert_shards < 1 || s.expert_shards > 4096) {
+    return n.Bad("expert_shards", "must be in 1..4096");
+  }
   if (s.per_expert_bits && !s.slq) return n.Bad("per_expert_bits", "needs " + n.Name("slq"));
   if (s.per_expert_bits && s.export_format != "native") {
     return n.Bad("per_expert_bits", absl::StrCat("needs ", n.Name("export"),

@@ -16,6 +16,10 @@ inline constexpr size_t kMaxJobSpecBytes = 64 * 1024;
 
 absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text);
 
+// Everything a worker needs to run the job's tasks: ToJson plus the output, the evaluation
+// text and the execution options. SpecFromJson(ServiceJson(s).dump()) gives s back.
+nlohmann::json ServiceJson(const QuantizeJobSpec& spec);
+
 // Every check on the fields themselves (names, ranges, combinations); not the files they name
 // or the machine (ValidateSpec adds those where the job runs). Messages name the fields by
 // their qctl flags (`name_flags`) or their JSON keys.

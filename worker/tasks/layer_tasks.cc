@@ -62,8 +62,13 @@ at::Tensor LayerCapture::Cat(const std::map<int, std::vector<at::Tensor>>& m, in
   return at::cat(it->second, 0);
 }
 
-absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens) {
-  const model::ModelConfig& config = job.model->config();
+std::vector<int> LayerCapture::CapturedExperts() const {
+  std::vector<int> experts;
+  for (const auto& [e, chunks] : inputs_) experts.push_back(e);
+  return experts;
+}
+
+absl::Status LoadLayerState(JobState& job, int layer) {
   LayerState& ls = job.layer;
   ls = LayerState();
   ls.index = layer;
@@ -74,6 +79,13 @@ absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens) {
       ls.names.push_back(local);
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens) {
+  const model::ModelConfig& config = job.model->config();
+  RETURN_IF_ERROR(LoadLayerState(job, layer));
+  LayerState& ls = job.layer;
   if (ls.names.empty()) return absl::OkStatus();
   ls.capture = std::make_unique<LayerCapture>(
       capture_tokens && job.spec.method == "gsq" &&
@@ -196,7 +208,7 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
   std::vector<std::vector<std::string>> jobs;  // each: the member names of one run
   std::vector<std::string> expert_families[3];
   const char* kProj[3] = {"gate_proj", "up_proj", "down_proj"};
-  for (const std::string& local : ls.names) {
+  for (const std::string& local : GsqShardNames(ls, shard, shards)) {
     bool is_expert = false;
     for (int f = 0; f < 3; ++f) {
       if (local.starts_with("mlp.experts.") &&
@@ -207,14 +219,6 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
     }
     if (!is_expert) jobs.push_back({local});
   }
-  // This shard's experts: a contiguous range of the (name-ordered) members; shard 0 also runs
-  // the layer's other linears.
-  for (auto& family : expert_families) {
-    const int64_t n = static_cast<int64_t>(family.size());
-    family = std::vector<std::string>(family.begin() + n * shard / shards,
-                                      family.begin() + n * (shard + 1) / shards);
-  }
-  if (shard != 0) jobs.clear();
 
   std::map<std::string, UnitReport*> report_of;
   for (UnitReport& r : job.reports) {
@@ -280,6 +284,29 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
     RETURN_IF_ERROR(run_gsq({one}, {one[0]}, nullptr, quant::GsqObjective::kLayerLocal));
   }
   return absl::OkStatus();
+}
+
+std::vector<std::string> GsqShardNames(const LayerState& ls, int shard, int shards) {
+  std::vector<std::string> others, families[3];
+  const char* kProj[3] = {"gate_proj", "up_proj", "down_proj"};
+  for (const std::string& local : ls.names) {
+    bool is_expert = false;
+    for (int f = 0; f < 3; ++f) {
+      if (local.starts_with("mlp.experts.") &&
+          local.ends_with(std::string(kProj[f]) + ".weight")) {
+        families[f].push_back(local);
+        is_expert = true;
+      }
+    }
+    if (!is_expert) others.push_back(local);
+  }
+  std::vector<std::string> names = shard == 0 ? others : std::vector<std::string>{};
+  for (const auto& family : families) {
+    const int64_t n = static_cast<int64_t>(family.size());
+    names.insert(names.end(), family.begin() + n * shard / shards,
+                 family.begin() + n * (shard + 1) / shards);
+  }
+  return names;
 }
 
 absl::Status EnsureLayerLoaded(JobState& job, int layer) {

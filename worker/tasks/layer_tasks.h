@@ -35,6 +35,16 @@ class LayerCapture : public model::ForwardObserver {
   const model::HessianCollector& hessians() const { return hessians_; }
   at::Tensor Inputs(int expert, int64_t hidden) const { return Cat(inputs_, expert, hidden); }
   at::Tensor Outputs(int expert, int64_t hidden) const { return Cat(outputs_, expert, hidden); }
+  // Experts whose routed inputs were captured (GSQ's expert-output objective).
+  std::vector<int> CapturedExperts() const;
+  // Puts back what another process captured (quant-worker's task handoff).
+  void RestoreHessian(const std::string& key, model::HessianStats stats) {
+    hessians_.Restore(key, std::move(stats));
+  }
+  void RestoreTokens(int expert, at::Tensor inputs, at::Tensor outputs) {
+    inputs_[expert] = {std::move(inputs)};
+    outputs_[expert] = {std::move(outputs)};
+  }
 
  private:
   at::Tensor Cat(const std::map<int, std::vector<at::Tensor>>& m, int e, int64_t hidden) const;
@@ -104,6 +114,11 @@ struct JobState {
 // the experts' routed tokens and targets for GSQ).
 // capture_tokens = false skips GSQ's token capture (SLQ's probe pass needs Hessians only).
 absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens = true);
+// Makes job.layer hold layer `layer`'s weights and in-scope names, with no calibration yet.
+absl::Status LoadLayerState(JobState& job, int layer);
+// The local names of the linears GSQ shard `shard` of `shards` refines: a contiguous range of
+// each expert projection's (name-ordered) members; shard 0 also the layer's other linears.
+std::vector<std::string> GsqShardNames(const LayerState& ls, int shard, int shards);
 // RTN or GPTQ of every in-scope linear of the layer, batched per projection.
 absl::Status RunQuantizeTask(JobState& job);
 // GSQ of the layer: routed experts [shard/shards of them] jointly, other linears layer-local.

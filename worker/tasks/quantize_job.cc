@@ -29,6 +29,8 @@
 #include "worker/tasks/job_spec.h"
 #include "worker/tasks/layer_tasks.h"
 #include "worker/tasks/plan.h"
+#include "worker/tasks/plan_input.h"
+#include "worker/tasks/task_state.h"
 #include "worker/tasks/slq_tasks.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -89,94 +91,23 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     p.peak_rss_bytes = std::max(p.peak_rss_bytes, eval::PeakRssBytes());
   };
 
-  quant::QuantScheme scheme;
-  scheme.bits = spec.bits;
-  scheme.grid = spec.grid == "sym" ? quant::Grid::kSymmetric : quant::Grid::kAsymmetric;
-  scheme.group_size = spec.group_size;
-  ASSIGN_OR_RETURN(quant::Scope scope, quant::ParseScope(spec.scope));
-  ASSIGN_OR_RETURN(quant::GsqObjective objective, quant::ParseGsqObjective(spec.objective));
   ASSIGN_OR_RETURN(quant::ExportFormat format, quant::ParseExportFormat(spec.export_format));
-
-  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model,
-                   model::Model::Open(spec.model_dir, model::ComputeDType::kF32));
-  // --device cuda: weights, activations, Hessians, GPTQ and GSQ on the GPU; quantized units
-  // come back to the host for export.
-  model->SetDevice(at::Device(spec.device == "cuda" ? at::kCUDA : at::kCPU));
-  const model::ModelConfig& config = model->config();
-  // Every in-scope linear must have a grid before any work starts.
-  for (const std::string& name : model->checkpoint().Names()) {
-    if (!quant::InQuantScope(name, scope)) continue;
-    const storage::TensorInfo* info = model->checkpoint().Info(name);
-    if (info == nullptr || info->shape.size() != 2) continue;
-    if (info->shape[1] % spec.group_size != 0 && !spec.channel_fallback) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, ": ", info->shape[1], " input columns are not a multiple of --group ",
-          spec.group_size, " and --no-channel-fallback was given"));
-    }
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
-                   tokenizer::Tokenizer::FromFile(spec.model_dir + "/tokenizer.json"));
-  ASSIGN_OR_RETURN(std::string calib_text, ReadWholeFile(spec.calib_path, "calibration file"));
-  if (spec.evaluate) {
-    RETURN_IF_ERROR(ReadWholeFile(spec.eval_text, "evaluation text").status());
-  }
   // --threads sizes our fused kernels only: ATen's intra-op pool stays as it is, since OpenBLAS
   // already runs its own threads (OPENBLAS_NUM_THREADS) and two pools on two cores spin against
   // each other (calibrating tiny-qwen3-moe took 183 s with at::set_num_threads(2), 15 s
   // without, on a quieter machine).
-
-  // Calibration windows: the shared recipe (BOS + 255 tokens), as many as calib_tokens asks.
   ResetPeakRss();
   auto t0 = Clock::now();
-  std::vector<int32_t> ids = tok->Encode(calib_text, /*add_special_tokens=*/false);
-  const int64_t want_windows = spec.calib_tokens / spec.window_tokens;
-  const int64_t have_windows = static_cast<int64_t>(ids.size()) / (spec.window_tokens - 1);
-  if (have_windows < want_windows) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        spec.calib_path, ": ", ids.size(), " tokens give ", have_windows, " windows of ",
-        spec.window_tokens, ", fewer than the ", want_windows, " that --calib-tokens ",
-        spec.calib_tokens, " asks for"));
-  }
-  const int64_t bos = model->checkpoint().config().value("bos_token_id", 0);
-  ASSIGN_OR_RETURN(at::Tensor windows, eval::MakeWindows(ids, spec.window_tokens, bos, spec.calib_path));
-  windows = windows.narrow(0, 0, want_windows).contiguous();
-  std::vector<at::Tensor> hidden;
-  for (int64_t b = 0; b < want_windows; b += spec.batch_windows) {
-    ASSIGN_OR_RETURN(at::Tensor h, model->Embed(windows.narrow(
-                                       0, b, std::min<int64_t>(spec.batch_windows, want_windows - b))));
-    hidden.push_back(h);
-  }
-  add_phase("calibrate", Since(t0));
-
   JobState job;
-  job.spec = spec;
-  job.scheme = scheme;
-  job.scope = scope;
-  job.objective = objective;
-  job.windows = want_windows;
-  job.hidden = std::move(hidden);
-  job.model = std::move(model);
+  at::Tensor windows;
+  RETURN_IF_ERROR(OpenJob(spec, &job, &windows));
+  ASSIGN_OR_RETURN(job.hidden, EmbedWindows(job, windows));
+  add_phase("calibrate", Since(t0));
+  const model::ModelConfig& config = job.model->config();
 
   // The planner's tasks, run in order in this process (the service leases the same tasks).
-  PlanInput plan_input;
-  plan_input.num_layers = config.num_layers;
-  plan_input.layer_has_units.assign(config.num_layers, false);
-  plan_input.layer_is_moe.assign(config.num_layers, false);
-  for (const std::string& name : job.model->checkpoint().Names()) {
-    int layer = -1;
-    const storage::TensorInfo* info = job.model->checkpoint().Info(name);
-    if (std::sscanf(name.c_str(), "model.layers.%d.", &layer) == 1 && layer >= 0 &&
-        layer < config.num_layers && info != nullptr && info->shape.size() == 2 &&
-        quant::InQuantScope(name, scope)) {
-      plan_input.layer_has_units[layer] = true;
-    }
-  }
-  for (int layer = 0; layer < config.num_layers; ++layer) {
-    plan_input.layer_is_moe[layer] = config.IsMoeLayer(layer);
-  }
-  plan_input.gsq = spec.method == "gsq";
-  plan_input.evaluate = spec.evaluate;
-  plan_input.slq = spec.slq;
+  ASSIGN_OR_RETURN(PlanInput plan_input,
+                   PlanInputFor(job.model->checkpoint(), config, spec));
   if (spec.slq) {
     t0 = Clock::now();
     RETURN_IF_ERROR(StartProbePass(job, windows));
@@ -289,59 +220,9 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     result.slq = job.solve_report;
   }
   // report.json (beside the checkpoint; written atomically after it).
-  nlohmann::json units_json = nlohmann::json::array();
-  for (const UnitReport& r : reports) {
-    nlohmann::json u = {{"name", r.name},          {"bits", r.bits},
-                        {"grid", r.grid},          {"group_size", r.group_size},
-                        {"method", r.method},      {"proxy_loss", r.proxy_loss},
-                        {"tokens", r.tokens},      {"fallback_identity_hessian", r.fallback},
-                        {"seconds", r.seconds}};
-    if (r.gsq_loss_before >= 0) {
-      u["gsq_loss_before"] = r.gsq_loss_before;
-      u["gsq_loss_after"] = r.gsq_loss_after;
-      u["gsq_changed_fraction"] = r.changed_fraction;
-    }
-    units_json.push_back(u);
-  }
-  nlohmann::json phases_json = nlohmann::json::array();
-  for (const PhaseTiming& p : result.phases) {
-    phases_json.push_back(
-        {{"phase", p.phase}, {"seconds", p.seconds}, {"peak_rss_bytes", p.peak_rss_bytes}});
-  }
-  nlohmann::json tasks_json = nlohmann::json::array();
-  for (const auto& [name, seconds] : result.tasks) {
-    tasks_json.push_back({{"task", name}, {"seconds", seconds}});
-  }
-  nlohmann::json report = {
-      {"options", spec.ToJson()},
-      {"tasks", tasks_json},
-      {"units", units_json},
-      {"fallback_experts", result.fallback_experts},
-      {"phases", phases_json},
-      {"bits_per_param",
-       {{"quantized_true", stats.bits_per_quantized_param_true},
-        {"quantized_stored", stats.bits_per_quantized_param_stored},
-        {"checkpoint_true", stats.bits_per_param_true},
-        {"checkpoint_stored", stats.bits_per_param_stored}}},
-      {"container_note", stats.container_note},
-  };
-  if (spec.slq) report["slq"] = job.solve_report;
-  if (result.evaluated) {
-    auto iv = [](const eval::Interval& i) { return nlohmann::json{i.value, i.lo, i.hi}; };
-    report["eval"] = {{"text", spec.eval_text},        {"windows", result.eval.windows},
-                      {"ppl", iv(result.eval.ppl)},     {"kl", iv(result.eval.kl)},
-                      {"ear", iv(result.eval.ear)},     {"ear_top10", iv(result.eval.ear_top10)},
-                      {"flip_rate", iv(result.eval.flip_rate)},
-                      {"next_token_acc", iv(result.eval.accuracy)}};
-  }
   result.report_path = spec.out_dir + "/report.json";
-  const std::string tmp = result.report_path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << report.dump(1) << "\n";
-    if (!out) return absl::DataLossError(absl::StrCat(tmp, ": write failed"));
-  }
-  fs::rename(tmp, result.report_path);
+  RETURN_IF_ERROR(
+      WriteJsonFile(result.report_path, JobReport(spec, result, reports, job.solve_report)));
   return result;
 }
 

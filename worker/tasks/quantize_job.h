@@ -55,6 +55,10 @@ struct QuantizeJobSpec {
   // instead of one tied unit per layer; needs the native export (vLLM's fused MoE kernels take
   // one scheme for all experts of a layer).
   bool per_expert_bits = false;
+  // Expert-parallel shards of each MoE layer (the service's gang size): GSQ tasks per layer,
+  // and workers that calibrate and propagate a layer together, each holding its own experts.
+  // Not part of the result: any value gives the same checkpoint.
+  int expert_shards = 1;
 
   nlohmann::json ToJson() const;
 };

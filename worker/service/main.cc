@@ -1,0 +1,211 @@
+// quant-worker: registers with quant-coordinator (protocol version checked there), then leases
+// tasks one at a time, heartbeats while one runs, runs it with the same task code as
+// `qctl quantize` (worker/tasks/service_tasks.h) and reports it complete or failed. Its output
+// goes to the attempt path; the coordinator commits it only for the lease's current epoch.
+// Serves /metrics, /healthz and /readyz; prints "worker ID http HOST:PORT" once registered.
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "common/http_endpoints.h"
+#include "common/metrics.h"
+#include "proto/quant.grpc.pb.h"
+#include "worker/tasks/job_spec.h"
+#include "worker/tasks/plan_input.h"
+#include "worker/tasks/service_tasks.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using quant::v1::Workers;
+constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+void Log(const std::string& id, const std::string& text) {
+  std::fprintf(stderr, "quant-worker %s: %s\n", id.c_str(), text.c_str());
+}
+
+std::unique_ptr<grpc::ClientContext> Ctx(double seconds = 30) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+  return ctx;
+}
+
+// Renews the lease while the task runs; stops at destruction.
+class Heartbeats {
+ public:
+  Heartbeats(Workers::Stub* stub, std::string id, quant::v1::TaskLease lease, double every)
+      : thread_([=, this] { Run(stub, id, lease, every); }) {}
+  ~Heartbeats() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  bool revoked() const { return revoked_; }
+
+ private:
+  void Run(Workers::Stub* stub, const std::string& id, const quant::v1::TaskLease& lease,
+           double every) {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(static_cast<int64_t>(every * 1000)),
+                         [this] { return stop_; })) {
+      quant::v1::HeartbeatRequest req;
+      req.set_protocol(kProtocol);
+      req.set_worker_id(id);
+      *req.add_held() = lease;
+      req.set_memory_bytes(static_cast<uint64_t>(quant::metrics::ResidentBytes()));
+      quant::v1::HeartbeatResponse resp;
+      lock.unlock();
+      const grpc::Status s = stub->Heartbeat(Ctx(10).get(), req, &resp);
+      lock.lock();
+      quant::metrics::Default()
+          .GetCounter("quant_worker_heartbeats_total", "Heartbeats sent, by outcome.",
+                      {{"outcome", s.ok() ? "ok" : "error"}})
+          .Inc();
+      if (s.ok() && resp.revoked_task_ids_size() > 0 && !revoked_) {
+        revoked_ = true;  // a newer attempt holds the task: our output will not be committed
+        Log(id, absl::StrCat("lease of ", lease.name(), " revoked"));
+      }
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::atomic<bool> revoked_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"quant-worker: runs quantization tasks leased from quant-coordinator"};
+  std::string coordinator = "127.0.0.1:7070", id, http_host = "127.0.0.1", device = "cpu";
+  int http_port = 0;
+  double idle_exit = 0;
+  app.add_option("--coordinator", coordinator, "quant-coordinator HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--id", id, "worker id (default: hostname-pid)");
+  app.add_option("--http-host", http_host, "HTTP host for /metrics, /healthz, /readyz")
+      ->capture_default_str();
+  app.add_option("--http-port", http_port, "HTTP port (0: any free one)")->capture_default_str();
+  app.add_option("--device", device, "cpu or cuda (what this worker offers)")
+      ->capture_default_str();
+  app.add_option("--exit-when-idle", idle_exit,
+                 "exit after this many seconds without a task (0: never)");
+  CLI11_PARSE(app, argc, argv);
+  if (id.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    id = absl::StrCat(host, "-", getpid());
+  }
+  auto http = quant::HttpEndpoints::Start(http_host, http_port);
+  if (!http.ok()) {
+    Log(id, absl::StrCat("error: ", http.status().message()));
+    return 1;
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(4 << 20);  // bounded messages (DESIGN.md section 8)
+  auto channel =
+      grpc::CreateCustomChannel(coordinator, grpc::InsecureChannelCredentials(), args);
+  auto stub = Workers::NewStub(channel);
+
+  quant::v1::RegisterRequest reg;
+  reg.set_protocol(kProtocol);
+  reg.set_worker_id(id);
+  reg.mutable_resources()->set_cpu_cores(static_cast<int>(std::thread::hardware_concurrency()));
+  reg.mutable_resources()->set_device(device);
+  quant::v1::RegisterResponse registered;
+  grpc::Status s;
+  for (int attempt = 0; attempt < 60; ++attempt) {
+    s = stub->Register(Ctx(10).get(), reg, &registered);
+    if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  if (!s.ok()) {
+    Log(id, absl::StrCat("error: register with ", coordinator, ": ", s.error_message()));
+    return 1;
+  }
+  std::printf("worker %s http %s:%d\n", id.c_str(), http_host.c_str(), (*http)->port());
+  std::fflush(stdout);
+
+  auto& metrics = quant::metrics::Default();
+  auto idle_since = std::chrono::steady_clock::now();
+  while (true) {
+    quant::v1::LeaseRequest lreq;
+    lreq.set_protocol(kProtocol);
+    lreq.set_worker_id(id);
+    quant::v1::LeaseResponse lease;
+    s = stub->Lease(Ctx(10).get(), lreq, &lease);
+    if (!s.ok() || !lease.has_task()) {
+      if (idle_exit > 0 && Seconds(idle_since) > idle_exit) return 0;
+      const double wait = s.ok() ? std::max(0.1, lease.retry_after_seconds()) : 1.0;
+      std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(wait * 1000)));
+      continue;
+    }
+    const quant::v1::TaskLease& t = lease.task();
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status result;
+    {
+      Heartbeats beats(stub.get(), id, t, registered.heartbeat_seconds());
+      auto spec = quant::tasks::SpecFromJson(t.spec_json());
+      absl::StatusOr<quant::tasks::Plan> plan =
+          spec.ok() ? quant::tasks::PlanJob(*spec) : absl::StatusOr<quant::tasks::Plan>(spec.status());
+      result = plan.status();
+      if (plan.ok()) {
+        const quant::tasks::Task* task = nullptr;
+        for (const quant::tasks::Task& x : plan->tasks) {
+          if (x.id == t.task_id()) task = &x;
+        }
+        if (task == nullptr) {
+          result = absl::NotFoundError(absl::StrCat("task ", t.task_id(), " is not in the plan"));
+        } else {
+          const std::string attempt =
+              quant::tasks::TaskOutputPaths(t.job_dir(), spec->out_dir, *task, t.epoch()).attempt;
+          std::error_code ec;
+          fs::remove_all(attempt, ec);
+          Log(id, absl::StrCat("job ", t.job_id(), " ", task->Name(), " epoch ", t.epoch()));
+          result = quant::tasks::RunServiceTask(*spec, *task, t.job_dir(), attempt);
+        }
+      }
+    }
+    const double seconds = Seconds(start);
+    quant::v1::CompleteRequest done;
+    done.set_protocol(kProtocol);
+    done.set_worker_id(id);
+    done.set_job_id(t.job_id());
+    done.set_task_id(t.task_id());
+    done.set_epoch(t.epoch());
+    done.set_ok(result.ok());
+    done.set_error(std::string(result.message()));
+    done.set_seconds(seconds);
+    quant::v1::CompleteResponse committed;
+    s = stub->Complete(Ctx(60).get(), done, &committed);
+    metrics.GetCounter("quant_worker_tasks_total", "Tasks run by this worker, by outcome.",
+                       {{"outcome", !result.ok() ? "failed" : committed.committed() ? "committed"
+                                                                                : "discarded"}})
+        .Inc();
+    metrics.GetHistogram("quant_worker_task_duration_seconds", "Task durations on this worker.",
+                         quant::metrics::DurationBounds())
+        .Observe(seconds);
+    Log(id, absl::StrCat(t.name(), result.ok() ? " done" : " failed: ", result.message(), " in ",
+                         seconds, " s", s.ok() && !committed.committed() && result.ok()
+                                            ? " (stale: discarded)" : ""));
+    idle_since = std::chrono::steady_clock::now();
+  }
+}

@@ -1,0 +1,39 @@
+// What the planner needs of a job, read from the checkpoint's names and config (torch-free: the
+// coordinator plans submitted jobs with it, and `qctl quantize` and quant-worker plan the very
+// same list), and where each task's output lives.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "storage/checkpoint.h"
+#include "worker/model/config.h"
+#include "worker/tasks/plan.h"
+#include "worker/tasks/quantize_job.h"
+
+namespace quant::tasks {
+
+// The planner's input for `spec` on this checkpoint: layers with in-scope linears, MoE layers,
+// GSQ, SLQ, evaluation and the expert shards.
+absl::StatusOr<PlanInput> PlanInputFor(const storage::Checkpoint& checkpoint,
+                                       const model::ModelConfig& config,
+                                       const QuantizeJobSpec& spec);
+
+// Opens the checkpoint and plans the job (what the coordinator and the workers both call).
+absl::StatusOr<Plan> PlanJob(const QuantizeJobSpec& spec);
+
+// A service task's output (DESIGN.md section 8): an attempt writes `attempt`; the coordinator
+// commits it by renaming it to `committed`, only for the lease's current epoch. Layer tasks'
+// outputs are directories under the job's scratch directory; write's is the checkpoint itself
+// (out_dir) and evaluate's the report.json inside it.
+struct TaskOutput {
+  std::string attempt;
+  std::string committed;
+};
+TaskOutput TaskOutputPaths(const std::string& job_dir, const std::string& out_dir,
+                           const Task& task, int64_t epoch);
+// "L3-calibrate", "L3-gsq-1-of-4", "write": the task's directory name under the job's scratch.
+std::string TaskDirName(const Task& task);
+
+}  // namespace quant::tasks

@@ -1,0 +1,20 @@
+// One planner task run by quant-worker (DESIGN.md section 4): the task's inputs are restored
+// from the committed outputs of the tasks it depends on (under the job's scratch directory),
+// the same task function as `qctl quantize` runs is called, and the outputs are written to the
+// attempt path that the coordinator commits (plan_input.h TaskOutputPaths).
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "worker/tasks/plan.h"
+#include "worker/tasks/quantize_job.h"
+
+namespace quant::tasks {
+
+// `job_dir`: the job's scratch directory (committed outputs); `attempt`: where this attempt
+// writes (a directory; a file for evaluate). SLQ's probe pass and solve are not run here yet.
+absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
+                            const std::string& job_dir, const std::string& attempt);
+
+}  // namespace quant::tasks

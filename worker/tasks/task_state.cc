@@ -1,0 +1,357 @@
+#include "worker/tasks/task_state.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/file.h"
+#include "common/status.h"
+#include "storage/safetensors.h"
+#include "worker/eval/eval_pipeline.h"
+#include "worker/model/model.h"
+#include "worker/quant/scope.h"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace quant::tasks {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::StatusOr<storage::DType> StorageType(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return storage::DType::kF32;
+    case at::kByte: return storage::DType::kU8;
+    case at::kInt: return storage::DType::kI32;
+    case at::kLong: return storage::DType::kI64;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("task state: cannot save dtype ",
+                                                     at::toString(t)));
+  }
+}
+
+quant::Grid GridOf(const std::string& g) {
+  return g == "asym" ? quant::Grid::kAsymmetric : quant::Grid::kSymmetric;
+}
+
+}  // namespace
+
+absl::Status SaveTensors(const std::string& path,
+                         const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                         const nlohmann::json& metadata) {
+  storage::SafetensorsWriter writer;
+  writer.SetMetadata("state", metadata.dump());
+  for (const auto& [name, t] : tensors) {
+    ASSIGN_OR_RETURN(storage::DType dtype, StorageType(t.scalar_type()));
+    const at::Tensor c = t.detach().cpu().contiguous();
+    storage::HostTensor host;
+    host.dtype = dtype;
+    host.shape = c.sizes().vec();
+    host.bytes.resize(c.nbytes());
+    if (c.nbytes() > 0) std::memcpy(host.bytes.data(), c.data_ptr(), c.nbytes());
+    RETURN_IF_ERROR(writer.Add(name, std::move(host)));
+  }
+  fs::create_directories(fs::path(path).parent_path());
+  return writer.Write(path);
+}
+
+absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string& path,
+                                                              nlohmann::json* metadata) {
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::SafetensorsFile> file,
+                   storage::SafetensorsFile::Open(path));
+  std::map<std::string, at::Tensor> out;
+  for (const storage::TensorInfo& info : file->header().tensors) {
+    ASSIGN_OR_RETURN(storage::HostTensor host, file->Read(info));
+    out[info.name] = model::HostToTensor(std::move(host));
+  }
+  if (metadata != nullptr) {
+    auto it = file->header().metadata.find("state");
+    *metadata = nlohmann::json::parse(it != file->header().metadata.end() ? it->second : "{}",
+                                      nullptr, /*allow_exceptions=*/false);
+    if (metadata->is_discarded()) {
+      return absl::DataLossError(absl::StrCat(path, ": task state metadata is not JSON"));
+    }
+  }
+  return out;
+}
+
+absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job, at::Tensor* windows) {
+  job->spec = spec;
+  job->scheme.bits = spec.bits;
+  job->scheme.grid = GridOf(spec.grid);
+  job->scheme.group_size = spec.group_size;
+  ASSIGN_OR_RETURN(job->scope, quant::ParseScope(spec.scope));
+  ASSIGN_OR_RETURN(job->objective, quant::ParseGsqObjective(spec.objective));
+  ASSIGN_OR_RETURN(job->model, model::Model::Open(spec.model_dir, model::ComputeDType::kF32));
+  // --device cuda: weights, activations, Hessians, GPTQ and GSQ on the GPU; quantized units
+  // come back to the host for export.
+  job->model->SetDevice(at::Device(spec.device == "cuda" ? at::kCUDA : at::kCPU));
+  // Every in-scope linear must have a grid before any work starts.
+  for (const std::string& name : job->model->checkpoint().Names()) {
+    if (!quant::InQuantScope(name, job->scope)) continue;
+    const storage::TensorInfo* info = job->model->checkpoint().Info(name);
+    if (info == nullptr || info->shape.size() != 2) continue;
+    if (info->shape[1] % spec.group_size != 0 && !spec.channel_fallback) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": ", info->shape[1], " input columns are not a multiple of --group ",
+          spec.group_size, " and --no-channel-fallback was given"));
+    }
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
+                   tokenizer::Tokenizer::FromFile(spec.model_dir + "/tokenizer.json"));
+  ASSIGN_OR_RETURN(std::string calib_text, ReadWholeFile(spec.calib_path, "calibration file"));
+  if (spec.evaluate) {
+    RETURN_IF_ERROR(ReadWholeFile(spec.eval_text, "evaluation text").status());
+  }
+  // Calibration windows: the shared recipe (BOS + 255 tokens), as many as calib_tokens asks.
+  std::vector<int32_t> ids = tok->Encode(calib_text, /*add_special_tokens=*/false);
+  const int64_t want_windows = spec.calib_tokens / spec.window_tokens;
+  const int64_t have_windows = static_cast<int64_t>(ids.size()) / (spec.window_tokens - 1);
+  if (have_windows < want_windows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        spec.calib_path, ": ", ids.size(), " tokens give ", have_windows, " windows of ",
+        spec.window_tokens, ", fewer than the ", want_windows, " that --calib-tokens ",
+        spec.calib_tokens, " asks for"));
+  }
+  const int64_t bos = job->model->checkpoint().config().value("bos_token_id", 0);
+  ASSIGN_OR_RETURN(at::Tensor w, eval::MakeWindows(ids, spec.window_tokens, bos, spec.calib_path));
+  *windows = w.narrow(0, 0, want_windows).contiguous();
+  job->windows = want_windows;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<at::Tensor>> EmbedWindows(const JobState& job,
+                                                     const at::Tensor& windows) {
+  std::vector<at::Tensor> hidden;
+  const int64_t n = windows.size(0);
+  for (int64_t b = 0; b < n; b += job.spec.batch_windows) {
+    ASSIGN_OR_RETURN(at::Tensor h, job.model->Embed(windows.narrow(
+                                       0, b, std::min<int64_t>(job.spec.batch_windows, n - b))));
+    hidden.push_back(h);
+  }
+  return hidden;
+}
+
+absl::Status SaveHidden(const std::string& path, const std::vector<at::Tensor>& hidden) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (size_t b = 0; b < hidden.size(); ++b) tensors.emplace_back(absl::StrCat("b", b), hidden[b]);
+  return SaveTensors(path, tensors, {{"batches", hidden.size()}});
+}
+
+absl::StatusOr<std::vector<at::Tensor>> LoadHidden(const std::string& path, at::Device device) {
+  nlohmann::json meta;
+  ASSIGN_OR_RETURN(auto tensors, LoadTensors(path, &meta));
+  const int64_t batches = meta.value("batches", int64_t{-1});
+  if (batches < 0 || static_cast<size_t>(batches) != tensors.size()) {
+    return absl::DataLossError(absl::StrCat(path, ": hidden states are incomplete"));
+  }
+  std::vector<at::Tensor> hidden;
+  for (int64_t b = 0; b < batches; ++b) {
+    auto it = tensors.find(absl::StrCat("b", b));
+    if (it == tensors.end()) return absl::DataLossError(absl::StrCat(path, ": batch ", b, " missing"));
+    hidden.push_back(it->second.to(device));
+  }
+  return hidden;
+}
+
+absl::Status SaveCalibration(const std::string& path, const JobState& job) {
+  const LayerState& ls = job.layer;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  nlohmann::json tokens = nlohmann::json::object();
+  std::vector<int> experts;
+  if (ls.capture != nullptr) {
+    for (const auto& [key, stats] : ls.capture->hessians().stats()) {
+      tokens[key] = stats.tokens;
+      if (stats.xtx.defined()) tensors.emplace_back("xtx/" + key, stats.xtx);
+    }
+    const int64_t hidden = job.model->config().hidden_size;
+    experts = ls.capture->CapturedExperts();
+    for (int e : experts) {
+      tensors.emplace_back(absl::StrCat("inputs/", e), ls.capture->Inputs(e, hidden));
+      tensors.emplace_back(absl::StrCat("outputs/", e), ls.capture->Outputs(e, hidden));
+    }
+  }
+  return SaveTensors(path, tensors,
+                     {{"calibrated", ls.capture != nullptr}, {"tokens", tokens},
+                      {"experts", experts}});
+}
+
+absl::Status RestoreCalibration(JobState& job, int layer, const std::string& path) {
+  RETURN_IF_ERROR(LoadLayerState(job, layer));
+  LayerState& ls = job.layer;
+  nlohmann::json meta;
+  ASSIGN_OR_RETURN(auto tensors, LoadTensors(path, &meta));
+  if (!meta.value("calibrated", false)) return absl::OkStatus();
+  const at::Device device = job.model->device();
+  ls.capture = std::make_unique<LayerCapture>(false, device);
+  for (const auto& [key, count] : meta["tokens"].items()) {
+    model::HessianStats stats;
+    stats.tokens = count.get<int64_t>();
+    auto it = tensors.find("xtx/" + key);
+    if (it != tensors.end()) stats.xtx = it->second.to(device);
+    ls.capture->RestoreHessian(key, std::move(stats));
+  }
+  for (int e : meta["experts"].get<std::vector<int>>()) {
+    ls.capture->RestoreTokens(e, tensors.at(absl::StrCat("inputs/", e)).to(device),
+                              tensors.at(absl::StrCat("outputs/", e)).to(device));
+  }
+  for (const std::string& local : ls.names) {
+    int64_t seen = 0;
+    ls.hessian_of[local] = HessianOf(ls, local, &seen);
+  }
+  return absl::OkStatus();
+}
+
+nlohmann::json UnitReportJson(const UnitReport& r) {
+  nlohmann::json u = {{"name", r.name},          {"bits", r.bits},
+                      {"grid", r.grid},          {"group_size", r.group_size},
+                      {"method", r.method},      {"proxy_loss", r.proxy_loss},
+                      {"tokens", r.tokens},      {"fallback_identity_hessian", r.fallback},
+                      {"seconds", r.seconds}};
+  if (r.gsq_loss_before >= 0) {
+    u["gsq_loss_before"] = r.gsq_loss_before;
+    u["gsq_loss_after"] = r.gsq_loss_after;
+    u["gsq_changed_fraction"] = r.changed_fraction;
+  }
+  return u;
+}
+
+namespace {
+
+UnitReport UnitReportFromJson(const nlohmann::json& u) {
+  UnitReport r;
+  r.name = u.at("name").get<std::string>();
+  r.bits = u.at("bits").get<int>();
+  r.grid = u.at("grid").get<std::string>();
+  r.group_size = u.at("group_size").get<int>();
+  r.method = u.at("method").get<std::string>();
+  r.proxy_loss = u.at("proxy_loss").get<double>();
+  r.tokens = u.at("tokens").get<int64_t>();
+  r.fallback = u.at("fallback_identity_hessian").get<bool>();
+  r.seconds = u.at("seconds").get<double>();
+  r.gsq_loss_before = u.value("gsq_loss_before", -1.0);
+  r.gsq_loss_after = u.value("gsq_loss_after", -1.0);
+  r.changed_fraction = u.value("gsq_changed_fraction", 0.0);
+  return r;
+}
+
+}  // namespace
+
+absl::Status SaveUnits(const std::string& dir, const JobState& job,
+                       const std::vector<std::string>& names, const std::string& layer_prefix) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  nlohmann::json units = nlohmann::json::object();
+  for (const std::string& name : names) {
+    const quant::QuantizedWeight& q = job.units.at(name);
+    tensors.emplace_back(name + "/codes", q.codes);
+    tensors.emplace_back(name + "/scales", q.scales);
+    tensors.emplace_back(name + "/zeros", q.zeros);
+    units[name] = {{"bits", q.scheme.bits},
+                   {"grid", q.scheme.grid == quant::Grid::kAsymmetric ? "asym" : "sym"},
+                   {"scheme_group_size", q.scheme.group_size},
+                   {"group_size", q.group_size}};
+  }
+  const std::set<std::string> wanted(names.begin(), names.end());
+  nlohmann::json reports = nlohmann::json::array();
+  for (const UnitReport& r : job.reports) {
+    if (wanted.count(r.name)) reports.push_back(UnitReportJson(r));
+  }
+  std::vector<std::string> fallbacks;
+  for (const std::string& e : job.fallback_experts) {
+    if (!layer_prefix.empty() && e.starts_with(layer_prefix)) fallbacks.push_back(e);
+  }
+  RETURN_IF_ERROR(SaveTensors(dir + "/units.safetensors", tensors, units));
+  return WriteJsonFile(dir + "/units.json",
+                       {{"reports", reports}, {"fallback_experts", fallbacks}});
+}
+
+absl::Status LoadUnits(const std::string& dir, JobState& job) {
+  nlohmann::json units;
+  ASSIGN_OR_RETURN(auto tensors, LoadTensors(dir + "/units.safetensors", &units));
+  for (const auto& [name, u] : units.items()) {
+    quant::QuantizedWeight q;
+    q.scheme.bits = u.at("bits").get<int>();
+    q.scheme.grid = GridOf(u.at("grid").get<std::string>());
+    q.scheme.group_size = u.at("scheme_group_size").get<int>();
+    q.group_size = u.at("group_size").get<int>();
+    q.codes = tensors.at(name + "/codes");
+    q.scales = tensors.at(name + "/scales");
+    q.zeros = tensors.at(name + "/zeros");
+    job.units[name] = std::move(q);
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(dir + "/units.json", "unit reports"));
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::DataLossError(dir + "/units.json: not JSON");
+  for (const nlohmann::json& u : j.at("reports")) {
+    UnitReport r = UnitReportFromJson(u);
+    auto same = std::find_if(job.reports.begin(), job.reports.end(),
+                             [&](const UnitReport& x) { return x.name == r.name; });
+    if (same != job.reports.end()) {
+      *same = r;
+    } else {
+      job.reports.push_back(r);
+    }
+  }
+  for (const std::string& e : j.at("fallback_experts").get<std::vector<std::string>>()) {
+    if (std::find(job.fallback_experts.begin(), job.fallback_experts.end(), e) ==
+        job.fallback_experts.end()) {
+      job.fallback_experts.push_back(e);
+    }
+  }
+  return absl::OkStatus();
+}
+
+nlohmann::json JobReport(const QuantizeJobSpec& spec, const QuantizeJobResult& result,
+                         const std::vector<UnitReport>& reports, const nlohmann::json& slq) {
+  nlohmann::json units_json = nlohmann::json::array();
+  for (const UnitReport& r : reports) units_json.push_back(UnitReportJson(r));
+  nlohmann::json phases_json = nlohmann::json::array();
+  for (const PhaseTiming& p : result.phases) {
+    phases_json.push_back(
+        {{"phase", p.phase}, {"seconds", p.seconds}, {"peak_rss_bytes", p.peak_rss_bytes}});
+  }
+  nlohmann::json tasks_json = nlohmann::json::array();
+  for (const auto& [name, seconds] : result.tasks) {
+    tasks_json.push_back({{"task", name}, {"seconds", seconds}});
+  }
+  nlohmann::json report = {
+      {"options", spec.ToJson()},
+      {"tasks", tasks_json},
+      {"units", units_json},
+      {"fallback_experts", result.fallback_experts},
+      {"phases", phases_json},
+      {"bits_per_param",
+       {{"quantized_true", result.bits_per_quantized_param_true},
+        {"quantized_stored", result.bits_per_quantized_param_stored},
+        {"checkpoint_true", result.bits_per_param_true},
+        {"checkpoint_stored", result.bits_per_param_stored}}},
+      {"container_note", result.container_note},
+  };
+  if (spec.slq) report["slq"] = slq;
+  if (result.evaluated) report["eval"] = EvalJson(spec, result.eval);
+  return report;
+}
+
+nlohmann::json EvalJson(const QuantizeJobSpec& spec, const eval::EvalSummary& e) {
+  auto iv = [](const eval::Interval& i) { return nlohmann::json{i.value, i.lo, i.hi}; };
+  return {{"text", spec.eval_text},   {"windows", e.windows},
+          {"ppl", iv(e.ppl)},         {"kl", iv(e.kl)},
+          {"ear", iv(e.ear)},         {"ear_top10", iv(e.ear_top10)},
+          {"flip_rate", iv(e.flip_rate)}, {"next_token_acc", iv(e.accuracy)}};
+}
+
+absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& j) {
+  const std::string tmp = path + ".tmp";
+  fs::create_directories(fs::path(path).parent_path());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(1) << "\n";
+    if (!out) return absl::DataLossError(absl::StrCat(tmp, ": write failed"));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return absl::DataLossError(absl::StrCat(path, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace quant::tasks

@@ -1,0 +1,64 @@
+// The parts of a job's state that pass from one task to the next (DESIGN.md section 4), saved
+// as safetensors files when the tasks run in different processes (quant-worker): the layer's
+// inputs, its calibration (Hessian sums, the experts' routed tokens and targets), and quantized
+// units with their reports. Tensors are saved bit for bit, so a task that restores them computes
+// exactly what it would have in one process.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "worker/tasks/layer_tasks.h"
+#include "worker/tasks/quantize_job.h"
+
+namespace quant::tasks {
+
+// Safetensors of CPU copies of `tensors` (float32, uint8, int32, int64), with JSON metadata.
+absl::Status SaveTensors(const std::string& path,
+                         const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                         const nlohmann::json& metadata = nlohmann::json::object());
+// Every tensor of the file, on the CPU; `metadata` (optional) receives its JSON metadata.
+absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string& path,
+                                                              nlohmann::json* metadata = nullptr);
+
+// The job's model (on its device), scheme, scope and objective, and its calibration windows
+// (int64 [N, T]); the hidden states are left empty. Checks what RunQuantizeJob checks first.
+absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job, at::Tensor* windows);
+// The windows' embeddings, one tensor per batch of spec.batch_windows: layer 0's inputs.
+absl::StatusOr<std::vector<at::Tensor>> EmbedWindows(const JobState& job,
+                                                     const at::Tensor& windows);
+
+absl::Status SaveHidden(const std::string& path, const std::vector<at::Tensor>& hidden);
+absl::StatusOr<std::vector<at::Tensor>> LoadHidden(const std::string& path, at::Device device);
+
+// The current layer's calibration (job.layer.capture).
+absl::Status SaveCalibration(const std::string& path, const JobState& job);
+// Loads layer `layer` (LoadLayerState) and restores its calibration from `path`; also fills
+// hessian_of for every in-scope linear, as the quantize task does.
+absl::Status RestoreCalibration(JobState& job, int layer, const std::string& path);
+
+// Units named in `names` (full tensor names) with their reports, and the job's fallback experts
+// of the layer (names starting with `layer_prefix`): `dir`/units.safetensors and `dir`/units.json.
+absl::Status SaveUnits(const std::string& dir, const JobState& job,
+                       const std::vector<std::string>& names, const std::string& layer_prefix);
+// Adds the saved units to job.units (replacing same names), their reports to job.reports
+// (replacing reports of the same unit) and the fallback experts.
+absl::Status LoadUnits(const std::string& dir, JobState& job);
+
+nlohmann::json UnitReportJson(const UnitReport& r);
+
+// report.json of a job (RunQuantizeJob's and the service's write and evaluate tasks').
+nlohmann::json JobReport(const QuantizeJobSpec& spec, const QuantizeJobResult& result,
+                         const std::vector<UnitReport>& reports, const nlohmann::json& slq);
+// The "eval" object of report.json.
+nlohmann::json EvalJson(const QuantizeJobSpec& spec, const eval::EvalSummary& summary);
+// Writes `j` to `path` through a temporary file and a rename.
+absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& j);
+
+}  // namespace quant::tasks
