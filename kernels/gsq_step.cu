@@ -25,6 +25,7 @@ struct Args {
   float off[kMaxK] = {};
   uint32_t key[kMaxK] = {};
   float kappa_over_tau = 0, inv_tau = 0;
+  uint32_t element_offset = 0;
 };
 
 Args MakeArgs(const GsqTensors& t, const GsqStepParams& p, const float* host_offsets) {
@@ -41,6 +42,7 @@ Args MakeArgs(const GsqTensors& t, const GsqStepParams& p, const float* host_off
   }
   a.kappa_over_tau = p.kappa / p.tau;
   a.inv_tau = 1.0f / p.tau;
+  a.element_offset = static_cast<uint32_t>(p.element_offset);
   return a;
 }
 
@@ -56,7 +58,7 @@ __device__ __forceinline__ float Soft(const Args& a, const float* __restrict__ l
     const float v = b + a.off[k];
     value[k] = v;
     const bool valid = (v >= 0.0f) & (v <= a.max_code);
-    const float g = Gumbel(Uniform(a.key[k], static_cast<uint32_t>(i)));
+    const float g = Gumbel(Uniform(a.key[k], static_cast<uint32_t>(i) + a.element_offset));
     const float x = valid ? logits[k * a.n + i] * a.kappa_over_tau + g * a.inv_tau : kMasked;
     prob[k] = x;
     amax = amax > x ? amax : x;

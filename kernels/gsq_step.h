@@ -38,6 +38,9 @@ struct GsqStepParams {
   float tau = 2.0f;       // temperature, annealed 2.0 -> 0.05
   uint64_t seed = 0;
   uint64_t step = 0;
+  // Added to every element index before hashing: a shard of a family draws the noise its
+  // elements get in the whole family (GsqOptions::member_offset).
+  uint64_t element_offset = 0;
   float lr_logits = 2e-4f;
   float lr_scales = 1e-4f;
   float weight_decay = 1.0f;  // decoupled, logits only

@@ -29,6 +29,7 @@ struct Args {
   uint32_t key[kMaxK] = {};     // noise, per level
   uint32_t sr_key[kMaxK] = {};  // stochastic rounding of the logit update, per level
   float kappa_over_tau = 0, inv_tau = 0;
+  uint32_t element_offset = 0;
 };
 
 Args MakeArgs(const GsqTensorsBf16& t, const GsqStepParams& p) {
@@ -46,6 +47,7 @@ Args MakeArgs(const GsqTensorsBf16& t, const GsqStepParams& p) {
   }
   a.kappa_over_tau = p.kappa / p.tau;
   a.inv_tau = 1.0f / p.tau;
+  a.element_offset = static_cast<uint32_t>(p.element_offset);
   return a;
 }
 
@@ -105,7 +107,7 @@ __device__ __forceinline__ float SoftFast(const Args& a, const float (&l)[K], fl
     const float v = b + a.off[k];
     value[k] = v;
     const bool valid = (v >= 0.0f) & (v <= a.max_code);
-    const float g = GumbelFast(Uniform(a.key[k], i));
+    const float g = GumbelFast(Uniform(a.key[k], i + a.element_offset));
     const float x = valid ? l[k] * a.kappa_over_tau + g * a.inv_tau : kMasked;
     prob[k] = x;
     amax = fmaxf(amax, x);
@@ -211,7 +213,8 @@ __device__ __forceinline__ void StepPass(const Args& a, const Args& an, int64_t 
       const float grad = prob[k] * (value[k] - expected) * de;
       const float m = mv[k].v[e];
       const float update = Sign(o.b1 * m + (1.0f - o.b1) * grad);
-      l_out[k][e] = StochasticRoundBf16Bits(l[k] * o.decay - o.lr * update, a.sr_key[k], i);
+      l_out[k][e] = StochasticRoundBf16Bits(l[k] * o.decay - o.lr * update, a.sr_key[k],
+                                            i + a.element_offset);
       m_out[k][e] = NearestBits(o.b2 * m + (1.0f - o.b2) * grad);
     }
     if constexpr (kNext) {

@@ -45,8 +45,10 @@ struct Hoisted {
   float* __restrict logits[K];
   float* __restrict momentum[K];
   float kappa_over_tau, inv_tau, max_code;
+  uint32_t element_offset;
   Hoisted(const GsqTensors& t, const GsqStepParams& p) {
     n = t.rows * t.cols;
+    element_offset = static_cast<uint32_t>(p.element_offset);
     const uint32_t step_key = StepKey(p.seed, p.step);
     for (int k = 0; k < K; ++k) {
       off[k] = t.offsets[k];
@@ -79,7 +81,7 @@ template <int K, bool kShift>
     // so the tail past m is harmless): GCC vectorises this one, but not the hash fused into
     // the select loop below (33 -> 5 ns per logit).
     float noise[kBlock];
-    const uint32_t e0 = static_cast<uint32_t>(i0);
+    const uint32_t e0 = static_cast<uint32_t>(i0) + h.element_offset;
     for (int j = 0; j < kBlock; ++j) {
       noise[j] = Gumbel(Uniform(key, e0 + static_cast<uint32_t>(j)));
     }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "proto/quant.grpc.pb.h"
+#include "worker/tasks/plan_input.h"
 
 namespace {
 
@@ -110,7 +111,7 @@ class CoordinatorTest : public ::testing::Test {
   }
   // A worker's turn: lease the next task and, after `hold`, complete it. False when no task is
   // ready.
-  static bool LeaseAndComplete(Coordinator& c, const std::string& worker,
+  bool LeaseAndComplete(Coordinator& c, const std::string& worker,
                                std::chrono::milliseconds hold = std::chrono::milliseconds(0)) {
     grpc::ClientContext lctx;
     quant::v1::LeaseRequest lr;
@@ -120,6 +121,22 @@ class CoordinatorTest : public ::testing::Test {
     EXPECT_TRUE(c.workers().Lease(&lctx, lr, &lease).ok());
     if (!lease.has_task()) return false;
     std::this_thread::sleep_for(hold);
+    // The attempt's output, where a real worker would write it (the coordinator commits it).
+    quant::tasks::Task task;
+    EXPECT_TRUE(quant::tasks::ParseTaskKind(lease.task().kind(), &task.kind));
+    task.layer = lease.task().layer();
+    task.shard = lease.task().shard();
+    task.shards = lease.task().shards();
+    const std::string attempt = quant::tasks::TaskOutputPaths(lease.task().job_dir(),
+                                                              (tmp_ / "out").string(), task,
+                                                              lease.task().epoch())
+                                    .attempt;
+    fs::create_directories(fs::path(attempt).parent_path());
+    if (task.kind == quant::tasks::TaskKind::kEvaluate) {
+      std::ofstream(attempt) << "{}\n";
+    } else {
+      fs::create_directories(attempt);
+    }
     grpc::ClientContext cctx;
     quant::v1::CompleteRequest done;
     done.set_protocol(kProtocol);

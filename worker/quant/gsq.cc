@@ -41,8 +41,20 @@ at::Tensor Stack(const std::vector<at::Tensor>& ts) { return at::stack(ts, 0).co
 
 void BindView(FamilyState& s, int max_code);
 
+// A generator for one member's draws: a pure function of the seed, the stream (which family's
+// start noise, or the token order) and the member's index in the layer's whole family.
+at::Generator MemberGenerator(uint64_t seed, uint64_t stream, int64_t member) {
+  uint64_t x = seed ^ (stream * 0x9e3779b97f4a7c15ull) ^ (static_cast<uint64_t>(member) << 20);
+  x ^= x >> 33;  // splitmix64's finaliser: nearby inputs give unrelated seeds
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return at::make_generator<at::CPUGeneratorImpl>(x);
+}
+
 absl::StatusOr<FamilyState> InitFamily(const GsqFamily& f, const QuantScheme& scheme,
-                                       const GsqOptions& options, at::Generator& gen) {
+                                       const GsqOptions& options, uint64_t family) {
   FamilyState s;
   if (f.init.empty()) return absl::InvalidArgumentError("GSQ: empty family " + f.name);
   s.members = static_cast<int64_t>(f.init.size());
@@ -87,7 +99,13 @@ absl::StatusOr<FamilyState> InitFamily(const GsqFamily& f, const QuantScheme& sc
   at::Tensor valid = at::logical_and(values >= 0, values <= max_code).to(at::kFloat);
   at::Tensor c = -0.5 * (u0.unsqueeze(0) - values).pow(2);
   at::Tensor mean = (c * valid).sum(0, true) / valid.sum(0, true);
-  at::Tensor noise = at::randn({s.levels, n}, gen, at::TensorOptions().dtype(at::kFloat));
+  std::vector<at::Tensor> member_noise;
+  for (int64_t m = 0; m < s.members; ++m) {
+    at::Generator gen = MemberGenerator(options.seed, family, options.member_offset + m);
+    member_noise.push_back(
+        at::randn({s.levels, s.out * s.in}, gen, at::TensorOptions().dtype(at::kFloat)));
+  }
+  at::Tensor noise = at::cat(member_noise, 1);
   s.logits = (options.init_std * (noise + options.init_strength * (c - mean)) * valid).contiguous();
   s.momentum = at::zeros_like(s.logits);
   s.weight = at::empty({s.members, s.out, s.in}, at::kFloat);
@@ -257,10 +275,9 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
   const auto start = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(ValidateScheme(scheme));
   if (options.steps < 0) return absl::InvalidArgumentError("GSQ: steps must be >= 0");
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   std::vector<FamilyState> states;
-  for (const GsqFamily& f : families) {
-    ASSIGN_OR_RETURN(FamilyState s, InitFamily(f, scheme, options, gen));
+  for (size_t f = 0; f < families.size(); ++f) {
+    ASSIGN_OR_RETURN(FamilyState s, InitFamily(families[f], scheme, options, f));
     states.push_back(std::move(s));
   }
   const bool expert_output = options.objective == GsqObjective::kExpertOutput;
@@ -269,7 +286,7 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
   // each step, so all experts batch into one bmm without padding. Lion's update is the sign of a
   // per-parameter average, so an expert's step does not depend on how many tokens it saw.
   at::Tensor x_all, y_all, stream, stream_offset, stream_len;
-  int64_t rows_per_expert = 0;
+  int64_t rows_per_expert = 0, layer_experts = 0;
   std::vector<int64_t> counts;
   if (expert_output) {
     if (tokens == nullptr || states.size() != 3 || families[0].name != "gate_proj" ||
@@ -293,6 +310,7 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
       ys.push_back(tokens->targets[e].to(at::kFloat));
       offsets.push_back(total);
       lens.push_back(std::max<int64_t>(n, 1));
+      at::Generator gen = MemberGenerator(options.seed, /*stream=*/1000, options.member_offset + e);
       perms.push_back(n > 0 ? at::randperm(n, gen, at::TensorOptions().dtype(at::kLong)) + total
                             : at::empty({0}, at::kLong));
       total += n;
@@ -318,12 +336,14 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
     stream_len = at::tensor(lens, at::kLong).unsqueeze(1);
     int64_t routed = 0;
     for (int64_t n : counts) routed += n;
+    if (tokens->layer_routed > 0) routed = tokens->layer_routed;
+    layer_experts = tokens->layer_experts > 0 ? tokens->layer_experts : experts;
     // Rows per expert per step: the layer's batch of tokens times the routed pairs per token,
     // shared evenly over the experts (16 windows x 256 tokens x top-k / E in the reference).
     const double pairs_per_token =
         static_cast<double>(routed) / std::max<int64_t>(1, tokens->layer_tokens);
     rows_per_expert = std::max<int64_t>(
-        1, static_cast<int64_t>(std::ceil(options.batch_tokens * pairs_per_token / experts)));
+        1, static_cast<int64_t>(std::ceil(options.batch_tokens * pairs_per_token / layer_experts)));
   }
 
   // Losses with hard weights, per expert (expert-output) or per member (layer-local).
@@ -367,6 +387,7 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
 
   kernels::GsqStepParams p;
   p.seed = options.seed;
+  p.element_offset = static_cast<uint64_t>(options.member_offset * states[0].out * states[0].in);
   p.beta1 = static_cast<float>(options.beta1);
   p.beta2 = static_cast<float>(options.beta2);
   p.weight_decay = static_cast<float>(options.weight_decay);
@@ -384,8 +405,8 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
   }
   std::vector<at::Tensor> grads;  // dLoss/dW per family; each shard writes its members' slice
   for (const FamilyState& s : states) grads.push_back(at::empty_like(s.weight));
-  const int64_t out_numel =
-      expert_output ? states[0].members * rows_per_expert * states[2].out : 0;
+  // The loss is a mean over the whole layer's rows (a shard's members step as in one run).
+  const int64_t out_numel = expert_output ? layer_experts * rows_per_expert * states[2].out : 0;
   ScopedBlasThreads single_threaded_blas(1);
   for (int64_t step = 0; step < steps; ++step) {
     p.step = static_cast<uint64_t>(step);

@@ -36,6 +36,10 @@ struct GsqOptions {
   int64_t batch_tokens = 4096;     // tokens per step over the layer (16 windows of 256)
   GsqObjective objective = GsqObjective::kExpertOutput;
   uint64_t seed = 0;
+  // Index of the families' first member in the layer's whole family (an expert shard's first
+  // expert). Each member's random draws (start-logit noise, token order, Gumbel noise) depend
+  // on its index in the layer, never on the shard, so sharded runs give the codes of one run.
+  int64_t member_offset = 0;
   int threads = 2;                 // for the fused element-wise kernels
   // Run the step on the GPU (CUDA kernels + ATen on CUDA tensors); needs a CUDA build
   // (QUANT_WITH_CUDA) and a CUDA-enabled libtorch. Same results as the CPU path up to the order
@@ -62,6 +66,11 @@ struct GsqExpertTokens {
   std::vector<at::Tensor> inputs;   // float32 [n_e, hidden]
   std::vector<at::Tensor> targets;  // float32 [n_e, hidden]
   int64_t layer_tokens = 0;         // calibration tokens that entered the layer
+  // Of the whole layer when the families are one shard of it (<= 0: these members' own):
+  // routed (token, expert) pairs, and experts. They size each step's minibatch and the loss's
+  // normalisation, so a shard steps exactly as its members do in one run.
+  int64_t layer_routed = 0;
+  int64_t layer_experts = 0;
 };
 
 struct GsqMemberReport {

@@ -276,7 +276,12 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
         tokens.targets.push_back(ls.capture->Outputs(e, config.hidden_size).cpu());
       }
       tokens.layer_tokens = job.windows * spec.window_tokens;
+      // Every calibration token goes to experts_per_token experts.
+      tokens.layer_routed = tokens.layer_tokens * config.experts_per_token;
+      tokens.layer_experts = config.num_experts;
     }
+    // The shard's first expert in the layer (GsqShardNames: a contiguous range of each family).
+    gsq_options.member_offset = static_cast<int64_t>(config.num_experts) * shard / shards;
     RETURN_IF_ERROR(run_gsq({expert_families[0], expert_families[1], expert_families[2]},
                             {"gate_proj", "up_proj", "down_proj"}, &tokens, job.objective));
   }

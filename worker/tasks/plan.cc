@@ -18,6 +18,17 @@ const char* TaskKindName(TaskKind kind) {
   return "?";
 }
 
+bool ParseTaskKind(std::string_view name, TaskKind* kind) {
+  for (TaskKind k : {TaskKind::kCalibrate, TaskKind::kProbe, TaskKind::kSolve, TaskKind::kQuantize,
+                     TaskKind::kGsq, TaskKind::kPropagate, TaskKind::kWrite, TaskKind::kEvaluate}) {
+    if (name == TaskKindName(k)) {
+      *kind = k;
+      return true;
+    }
+  }
+  return false;
+}
+
 std::string Task::Name() const {
   std::string name = layer >= 0 ? absl::StrCat("L", layer, "/", TaskKindName(kind))
                                 : std::string(TaskKindName(kind));

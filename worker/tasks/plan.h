@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nlohmann/json.hpp"
@@ -23,6 +24,8 @@ enum class TaskKind {
 };
 
 const char* TaskKindName(TaskKind kind);
+// The inverse of TaskKindName; false for an unknown name.
+bool ParseTaskKind(std::string_view name, TaskKind* kind);
 
 struct Task {
   int64_t id = 0;
