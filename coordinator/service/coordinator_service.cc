@@ -279,15 +279,27 @@ grpc::Status CoordinatorService::Register(grpc::ServerContext*, const v1::Regist
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::Lease(grpc::ServerContext*, const v1::LeaseRequest* req,
+grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
                                        v1::LeaseResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
-  std::lock_guard<std::mutex> lock(lease_mu_);
-  const double now = Now();
-  auto lease = state_->LeaseTask(req->worker_id(), now);
-  if (!lease.ok()) return ToGrpc(lease.status());
+  // A long poll: a task that becomes ready within kLongPoll goes out at once, so idle workers
+  // pick up a layer's parallel tasks together without polling hard.
+  constexpr double kLongPoll = 2.0;
+  const double until = Now() + kLongPoll;
+  std::unique_lock<std::mutex> lock(lease_mu_);
+  double now = Now();
+  absl::StatusOr<std::optional<quant::coordinator::Lease>> lease;
+  while (true) {
+    lease = state_->LeaseTask(req->worker_id(), now);
+    if (!lease.ok()) return ToGrpc(lease.status());
+    if (lease->has_value() || now >= until || ctx->IsCancelled()) break;
+    lock.unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    lock.lock();
+    now = Now();
+  }
   if (!lease->has_value()) {
-    resp->set_retry_after_seconds(1.0);
+    resp->set_retry_after_seconds(0.1);
     return grpc::Status::OK;
   }
   const quant::coordinator::Lease& l = **lease;
@@ -359,6 +371,19 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
   if (s.code() == absl::StatusCode::kFailedPrecondition) {
     resp->set_committed(false);  // a stale attempt: its output is discarded
     CountTask("stale");
+    auto job = state_->GetJob(req->job_id());
+    if (job.ok()) {
+      auto task = FindTask(req->job_id(), req->task_id(), job->spec_json);
+      auto spec = tasks::SpecFromJson(job->spec_json);
+      std::error_code ec;
+      if (task.ok() && spec.ok()) {
+        fs::remove_all(tasks::TaskOutputPaths(JobDir(req->job_id()), spec->out_dir, **task,
+                                              req->epoch())
+                           .attempt,
+                       ec);
+      }
+      if (job->status != JobStatus::kRunning) fs::remove_all(JobDir(req->job_id()), ec);
+    }
     return grpc::Status::OK;
   }
   if (!s.ok()) return ToGrpc(s);

@@ -20,71 +20,16 @@
 #include <thread>
 #include <vector>
 
+#include "coordinator/service/service_test_util.h"
 #include "proto/quant.grpc.pb.h"
 #include "worker/tasks/plan_input.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using quant::testing::Coordinator;
 const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
 constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
-
-// One coordinator process; its stdout's first two lines give the gRPC and HTTP addresses.
-class Coordinator {
- public:
-  Coordinator(const fs::path& state, const fs::path& token_file,
-              std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {COORDINATOR_BINARY, "--state", state.string(),
-                                     "--token-file", token_file.string(), "--lease-seconds", "30"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int fds[2];
-    if (pipe(fds) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(fds[1], 1);
-      close(fds[0]);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    FILE* out = fdopen(fds[0], "r");
-    char line[256];
-    for (int i = 0; i < 2 && out && fgets(line, sizeof(line), out); ++i) {
-      std::string s(line);
-      s.erase(s.find_last_not_of("\n") + 1);
-      if (s.rfind("grpc ", 0) == 0) grpc_ = s.substr(5);
-      if (s.rfind("http ", 0) == 0) http_port_ = std::stoi(s.substr(s.rfind(':') + 1));
-    }
-    if (out) fclose(out);
-    channel_ = grpc::CreateChannel(grpc_, grpc::InsecureChannelCredentials());
-    jobs_ = quant::v1::Jobs::NewStub(channel_);
-    workers_ = quant::v1::Workers::NewStub(channel_);
-  }
-  ~Coordinator() { Kill(); }
-  void Kill() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-  bool up() const { return !grpc_.empty() && http_port_ > 0; }
-  const std::string& grpc_address() const { return grpc_; }
-  quant::v1::Jobs::Stub& jobs() { return *jobs_; }
-  quant::v1::Workers::Stub& workers() { return *workers_; }
-  int http_port() const { return http_port_; }
-
- private:
-  pid_t pid_ = -1;
-  std::string grpc_;
-  int http_port_ = 0;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<quant::v1::Jobs::Stub> jobs_;
-  std::unique_ptr<quant::v1::Workers::Stub> workers_;
-};
 
 class CoordinatorTest : public ::testing::Test {
  protected:

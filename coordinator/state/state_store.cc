@@ -313,7 +313,8 @@ absl::Status StateStore::CompleteTask(int64_t job_id, int64_t task_id, int64_t e
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
   RETURN_IF_ERROR(CheckLease(db_, job_id, task_id, epoch));
-  Stmt s(db_, "UPDATE tasks SET status = ?, worker = '' WHERE job_id = ? AND task_id = ?");
+  // A done task keeps the worker that committed it (status and watch show who ran what).
+  Stmt s(db_, "UPDATE tasks SET status = ? WHERE job_id = ? AND task_id = ?");
   s.Bind(1, static_cast<int64_t>(TaskStatus::kDone)).Bind(2, job_id).Bind(3, task_id);
   RETURN_IF_ERROR(s.Run());
   RETURN_IF_ERROR(MaybeFinishJob(job_id));

@@ -57,7 +57,7 @@ struct TaskRecord {
   int64_t epoch = 0;       // bumped by every lease
   int attempts = 0;        // failed or expired attempts so far
   int64_t executions = 0;  // leases granted (what the durability tests count)
-  std::string worker;      // holder of the current lease
+  std::string worker;      // holder of the current lease; of a done task, who committed it
   double deadline = 0;     // lease expiry
   double not_before = 0;   // backoff: not leased before this time
   std::string last_error;

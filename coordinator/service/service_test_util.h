@@ -1,0 +1,126 @@
+// Service processes for tests: quant-coordinator and quant-worker started for real on loopback
+// (fork + exec), their addresses read from the lines they print, killed with SIGKILL.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proto/quant.grpc.pb.h"
+
+namespace quant::testing {
+
+namespace fs = std::filesystem;
+
+// Starts argv[0] with stdout on a pipe (stderr to `stderr_path` when given) and reads its first
+// `lines` lines of output.
+inline pid_t Spawn(std::vector<std::string> args, int lines, std::vector<std::string>* out,
+                   const std::string& stderr_path = "") {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    if (!stderr_path.empty()) {
+      FILE* err = std::fopen(stderr_path.c_str(), "a");
+      if (err != nullptr) dup2(fileno(err), 2);
+    }
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  FILE* f = fdopen(fds[0], "r");
+  char line[512];
+  for (int i = 0; i < lines && f && fgets(line, sizeof(line), f); ++i) {
+    std::string s(line);
+    s.erase(s.find_last_not_of("\n") + 1);
+    out->push_back(s);
+  }
+  if (f) fclose(f);
+  return pid;
+}
+
+inline void KillNine(pid_t* pid) {
+  if (*pid > 0) {
+    kill(*pid, SIGKILL);
+    waitpid(*pid, nullptr, 0);
+    *pid = -1;
+  }
+}
+
+// One coordinator process; its stdout's first two lines give the gRPC and HTTP addresses.
+class Coordinator {
+ public:
+  // A 30 s lease unless `extra` gives --lease-seconds.
+  Coordinator(const fs::path& state, const fs::path& token_file,
+              std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {COORDINATOR_BINARY, "--state", state.string(),
+                                     "--token-file", token_file.string()};
+    if (std::find(extra.begin(), extra.end(), "--lease-seconds") == extra.end()) {
+      args.insert(args.end(), {"--lease-seconds", "30"});
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<std::string> lines;
+    pid_ = Spawn(args, 2, &lines);
+    for (const std::string& s : lines) {
+      if (s.rfind("grpc ", 0) == 0) grpc_ = s.substr(5);
+      if (s.rfind("http ", 0) == 0) http_port_ = std::stoi(s.substr(s.rfind(':') + 1));
+    }
+    channel_ = grpc::CreateChannel(grpc_, grpc::InsecureChannelCredentials());
+    jobs_ = quant::v1::Jobs::NewStub(channel_);
+    workers_ = quant::v1::Workers::NewStub(channel_);
+  }
+  ~Coordinator() { Kill(); }
+  void Kill() { KillNine(&pid_); }
+  bool up() const { return !grpc_.empty() && http_port_ > 0; }
+  const std::string& grpc_address() const { return grpc_; }
+  quant::v1::Jobs::Stub& jobs() { return *jobs_; }
+  quant::v1::Workers::Stub& workers() { return *workers_; }
+  int http_port() const { return http_port_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string grpc_;
+  int http_port_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<quant::v1::Jobs::Stub> jobs_;
+  std::unique_ptr<quant::v1::Workers::Stub> workers_;
+};
+
+#if defined(WORKER_BINARY)
+// One quant-worker process; stderr (its task log) goes to `log`.
+class Worker {
+ public:
+  Worker(const std::string& coordinator, const std::string& id, const fs::path& log) {
+    std::vector<std::string> lines;
+    pid_ = Spawn({WORKER_BINARY, "--coordinator", coordinator, "--id", id}, 1, &lines,
+                 log.string());
+    if (!lines.empty() && lines[0].rfind("worker ", 0) == 0) {
+      http_port_ = std::stoi(lines[0].substr(lines[0].rfind(':') + 1));
+    }
+  }
+  ~Worker() { Kill(); }
+  void Kill() { KillNine(&pid_); }
+  void Signal(int sig) const { kill(pid_, sig); }
+  bool up() const { return http_port_ > 0; }
+  int http_port() const { return http_port_; }
+
+ private:
+  pid_t pid_ = -1;
+  int http_port_ = 0;
+};
+#endif
+
+}  // namespace quant::testing

@@ -1,0 +1,302 @@
+// The service for real: quant-coordinator, 1, 2 and 4 quant-worker processes and qctl, all
+// started by the test on loopback, quantize tiny-deepseek-v3 with GSQ (expert-sharded tasks)
+// to the very bytes `qctl quantize` writes in one process. Faults for real: kill -9 of a worker
+// in the middle of a task, kill -9 of the coordinator mid-job and a restart on the same state,
+// and a worker frozen past its lease (SIGSTOP) whose late completion must not be committed.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coordinator/service/service_test_util.h"
+#include "proto/quant.grpc.pb.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using quant::testing::Coordinator;
+using quant::testing::Worker;
+const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
+constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
+
+// GSQ at 2 bits with few steps and a small calibration set: every task kind runs, in seconds.
+std::string JobFlags(const fs::path& out, int steps = 30) {
+  return "--model " + kModel + " --out " + out.string() + " --method gsq --bits 2 --steps " +
+         std::to_string(steps) + " --calib-tokens 8192 --no-eval";
+}
+
+std::string RunCommand(const std::string& cmd, int* rc) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while (p != nullptr && (n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  *rc = p != nullptr ? pclose(p) : -1;
+  return out;
+}
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Files of `a` that are missing from `b` or differ in bytes (report.json holds timings).
+std::vector<std::string> Differences(const fs::path& a, const fs::path& b) {
+  std::vector<std::string> diff;
+  for (const auto& e : fs::directory_iterator(a)) {
+    const std::string name = e.path().filename().string();
+    if (name == "report.json") continue;
+    if (!fs::exists(b / name) || ReadFile(e.path()) != ReadFile(b / name)) diff.push_back(name);
+  }
+  return diff;
+}
+
+class WorkerServiceTest : public ::testing::Test {
+ protected:
+  // The reference: the whole job in one process (one GSQ shard per layer), made once per
+  // process and step count.
+  static fs::path Reference(int steps) {
+    static std::map<int, fs::path> made;
+    if (made.count(steps)) return made[steps];
+    const fs::path out = fs::temp_directory_path() / ("worker_test_ref_" +
+                                                      std::to_string(getpid()) + "_" +
+                                                      std::to_string(steps));
+    fs::remove_all(out);
+    int rc = 0;
+    const std::string log =
+        RunCommand(std::string(QCTL_BINARY) + " quantize " + JobFlags(out, steps), &rc);
+    EXPECT_EQ(rc, 0) << log;
+    return made[steps] = out;
+  }
+  static void TearDownTestSuite() {
+    for (int steps : {30}) {
+      fs::remove_all(fs::temp_directory_path() / ("worker_test_ref_" + std::to_string(getpid()) +
+                                                  "_" + std::to_string(steps)));
+    }
+  }
+
+  void SetUp() override {
+    tmp_ = fs::temp_directory_path() /
+           ("worker_test_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(tmp_);
+    fs::create_directories(tmp_);
+    std::ofstream(tmp_ / "token") << "t0ken\n";
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(tmp_);
+  }
+
+  // qctl submit; returns the job id.
+  int64_t Submit(const Coordinator& c, const std::string& flags) {
+    int rc = 0;
+    const std::string out = RunCommand(std::string(QCTL_BINARY) + " submit --coordinator " +
+                                    c.grpc_address() + " --token-file " +
+                                    (tmp_ / "token").string() + " " + flags,
+                                &rc);
+    EXPECT_EQ(rc, 0) << out;
+    const size_t pos = out.find("job ");
+    return pos == std::string::npos ? -1 : std::stoll(out.substr(pos + 4));
+  }
+  static quant::v1::JobStatus Status(Coordinator& c, int64_t job) {
+    grpc::ClientContext ctx;
+    quant::v1::JobRequest req;
+    req.set_protocol(kProtocol);
+    req.set_job_id(job);
+    quant::v1::JobStatus st;
+    const grpc::Status s = c.jobs().Status(&ctx, req, &st);
+    if (!s.ok()) {
+      std::fprintf(stderr, "status: %s\n", s.error_message().c_str());
+      st.set_state(quant::v1::JOB_RUNNING);  // unknown: keep waiting
+    }
+    return st;
+  }
+  // Polls until the job ends (or `pred` holds, when given) or the time runs out.
+  static quant::v1::JobStatus WaitFor(
+      Coordinator& c, int64_t job, double seconds,
+      const std::function<bool(const quant::v1::JobStatus&)>& pred = nullptr) {
+    const auto end = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+    quant::v1::JobStatus st;
+    while (std::chrono::steady_clock::now() < end) {
+      st = Status(c, job);
+      if (pred ? pred(st) : st.state() != quant::v1::JOB_RUNNING) return st;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return st;
+  }
+  static const quant::v1::TaskStatus* Task(const quant::v1::JobStatus& st,
+                                           const std::string& name) {
+    for (const auto& t : st.tasks()) {
+      if (t.name() == name) return &t;
+    }
+    return nullptr;
+  }
+
+  fs::path tmp_;
+};
+
+TEST_F(WorkerServiceTest, OneTwoAndFourWorkersWriteTheEmbeddedRunsBytes) {
+  for (int workers : {1, 2, 4}) {
+    SCOPED_TRACE(std::to_string(workers) + " workers");
+    const fs::path dir = tmp_ / ("n" + std::to_string(workers));
+    fs::create_directories(dir);
+    Coordinator c(dir / "state.db", tmp_ / "token");
+    ASSERT_TRUE(c.up());
+    std::vector<std::unique_ptr<Worker>> pool;
+    for (int w = 0; w < workers; ++w) {
+      pool.push_back(std::make_unique<Worker>(c.grpc_address(), "w" + std::to_string(w),
+                                              dir / ("w" + std::to_string(w) + ".log")));
+      ASSERT_TRUE(pool.back()->up());
+    }
+    // Four GSQ shards per MoE layer, so several workers run a layer's GSQ at once.
+    const int64_t job = Submit(c, JobFlags(dir / "out") + " --expert-shards 4");
+    const quant::v1::JobStatus st = WaitFor(c, job, 600);
+    ASSERT_EQ(st.state(), quant::v1::JOB_SUCCEEDED) << st.error();
+    EXPECT_EQ(Differences(Reference(30), dir / "out"), std::vector<std::string>{});
+    EXPECT_EQ(Differences(dir / "out", Reference(30)), std::vector<std::string>{});
+    std::set<std::string> ran;
+    for (const auto& t : st.tasks()) {
+      EXPECT_EQ(t.executions(), 1) << t.name();
+      ran.insert(t.worker());
+    }
+    if (workers > 1) EXPECT_GE(ran.size(), 2u) << "the tasks all ran on one worker";
+    // The scratch goes just after the job's last commit (the status may be read in between).
+    const fs::path scratch = dir / "state.db.scratch" / ("job-" + std::to_string(job));
+    for (int i = 0; i < 100 && fs::exists(scratch); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_FALSE(fs::exists(scratch)) << "the job's scratch outlives it";
+  }
+}
+
+TEST_F(WorkerServiceTest, KillNineOfAWorkerMidTaskReRunsTheTaskElsewhere) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token", {"--lease-seconds", "3"});
+  ASSERT_TRUE(c.up());
+  auto victim = std::make_unique<Worker>(c.grpc_address(), "victim", tmp_ / "victim.log");
+  ASSERT_TRUE(victim->up());
+  const int64_t job = Submit(c, JobFlags(tmp_ / "out"));
+  // Wait until the victim is inside a GSQ task (seconds of work), then kill it.
+  std::string killed_task;
+  WaitFor(c, job, 300, [&](const quant::v1::JobStatus& st) {
+    for (const auto& t : st.tasks()) {
+      if (t.kind() == "gsq" && t.state() == "leased") killed_task = t.name();
+    }
+    return !killed_task.empty();
+  });
+  ASSERT_FALSE(killed_task.empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  victim->Kill();
+  Worker rescuer(c.grpc_address(), "rescuer", tmp_ / "rescuer.log");
+  ASSERT_TRUE(rescuer.up());
+  const quant::v1::JobStatus st = WaitFor(c, job, 600);
+  ASSERT_EQ(st.state(), quant::v1::JOB_SUCCEEDED) << st.error();
+  const quant::v1::TaskStatus* t = Task(st, killed_task);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->executions(), 2);  // the killed attempt and the rescuer's
+  EXPECT_EQ(t->attempts(), 1);    // one expired lease
+  EXPECT_EQ(t->worker(), "rescuer");
+  EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
+  std::printf("killed worker in %s: executions %lld\n", killed_task.c_str(),
+              static_cast<long long>(t->executions()));
+}
+
+TEST_F(WorkerServiceTest, KillNineOfTheCoordinatorMidJobResumesOnTheSameState) {
+  // A fixed port, so the worker finds the restarted coordinator where it was.
+  std::string address;
+  int64_t job = -1;
+  std::map<std::string, int64_t> done_before;
+  {
+    Coordinator first(tmp_ / "state.db", tmp_ / "token", {"--lease-seconds", "3"});
+    ASSERT_TRUE(first.up());
+    address = first.grpc_address();
+    Worker w(address, "w", tmp_ / "w.log");
+    ASSERT_TRUE(w.up());
+    job = Submit(first, JobFlags(tmp_ / "out"));
+    const quant::v1::JobStatus st =
+        WaitFor(first, job, 300, [](const quant::v1::JobStatus& s) { return s.tasks_done() >= 5; });
+    ASSERT_GE(st.tasks_done(), 5);
+    first.Kill();  // kill -9 mid-job; the worker keeps running and retries
+    for (const auto& t : st.tasks()) {
+      if (t.state() == "done") done_before[t.name()] = t.executions();
+    }
+    Coordinator again(tmp_ / "state.db", tmp_ / "token",
+                      {"--lease-seconds", "3", "--listen", address});
+    ASSERT_TRUE(again.up());
+    const quant::v1::JobStatus end = WaitFor(again, job, 600);
+    ASSERT_EQ(end.state(), quant::v1::JOB_SUCCEEDED) << end.error();
+    for (const auto& [name, executions] : done_before) {
+      const quant::v1::TaskStatus* t = Task(end, name);
+      ASSERT_NE(t, nullptr);
+      EXPECT_EQ(t->executions(), 1) << name << " ran again after the restart";
+    }
+    EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
+    // The same client id with another option is refused (fingerprint mismatch).
+    int rc = 0;
+    const std::string out = RunCommand(std::string(QCTL_BINARY) + " submit --coordinator " + address +
+                                    " --token-file " + (tmp_ / "token").string() +
+                                    " --job-id same " + JobFlags(tmp_ / "out2"),
+                                &rc);
+    ASSERT_EQ(rc, 0) << out;
+    const std::string refused = RunCommand(std::string(QCTL_BINARY) + " submit --coordinator " +
+                                        address + " --token-file " + (tmp_ / "token").string() +
+                                        " --job-id same " + JobFlags(tmp_ / "out2", 31),
+                                    &rc);
+    EXPECT_NE(rc, 0) << refused;
+  }
+  std::printf("coordinator killed after %zu done tasks; none ran again\n", done_before.size());
+}
+
+TEST_F(WorkerServiceTest, AWorkerFrozenPastItsLeaseCannotCommitOverTheNewerAttempt) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token", {"--lease-seconds", "2"});
+  ASSERT_TRUE(c.up());
+  Worker frozen(c.grpc_address(), "frozen", tmp_ / "frozen.log");
+  ASSERT_TRUE(frozen.up());
+  const int64_t job = Submit(c, JobFlags(tmp_ / "out"));
+  std::string task;
+  WaitFor(c, job, 300, [&](const quant::v1::JobStatus& st) {
+    for (const auto& t : st.tasks()) {
+      if (t.kind() == "gsq" && t.state() == "leased") task = t.name();
+    }
+    return !task.empty();
+  });
+  ASSERT_FALSE(task.empty());
+  frozen.Signal(SIGSTOP);  // no heartbeats: the lease expires
+  Worker other(c.grpc_address(), "other", tmp_ / "other.log");
+  ASSERT_TRUE(other.up());
+  // The other worker re-runs the task under a newer epoch and commits it.
+  const quant::v1::JobStatus st = WaitFor(c, job, 300, [&](const quant::v1::JobStatus& s) {
+    const quant::v1::TaskStatus* t = Task(s, task);
+    return t != nullptr && t->state() == "done";
+  });
+  ASSERT_EQ(Task(st, task)->worker(), "other");
+  frozen.Signal(SIGCONT);  // its late completion carries the old epoch
+  const quant::v1::JobStatus end = WaitFor(c, job, 600);
+  ASSERT_EQ(end.state(), quant::v1::JOB_SUCCEEDED) << end.error();
+  // The frozen worker finishes its attempt and is told it was discarded.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  std::string log;
+  while (std::chrono::steady_clock::now() < deadline &&
+         (log = ReadFile(tmp_ / "frozen.log")).find("stale: discarded") == std::string::npos) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_NE(log.find(task + " done"), std::string::npos) << log;
+  EXPECT_NE(log.find("stale: discarded"), std::string::npos) << log;
+  EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
+  EXPECT_EQ(Task(end, task)->executions(), 2);
+}
+
+}  // namespace
