@@ -237,24 +237,60 @@ absl::StatusOr<int64_t> StateStore::SubmitJob(const std::string& client_id,
   return job_id;
 }
 
+namespace {
+
+// Ready: pending, of a running job, out of backoff, every dependency done.
+constexpr char kReadyTasks[] =
+    "SELECT t.job_id, t.task_id, t.name, t.kind, t.layer, t.epoch FROM tasks t "
+    "JOIN jobs j ON j.id = t.job_id "
+    "WHERE j.status = ? AND t.status = ? AND t.not_before <= ? AND NOT EXISTS ("
+    "  SELECT 1 FROM deps d JOIN tasks u ON u.job_id = d.job_id AND u.task_id = d.dep_id "
+    "  WHERE d.job_id = t.job_id AND d.task_id = t.task_id AND u.status != ?) ";
+
+}  // namespace
+
 absl::StatusOr<std::optional<Lease>> StateStore::LeaseTask(const std::string& worker, double now) {
+  return Lease1(worker, now, -1, -1);
+}
+
+absl::StatusOr<std::optional<Lease>> StateStore::LeaseTaskById(const std::string& worker,
+                                                               double now, int64_t job_id,
+                                                               int64_t task_id) {
+  return Lease1(worker, now, job_id, task_id);
+}
+
+absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> StateStore::ReadyTasks(double now,
+                                                                                int limit) {
+  RETURN_IF_ERROR(ExpireLeases(now).status());
+  std::lock_guard<std::mutex> lock(Mutex());
+  const std::string sql = std::string(kReadyTasks) + "ORDER BY t.job_id, t.task_id LIMIT ?";
+  Stmt pick(db_, sql.c_str());
+  RETURN_IF_ERROR(pick.status());
+  pick.Bind(1, static_cast<int64_t>(JobStatus::kRunning))
+      .Bind(2, static_cast<int64_t>(TaskStatus::kPending)).Bind(3, now)
+      .Bind(4, static_cast<int64_t>(TaskStatus::kDone)).Bind(5, static_cast<int64_t>(limit));
+  std::vector<std::pair<int64_t, int64_t>> ready;
+  while (pick.Row()) ready.emplace_back(pick.Int(0), pick.Int(1));
+  RETURN_IF_ERROR(pick.status());
+  return ready;
+}
+
+absl::StatusOr<std::optional<Lease>> StateStore::Lease1(const std::string& worker, double now,
+                                                        int64_t job_id, int64_t task_id) {
   RETURN_IF_ERROR(ExpireLeases(now).status());
   std::lock_guard<std::mutex> lock(Mutex());
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
-  // The lowest ready task of the oldest running job: pending, out of backoff, every dependency
-  // done.
-  Stmt pick(db_,
-            "SELECT t.job_id, t.task_id, t.name, t.kind, t.layer, t.epoch FROM tasks t "
-            "JOIN jobs j ON j.id = t.job_id "
-            "WHERE j.status = ? AND t.status = ? AND t.not_before <= ? AND NOT EXISTS ("
-            "  SELECT 1 FROM deps d JOIN tasks u ON u.job_id = d.job_id AND u.task_id = d.dep_id "
-            "  WHERE d.job_id = t.job_id AND d.task_id = t.task_id AND u.status != ?) "
-            "ORDER BY t.job_id, t.task_id LIMIT 1");
+  // The lowest ready task of the oldest running job (or the one asked for).
+  const std::string sql = std::string(kReadyTasks) +
+                          (job_id >= 0 ? "AND t.job_id = ? AND t.task_id = ? " : "") +
+                          "ORDER BY t.job_id, t.task_id LIMIT 1";
+  Stmt pick(db_, sql.c_str());
   RETURN_IF_ERROR(pick.status());
   pick.Bind(1, static_cast<int64_t>(JobStatus::kRunning))
       .Bind(2, static_cast<int64_t>(TaskStatus::kPending)).Bind(3, now)
       .Bind(4, static_cast<int64_t>(TaskStatus::kDone));
+  if (job_id >= 0) pick.Bind(5, job_id).Bind(6, task_id);
   if (!pick.Row()) {
     RETURN_IF_ERROR(pick.status());
     return std::optional<Lease>();

@@ -90,6 +90,12 @@ class StateStore {
   // The next task whose dependencies are done, of a running job, not in backoff; nullopt when
   // none is ready. Expired leases are released first.
   absl::StatusOr<std::optional<Lease>> LeaseTask(const std::string& worker, double now);
+  // The same for one given task only (nullopt when that task is not ready).
+  absl::StatusOr<std::optional<Lease>> LeaseTaskById(const std::string& worker, double now,
+                                                     int64_t job_id, int64_t task_id);
+  // Ready tasks (as LeaseTask would pick them, in its order), at most `limit`, leasing none:
+  // (job_id, task_id) pairs.
+  absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> ReadyTasks(double now, int limit);
 
   // Renews the lease; FailedPrecondition when the epoch is stale or the task is not leased.
   absl::Status Heartbeat(int64_t job_id, int64_t task_id, int64_t epoch, double now);
@@ -115,6 +121,8 @@ class StateStore {
   absl::Status Exec(const std::string& sql);
   absl::Status FailAttempt(int64_t job_id, int64_t task_id, const std::string& error, double now);
   absl::Status MaybeFinishJob(int64_t job_id);
+  absl::StatusOr<std::optional<Lease>> Lease1(const std::string& worker, double now,
+                                              int64_t job_id, int64_t task_id);
 
   sqlite3* db_ = nullptr;
   StateOptions options_;

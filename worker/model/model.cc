@@ -208,6 +208,11 @@ absl::StatusOr<LayerWeights> Model::LoadLayer(int layer, const WeightTransform* 
   w.layer = layer;
   for (const std::string& name : checkpoint_->Names()) {
     if (!name.starts_with(prefix) || name.ends_with("_scale_inv")) continue;
+    int expert = -1;
+    if (std::sscanf(name.c_str() + prefix.size(), "mlp.experts.%d.", &expert) == 1 &&
+        !ExpertResident(expert)) {
+      continue;  // another process of the gang holds it
+    }
     ASSIGN_OR_RETURN(at::Tensor t, ReadF32(name));
     if (transform != nullptr && IsLinearWeight(name, t)) {
       ASSIGN_OR_RETURN(t, (*transform)(name, t));
@@ -273,6 +278,7 @@ absl::StatusOr<LayerWeights> Model::LoadLayer(int layer, const WeightTransform* 
       RETURN_IF_ERROR(need("mlp.gate.e_score_correction_bias", {c.num_experts}));
     }
     for (int e = 0; e < c.num_experts; ++e) {
+      if (!ExpertResident(e)) continue;
       RETURN_IF_ERROR(need_mlp(absl::StrCat("mlp.experts.", e, "."), c.moe_intermediate_size));
     }
     if (c.n_shared_experts > 0) {
@@ -443,30 +449,39 @@ at::Tensor Model::Moe(const LayerWeights& w, const at::Tensor& x3, ForwardObserv
     topk_weights = values;
   }
 
-  at::Tensor out = at::zeros_like(x);
   // Sort the (token, slot) pairs by expert once; each expert then reads a contiguous run.
   at::Tensor flat_experts = topk_indices.reshape({-1});
   at::Tensor order = flat_experts.argsort();
   at::Tensor counts = at::bincount(flat_experts, {}, c.num_experts).cpu();
-  const int64_t* count = counts.data_ptr<int64_t>();
-  const int64_t k = c.experts_per_token;
-  int64_t start = 0;
-  for (int e = 0; e < c.num_experts; ++e) {
-    const int64_t m = count[e];
-    at::Tensor slots = order.narrow(0, start, m);
-    start += m;
-    at::Tensor token_idx = at::floor_divide(slots, k);
-    at::Tensor xe = x.index_select(0, token_idx);
-    const std::string prefix = absl::StrCat("mlp.experts.", e, ".");
-    at::Tensor ye = Mlp(w, prefix, xe, obs);
-    if (obs != nullptr) obs->OnExpertOutput(w.layer, e, token_idx, ye);
-    if (m == 0) continue;
-    at::Tensor weight = topk_weights.reshape({-1}).index_select(0, slots).unsqueeze(-1);
-    out.index_add_(0, token_idx, (ye * weight).to(out.scalar_type()));
+  at::Tensor out;
+  if (runner_ != nullptr) {
+    out = runner_->Run(*this, w, x, topk_weights, order, counts, obs);
+  } else {
+    out = at::zeros_like(x);
+    const int64_t* count = counts.data_ptr<int64_t>();
+    const int64_t k = c.experts_per_token;
+    int64_t start = 0;
+    for (int e = 0; e < c.num_experts; ++e) {
+      const int64_t m = count[e];
+      at::Tensor slots = order.narrow(0, start, m);
+      start += m;
+      at::Tensor token_idx = at::floor_divide(slots, k);
+      at::Tensor ye = ExpertMlp(w, e, x.index_select(0, token_idx), obs);
+      if (m == 0) continue;
+      at::Tensor weight = topk_weights.reshape({-1}).index_select(0, slots).unsqueeze(-1);
+      out.index_add_(0, token_idx, (ye * weight).to(out.scalar_type()));
+    }
   }
   at::Tensor result = out.view(x3.sizes());
   if (c.n_shared_experts > 0) result = result + Mlp(w, "mlp.shared_experts.", x3, obs);
   return result;
+}
+
+at::Tensor Model::ExpertMlp(const LayerWeights& w, int expert, const at::Tensor& x,
+                            ForwardObserver* obs) const {
+  at::Tensor y = Mlp(w, absl::StrCat("mlp.experts.", expert, "."), x, obs);
+  if (obs != nullptr) obs->OnExpertOutput(w.layer, expert, y);
+  return y;
 }
 
 at::Tensor Model::LayerForward(const LayerWeights& w, const at::Tensor& hidden,

@@ -28,8 +28,7 @@ class ForwardObserver {
   virtual ~ForwardObserver() = default;
   virtual void OnLinearInput(int layer, const std::string& linear, const at::Tensor& x) = 0;
   // Routed expert output (before the router weight), on its routed tokens: GSQ's targets.
-  virtual void OnExpertOutput(int layer, int expert, const at::Tensor& token_index,
-                              const at::Tensor& y) {}
+  virtual void OnExpertOutput(int layer, int expert, const at::Tensor& y) {}
 };
 
 // Rewrites a weight as it is loaded (fake quantization): full tensor name, float32 weight in;
@@ -43,6 +42,21 @@ struct LayerWeights {
   std::map<std::string, at::Tensor> tensors;
   const at::Tensor& at(const std::string& name) const;
   int64_t bytes() const;
+};
+
+class Model;
+
+// Runs the routed experts of an MoE layer for one batch (expert parallelism: the experts live in
+// other processes). Returns sum over each token's chosen experts of weight x expert(x), [n, H],
+// exactly as the in-process loop does (same expert order, same operations).
+class ExpertRunner {
+ public:
+  virtual ~ExpertRunner() = default;
+  // x [n, H]; topk_indices, topk_weights [n, k]; `order` the (token, slot) pairs sorted by
+  // expert and `counts` (CPU int64 [E]) the pairs per expert, as Model::Moe computed them.
+  virtual at::Tensor Run(const Model& model, const LayerWeights& w, const at::Tensor& x,
+                         const at::Tensor& topk_weights, const at::Tensor& order,
+                         const at::Tensor& counts, ForwardObserver* obs) = 0;
 };
 
 class Model {
@@ -76,6 +90,20 @@ class Model {
   at::Tensor LayerForward(const LayerWeights& w, const at::Tensor& hidden,
                           ForwardObserver* observer) const;
 
+  // Expert parallelism: LoadLayer reads only routed experts [first, last), and MoE layers send
+  // their routed tokens through `runner` (not owned; null: every expert runs here).
+  void SetExpertParallel(int first, int last, ExpertRunner* runner) {
+    expert_first_ = first;
+    expert_last_ = last;
+    runner_ = runner;
+  }
+  bool ExpertResident(int expert) const {
+    return expert_last_ < 0 || (expert >= expert_first_ && expert < expert_last_);
+  }
+  // One routed expert's MLP on its tokens (observed as the in-process loop observes it).
+  at::Tensor ExpertMlp(const LayerWeights& w, int expert, const at::Tensor& x,
+                       ForwardObserver* obs) const;
+
   // Final RMSNorm and lm_head.
   struct Head {
     at::Tensor norm;     // [H]
@@ -108,6 +136,8 @@ class Model {
   ComputeDType dtype_ = ComputeDType::kF32;
   at::Device device_ = at::Device(at::kCPU);
   mutable std::map<int64_t, std::pair<at::Tensor, at::Tensor>> rope_cache_;
+  int expert_first_ = 0, expert_last_ = -1;  // -1: all experts resident
+  ExpertRunner* runner_ = nullptr;
 };
 
 // Inverse frequencies and attention factor of the rotary embedding (default or YaRN), as

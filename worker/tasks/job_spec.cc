@@ -25,7 +25,7 @@ const std::map<std::string, std::string>& Flags() {
       {"calib_tokens", "--calib-tokens"}, {"batch_windows", "--batch"}, {"damp", "--damp"},
       {"threads", "--threads"}, {"per_expert_bits", "--per-expert-bits"}, {"slq", "--slq"},
       {"slq_bits", "--slq-bits"}, {"target_ear", "--target-ear"}, {"slq_budget", "--bits"},
-      {"probe_windows", "--probe-windows"}};
+      {"probe_windows", "--probe-windows"}, {"expert_shards", "--expert-shards"}};
   return *m;
 }
 
@@ -253,6 +253,10 @@ absl::Status ValidateSpecFields(const QuantizeJobSpec& s, bool name_flags) {
   if (s.threads < 0) return n.Bad("threads", "must be >= 0");
   if (s.expert_shards < 1 || s.expert_shards > 4096) {
     return n.Bad("expert_shards", "must be in 1..4096");
+  }
+  if (s.expert_shards > 1 && s.scope != "experts") {
+    return n.Bad("expert_shards", "above 1 needs " + n.Name("scope") +
+                                      " experts (the gang does not merge attention Hessians yet)");
   }
   if (s.per_expert_bits && !s.slq) return n.Bad("per_expert_bits", "needs " + n.Name("slq"));
   if (s.per_expert_bits && s.export_format != "native") {

@@ -48,8 +48,7 @@ void LayerCapture::OnLinearInput(int layer, const std::string& linear, const at:
   }
 }
 
-void LayerCapture::OnExpertOutput(int layer, int expert, const at::Tensor& token_index,
-                                  const at::Tensor& y) {
+void LayerCapture::OnExpertOutput(int layer, int expert, const at::Tensor& y) {
   if (capture_tokens_) outputs_[expert].push_back(y.to(at::kFloat).clone());
 }
 

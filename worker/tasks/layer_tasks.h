@@ -30,8 +30,7 @@ class LayerCapture : public model::ForwardObserver {
   LayerCapture(bool capture_tokens, at::Device device)
       : capture_tokens_(capture_tokens), device_(device) {}
   void OnLinearInput(int layer, const std::string& linear, const at::Tensor& x) override;
-  void OnExpertOutput(int layer, int expert, const at::Tensor& token_index,
-                      const at::Tensor& y) override;
+  void OnExpertOutput(int layer, int expert, const at::Tensor& y) override;
   const model::HessianCollector& hessians() const { return hessians_; }
   at::Tensor Inputs(int expert, int64_t hidden) const { return Cat(inputs_, expert, hidden); }
   at::Tensor Outputs(int expert, int64_t hidden) const { return Cat(outputs_, expert, hidden); }

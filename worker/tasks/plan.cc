@@ -33,6 +33,7 @@ std::string Task::Name() const {
   std::string name = layer >= 0 ? absl::StrCat("L", layer, "/", TaskKindName(kind))
                                 : std::string(TaskKindName(kind));
   if (shards > 1) absl::StrAppend(&name, "[", shard, "/", shards, "]");
+  if (gang > 1) absl::StrAppend(&name, "[x", gang, "]");
   return probe_pass ? "probe-pass/" + name : name;
 }
 
@@ -41,7 +42,7 @@ nlohmann::json Plan::ToJson() const {
   for (const Task& t : tasks) {
     out.push_back({{"id", t.id}, {"name", t.Name()}, {"kind", TaskKindName(t.kind)},
                    {"layer", t.layer}, {"shard", t.shard}, {"shards", t.shards},
-                   {"probe_pass", t.probe_pass},
+                   {"gang", t.gang}, {"probe_pass", t.probe_pass},
                    {"deps", t.deps}});
   }
   return out;
@@ -87,13 +88,16 @@ Plan PlanQuantizeJob(const PlanInput& in) {
   }
   for (int layer = 0; layer < in.num_layers; ++layer) {
     const bool units = has_units(layer);
+    const bool moe = layer < static_cast<int>(in.layer_is_moe.size()) && in.layer_is_moe[layer];
+    // Expert parallel: the experts' owners calibrate and propagate the layer together.
+    const int gang = units && moe ? std::max(1, in.expert_shards) : 1;
     std::vector<int64_t> before_propagate = after_previous();
     if (units) {
       const int64_t calibrate = add(TaskKind::kCalibrate, layer, after_previous());
+      plan.tasks[calibrate].gang = gang;
       const int64_t quantize = add(TaskKind::kQuantize, layer, {calibrate});
       before_propagate = {quantize};
       if (in.gsq) {
-        const bool moe = layer < static_cast<int>(in.layer_is_moe.size()) && in.layer_is_moe[layer];
         const int shards = moe ? std::max(1, in.expert_shards) : 1;
         before_propagate.clear();
         for (int s = 0; s < shards; ++s) {
@@ -102,6 +106,7 @@ Plan PlanQuantizeJob(const PlanInput& in) {
       }
     }
     previous = add(TaskKind::kPropagate, layer, before_propagate);
+    plan.tasks[previous].gang = gang;
   }
   const int64_t write = add(TaskKind::kWrite, -1, after_previous());
   if (in.evaluate) add(TaskKind::kEvaluate, -1, {write});

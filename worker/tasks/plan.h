@@ -33,9 +33,12 @@ struct Task {
   int layer = -1;   // -1: job-wide (write, evaluate)
   int shard = 0;    // expert shard of a GSQ task
   int shards = 1;
+  // Workers that run the task together, each holding its own experts and exchanging routed
+  // tokens (calibrate and propagate of MoE layers when the job has expert shards).
+  int gang = 1;
   bool probe_pass = false;    // SLQ's first pass (original weights propagate)
   std::vector<int64_t> deps;  // ids that must finish first; always smaller than id
-  std::string Name() const;   // "L3/gsq[1/4]", "write"
+  std::string Name() const;   // "L3/gsq[1/4]", "L3/calibrate[x4]" (a gang of 4), "write"
 };
 
 // What the planner needs to know of the model and the options.
