@@ -282,45 +282,131 @@ grpc::Status CoordinatorService::Register(grpc::ServerContext*, const v1::Regist
 grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
                                        v1::LeaseResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  const std::string& worker = req->worker_id();
+  if (worker.empty() || worker.find(',') != std::string::npos || worker.size() > 128) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "worker_id: required, at most 128 bytes, no commas");
+  }
   // A long poll: a task that becomes ready within kLongPoll goes out at once, so idle workers
-  // pick up a layer's parallel tasks together without polling hard.
+  // pick up a layer's parallel tasks together, and a gang forms from the workers asking.
   constexpr double kLongPoll = 2.0;
+  constexpr double kForgetAfter = 1.0;  // a waiting worker that stopped asking leaves the gang
   const double until = Now() + kLongPoll;
   std::unique_lock<std::mutex> lock(lease_mu_);
-  double now = Now();
-  absl::StatusOr<std::optional<quant::coordinator::Lease>> lease;
   while (true) {
-    lease = state_->LeaseTask(req->worker_id(), now);
-    if (!lease.ok()) return ToGrpc(lease.status());
-    if (lease->has_value() || now >= until || ctx->IsCancelled()) break;
+    const double now = Now();
+    auto mine = formed_.find(worker);
+    if (mine != formed_.end()) {
+      *resp->mutable_task() = mine->second;
+      formed_.erase(mine);
+      CountTask("leased");
+      return grpc::Status::OK;
+    }
+    auto ready = state_->ReadyTasks(now, 16);
+    if (!ready.ok()) return ToGrpc(ready.status());
+    bool waiting = false;
+    for (const auto& [job_id, task_id] : *ready) {
+      auto job = state_->GetJob(job_id);
+      if (!job.ok()) return ToGrpc(job.status());
+      auto task = FindTask(job_id, task_id, job->spec_json);
+      if (!task.ok()) return ToGrpc(task.status());
+      const int gang = (*task)->gang;
+      std::vector<std::string> members = {worker};
+      if (gang > 1) {
+        auto& forming = forming_[{job_id, task_id}];
+        forming[worker] = now;
+        for (auto it = forming.begin(); it != forming.end();) {
+          it = now - it->second > kForgetAfter ? forming.erase(it) : std::next(it);
+        }
+        if (static_cast<int>(forming.size()) < gang) {
+          waiting = true;  // this worker waits for the rest of the gang
+          break;
+        }
+        members.clear();
+        for (const auto& [w, seen] : forming) members.push_back(w);
+        members.resize(gang);
+      }
+      std::string holders;
+      for (const std::string& m : members) holders += (holders.empty() ? "" : ",") + m;
+      auto lease = state_->LeaseTaskById(holders, now, job_id, task_id);
+      if (!lease.ok()) return ToGrpc(lease.status());
+      if (!lease->has_value()) continue;
+      const quant::coordinator::Lease& l = **lease;
+      v1::TaskLease t;
+      t.set_job_id(l.job_id);
+      t.set_task_id(l.task_id);
+      t.set_epoch(l.epoch);
+      t.set_name(l.name);
+      t.set_kind(l.kind);
+      t.set_layer(l.layer);
+      t.set_shard((*task)->shard);
+      t.set_shards((*task)->shards);
+      t.set_spec_json(job->spec_json);
+      t.set_job_dir(JobDir(l.job_id));
+      t.set_deadline_seconds(l.deadline - now);
+      for (const std::string& m : members) t.add_gang(m);
+      if (gang > 1) {
+        for (size_t r = 0; r < members.size(); ++r) {
+          t.set_rank(static_cast<int>(r));
+          formed_[members[r]] = t;
+          forming_[{job_id, task_id}].erase(members[r]);
+        }
+        if (forming_[{job_id, task_id}].empty()) forming_.erase({job_id, task_id});
+        metrics::Default()
+            .GetCounter("quant_gang_formations_total",
+                        "Gangs formed for a task; re-formed: after a failed or lost member.",
+                        {{"kind", l.epoch > 1 ? "re-formed" : "formed"}})
+            .Inc();
+        break;  // this worker's lease is in formed_
+      }
+      *resp->mutable_task() = t;
+      CountTask("leased");
+      return grpc::Status::OK;
+    }
+    if (formed_.count(worker)) continue;
+    if (now >= until || ctx->IsCancelled()) {
+      (void)waiting;
+      resp->set_retry_after_seconds(0.1);
+      return grpc::Status::OK;
+    }
     lock.unlock();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     lock.lock();
-    now = Now();
   }
-  if (!lease->has_value()) {
-    resp->set_retry_after_seconds(0.1);
-    return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::StoreSet(grpc::ServerContext*, const v1::StoreRequest* req,
+                                          v1::StoreResponse*) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  if (!req->key().starts_with("g/") || req->key().size() > 256 || req->value().size() > 65536) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "rendezvous key must start with g/ (at most 256 bytes), value at most "
+                        "64 KiB");
   }
-  const quant::coordinator::Lease& l = **lease;
-  auto job = state_->GetJob(l.job_id);
-  if (!job.ok()) return ToGrpc(job.status());
-  v1::TaskLease* t = resp->mutable_task();
-  t->set_job_id(l.job_id);
-  t->set_task_id(l.task_id);
-  t->set_epoch(l.epoch);
-  t->set_name(l.name);
-  t->set_kind(l.kind);
-  t->set_layer(l.layer);
-  auto task = FindTask(l.job_id, l.task_id, job->spec_json);
-  if (!task.ok()) return ToGrpc(task.status());
-  t->set_shard((*task)->shard);
-  t->set_shards((*task)->shards);
-  t->set_spec_json(job->spec_json);
-  t->set_job_dir(JobDir(l.job_id));
-  t->set_deadline_seconds(l.deadline - now);
-  CountTask("leased");
+  std::lock_guard<std::mutex> lock(store_mu_);
+  if (store_.size() >= 65536 && !store_.count(req->key())) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "rendezvous store is full");
+  }
+  store_[req->key()] = req->value();
   return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::StoreGet(grpc::ServerContext*, const v1::StoreRequest* req,
+                                          v1::StoreResponse* resp) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock(store_mu_);
+  auto it = store_.find(req->key());
+  resp->set_found(it != store_.end());
+  if (it != store_.end()) resp->set_value(it->second);
+  return grpc::Status::OK;
+}
+
+void CoordinatorService::DropStoreKeys(int64_t job_id, int64_t task_id) {
+  const std::string prefix = absl::StrCat("g/", job_id, "/", task_id, "/");
+  std::lock_guard<std::mutex> lock(store_mu_);
+  for (auto it = store_.lower_bound(prefix); it != store_.end() && it->first.starts_with(prefix);) {
+    it = store_.erase(it);
+  }
 }
 
 grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
@@ -351,6 +437,17 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
       if (!job.ok()) return ToGrpc(job.status());
       auto task = FindTask(req->job_id(), req->task_id(), job->spec_json);
       if (!task.ok()) return ToGrpc(task.status());
+      if ((*task)->gang > 1) {
+        // A gang commits once every member's part is in the attempt.
+        auto& done = gang_done_[{req->job_id(), req->task_id(), req->epoch()}];
+        if (req->rank() >= 0 && req->rank() < (*task)->gang) done.insert(req->rank());
+        if (static_cast<int>(done.size()) < (*task)->gang) {
+          resp->set_committed(true);  // accepted; the task commits with the last member
+          return grpc::Status::OK;
+        }
+        gang_done_.erase({req->job_id(), req->task_id(), req->epoch()});
+        DropStoreKeys(req->job_id(), req->task_id());
+      }
       const absl::Status commit = CommitOutput(req->job_id(), **task, req->epoch(), job->spec_json);
       s = commit.ok() ? state_->CompleteTask(req->job_id(), req->task_id(), req->epoch(), now)
                       : state_->FailTask(req->job_id(), req->task_id(), req->epoch(),
@@ -367,6 +464,7 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
     }
   } else {
     s = state_->FailTask(req->job_id(), req->task_id(), req->epoch(), req->error(), now);
+    if (s.ok()) DropStoreKeys(req->job_id(), req->task_id());
   }
   if (s.code() == absl::StatusCode::kFailedPrecondition) {
     resp->set_committed(false);  // a stale attempt: its output is discarded

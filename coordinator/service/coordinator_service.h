@@ -9,6 +9,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <map>
+#include <set>
+#include <tuple>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -55,6 +57,10 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
                          v1::HeartbeatResponse* resp) override;
   grpc::Status Complete(grpc::ServerContext* ctx, const v1::CompleteRequest* req,
                         v1::CompleteResponse* resp) override;
+  grpc::Status StoreSet(grpc::ServerContext* ctx, const v1::StoreRequest* req,
+                        v1::StoreResponse* resp) override;
+  grpc::Status StoreGet(grpc::ServerContext* ctx, const v1::StoreRequest* req,
+                        v1::StoreResponse* resp) override;
 
  private:
   grpc::Status CheckToken(grpc::ServerContext* ctx) const;
@@ -76,6 +82,18 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
   std::mutex lease_mu_;
   std::mutex plans_mu_;
   std::map<int64_t, tasks::Plan> plans_;
+  // Gangs (under lease_mu_): workers waiting for a gang task, with when each last asked; leases
+  // handed to a formed gang's members not yet picked up; the ranks of a leased gang that are
+  // done (per job, task, epoch). In memory: after a restart a gang's lease expires and the
+  // whole gang runs again.
+  using TaskKey = std::pair<int64_t, int64_t>;
+  std::map<TaskKey, std::map<std::string, double>> forming_;
+  std::map<std::string, v1::TaskLease> formed_;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, std::set<int>> gang_done_;
+  // The rendezvous store.
+  std::mutex store_mu_;
+  std::map<std::string, std::string> store_;
+  void DropStoreKeys(int64_t job_id, int64_t task_id);
 };
 
 // Seconds on the coordinator's clock (monotonic within a process, wall time across restarts so

@@ -19,6 +19,7 @@
 #include "common/http_endpoints.h"
 #include "common/metrics.h"
 #include "proto/quant.grpc.pb.h"
+#include "worker/exchange/exchange.h"
 #include "worker/tasks/job_spec.h"
 #include "worker/tasks/plan_input.h"
 #include "worker/tasks/service_tasks.h"
@@ -91,6 +92,35 @@ class Heartbeats {
   std::thread thread_;
 };
 
+// The gang's rendezvous through the coordinator (Workers.StoreSet / StoreGet).
+class CoordinatorStore : public quant::exchange::RendezvousStore {
+ public:
+  explicit CoordinatorStore(Workers::Stub* stub) : stub_(stub) {}
+  absl::Status Set(const std::string& key, const std::string& value) override {
+    quant::v1::StoreRequest req;
+    req.set_protocol(kProtocol);
+    req.set_key(key);
+    req.set_value(value);
+    quant::v1::StoreResponse resp;
+    const grpc::Status s = stub_->StoreSet(Ctx(10).get(), req, &resp);
+    if (!s.ok()) return absl::UnavailableError("rendezvous set: " + s.error_message());
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::optional<std::string>> Get(const std::string& key) override {
+    quant::v1::StoreRequest req;
+    req.set_protocol(kProtocol);
+    req.set_key(key);
+    quant::v1::StoreResponse resp;
+    const grpc::Status s = stub_->StoreGet(Ctx(10).get(), req, &resp);
+    if (!s.ok()) return absl::UnavailableError("rendezvous get: " + s.error_message());
+    if (!resp.found()) return std::optional<std::string>();
+    return std::optional<std::string>(resp.value());
+  }
+
+ private:
+  Workers::Stub* stub_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -108,6 +138,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--exit-when-idle", idle_exit,
                  "exit after this many seconds without a task (0: never)");
+  std::string exchange_host = "127.0.0.1";
+  double exchange_timeout = 60;
+  app.add_option("--exchange-host", exchange_host,
+                 "address this worker's expert exchange listens on (reachable by the gang)")
+      ->capture_default_str();
+  app.add_option("--exchange-timeout", exchange_timeout,
+                 "watchdog of the gang's rendezvous and of every collective, seconds")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (id.empty()) {
     char host[256] = {0};
@@ -177,10 +215,23 @@ int main(int argc, char** argv) {
         } else {
           const std::string attempt =
               quant::tasks::TaskOutputPaths(t.job_dir(), spec->out_dir, *task, t.epoch()).attempt;
-          std::error_code ec;
-          fs::remove_all(attempt, ec);
-          Log(id, absl::StrCat("job ", t.job_id(), " ", task->Name(), " epoch ", t.epoch()));
-          result = quant::tasks::RunServiceTask(*spec, *task, t.job_dir(), attempt);
+          Log(id, absl::StrCat("job ", t.job_id(), " ", task->Name(), " epoch ", t.epoch(),
+                               task->gang > 1 ? absl::StrCat(" rank ", t.rank()) : ""));
+          std::unique_ptr<quant::exchange::Exchange> exchange;
+          if (task->gang > 1) {
+            // One connection per gang and attempt: the rendezvous keys carry the epoch.
+            CoordinatorStore store(stub.get());
+            auto connected = quant::exchange::ConnectGloo(
+                &store, absl::StrCat("g/", t.job_id(), "/", t.task_id(), "/", t.epoch(), "/"),
+                t.rank(), task->gang, exchange_host,
+                std::chrono::milliseconds(static_cast<int64_t>(exchange_timeout * 1000)));
+            if (connected.ok()) exchange = std::move(*connected);
+            result = connected.status();
+          }
+          if (result.ok()) {
+            result = quant::tasks::RunServiceTask(*spec, *task, t.job_dir(), attempt,
+                                                  exchange.get());
+          }
         }
       }
     }
@@ -194,6 +245,7 @@ int main(int argc, char** argv) {
     done.set_ok(result.ok());
     done.set_error(std::string(result.message()));
     done.set_seconds(seconds);
+    done.set_rank(t.rank());
     quant::v1::CompleteResponse committed;
     s = stub->Complete(Ctx(60).get(), done, &committed);
     metrics.GetCounter("quant_worker_tasks_total", "Tasks run by this worker, by outcome.",

@@ -85,12 +85,38 @@ absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens) {
   const model::ModelConfig& config = job.model->config();
   RETURN_IF_ERROR(LoadLayerState(job, layer));
   LayerState& ls = job.layer;
-  if (ls.names.empty()) return absl::OkStatus();
+  if (ls.names.empty() && job.gang.size <= 1) return absl::OkStatus();
   ls.capture = std::make_unique<LayerCapture>(
       capture_tokens && job.spec.method == "gsq" &&
           job.objective == quant::GsqObjective::kExpertOutput && config.IsMoeLayer(layer),
       job.model->device());
-  for (const at::Tensor& h : job.hidden) job.model->LayerForward(ls.weights, h, ls.capture.get());
+  return ForwardBatches(job, ls.weights, ls.capture.get(), /*replace=*/false);
+}
+
+absl::Status ForwardBatches(JobState& job, const model::LayerWeights& w,
+                            model::ForwardObserver* obs, bool replace) {
+  const GangStep& g = job.gang;
+  if (g.size <= 1) {
+    for (at::Tensor& h : job.hidden) {
+      at::Tensor out = job.model->LayerForward(w, h, obs);
+      if (replace) h = out;
+    }
+    return absl::OkStatus();
+  }
+  const int64_t steps = (g.batches + g.size - 1) / g.size;
+  if (static_cast<int64_t>(job.hidden.size()) != (g.batches - g.rank + g.size - 1) / g.size) {
+    return absl::InternalError(absl::StrCat("gang rank ", g.rank, " holds ", job.hidden.size(),
+                                            " of the layer's ", g.batches, " batches"));
+  }
+  for (int64_t step = 0; step < steps; ++step) {
+    if (step * g.size + g.rank < g.batches) {
+      at::Tensor out = job.model->LayerForward(w, job.hidden[step], obs);
+      RETURN_IF_ERROR(g.status());
+      if (replace) job.hidden[step] = out;
+    } else {
+      RETURN_IF_ERROR(g.idle(w, obs));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -339,7 +365,7 @@ absl::Status RunPropagateTask(JobState& job, int layer) {
           job.units.at(ls.prefix + local).Dequantize().to(job.model->device());
     }
   }
-  for (at::Tensor& h : job.hidden) h = job.model->LayerForward(ls.weights, h, nullptr);
+  RETURN_IF_ERROR(ForwardBatches(job, ls.weights, nullptr, /*replace=*/true));
   ls = LayerState();
   return absl::OkStatus();
 }

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -78,6 +79,17 @@ struct LayerState {
   std::map<std::string, at::Tensor> hessian_of;  // local name -> H (undefined: identity)
 };
 
+// A gang member's share of a layer's forward (expert parallelism): JobState::hidden holds only
+// the member's batches (round-robin: batch b belongs to rank b % size), and in steps where the
+// member has no batch it still serves its experts to the others (idle).
+struct GangStep {
+  int rank = 0;
+  int size = 1;
+  int64_t batches = 0;  // the layer's batches over the whole gang
+  std::function<absl::Status(const model::LayerWeights&, model::ForwardObserver*)> idle;
+  std::function<absl::Status()> status;  // the exchange's first failure
+};
+
 // Everything the tasks of one job share in-process.
 struct JobState {
   QuantizeJobSpec spec;
@@ -87,6 +99,7 @@ struct JobState {
   std::unique_ptr<model::Model> model;
   int64_t windows = 0;                // calibration windows
   std::vector<at::Tensor> hidden;     // the current layer's inputs, one tensor per batch
+  GangStep gang;                      // size 1: this process forwards every batch
   LayerState layer;
   std::map<std::string, quant::QuantizedWeight> units;  // full tensor name -> result
   std::vector<UnitReport> reports;
@@ -136,5 +149,8 @@ int BitsOf(const JobState& job, const std::string& name);
 // Proxy losses, then the quantized layer (or the original, with calib_inputs "original") maps
 // the inputs to the next layer's.
 absl::Status RunPropagateTask(JobState& job, int layer);
+// The layer over job.hidden (in place when `replace`), lock-step with the gang when there is one.
+absl::Status ForwardBatches(JobState& job, const model::LayerWeights& w,
+                            model::ForwardObserver* obs, bool replace);
 
 }  // namespace quant::tasks

@@ -5,7 +5,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/file.h"
 #include "common/status.h"
+#include "common/metrics.h"
 #include "worker/eval/eval_job.h"
+#include "worker/exchange/expert_parallel.h"
 #include "worker/quant/export.h"
 #include "worker/quant/gsq.h"
 #include "worker/tasks/layer_tasks.h"
@@ -27,14 +29,52 @@ std::string Committed(const std::string& job_dir, const QuantizeJobSpec& spec, T
   return TaskOutputPaths(job_dir, spec.out_dir, t, 0).committed;
 }
 
-// Layer `layer`'s inputs: the embeddings of the calibration windows for layer 0, else what
-// layer - 1's propagate task committed.
+// The batches of the calibration windows, and which of them this member forwards.
+std::vector<int64_t> OwnBatches(const JobState& job) {
+  const int64_t batches = (job.windows + job.spec.batch_windows - 1) / job.spec.batch_windows;
+  std::vector<int64_t> ids;
+  for (int64_t b = job.gang.rank; b < batches; b += job.gang.size) ids.push_back(b);
+  return ids;
+}
+
+// Layer `layer`'s inputs (this member's batches): the embeddings of the calibration windows for
+// layer 0, else what layer - 1's propagate task committed.
 absl::StatusOr<std::vector<at::Tensor>> LayerInputs(const JobState& job, const at::Tensor& windows,
                                                     const std::string& job_dir, int layer) {
-  if (layer == 0) return EmbedWindows(job, windows);
-  return LoadHidden(Committed(job_dir, job.spec, TaskKind::kPropagate, layer - 1) +
-                        "/hidden.safetensors",
+  const std::vector<int64_t> ids = OwnBatches(job);
+  if (layer == 0) {
+    ASSIGN_OR_RETURN(std::vector<at::Tensor> all, EmbedWindows(job, windows));
+    std::vector<at::Tensor> own;
+    for (int64_t id : ids) own.push_back(all[id]);
+    return own;
+  }
+  return LoadHidden(Committed(job_dir, job.spec, TaskKind::kPropagate, layer - 1), ids,
                     job.model->device());
+}
+
+// A full tensor name's routed expert ("model.layers.3.mlp.experts.5.up_proj" -> 5), or -1.
+int ExpertOf(const std::string& name) {
+  const size_t pos = name.find(".mlp.experts.");
+  if (pos == std::string::npos) return -1;
+  return std::atoi(name.c_str() + pos + std::string(".mlp.experts.").size());
+}
+
+void CountExchange(const exchange::Exchange& ex, const exchange::ExpertParallelRunner& runner,
+                   int resident) {
+  auto& m = metrics::Default();
+  m.GetCounter("quant_exchange_bytes_total", "Bytes moved by the expert exchange.",
+               {{"direction", "sent"}})
+      .Inc(static_cast<double>(ex.bytes_sent()));
+  m.GetCounter("quant_exchange_bytes_total", "Bytes moved by the expert exchange.",
+               {{"direction", "received"}})
+      .Inc(static_cast<double>(ex.bytes_received()));
+  for (const auto& [expert, rows] : runner.tokens_served()) {
+    m.GetCounter("quant_expert_tokens_total", "Routed tokens run by this worker's experts.",
+                 {{"expert", std::to_string(expert)}})
+        .Inc(static_cast<double>(rows));
+  }
+  m.GetGauge("quant_resident_experts", "Routed experts of the current layer held here.")
+      .Set(resident);
 }
 
 // The names of job.units in the layer with this prefix.
@@ -57,7 +97,8 @@ int GsqShards(const Plan& plan, int layer) {
 }  // namespace
 
 absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
-                            const std::string& job_dir, const std::string& attempt) {
+                            const std::string& job_dir, const std::string& attempt,
+                            exchange::Exchange* exchange) {
   if (task.probe_pass || task.kind == TaskKind::kProbe || task.kind == TaskKind::kSolve) {
     return absl::UnimplementedError(
         "SLQ's probe pass runs in `qctl quantize` only; the service does not run it yet");
@@ -66,23 +107,54 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
   at::Tensor windows;
   RETURN_IF_ERROR(OpenJob(spec, &job, &windows));
   const std::string prefix = absl::StrCat("model.layers.", task.layer, ".");
+  // A gang member holds its own experts and reaches the others' through the exchange.
+  std::unique_ptr<exchange::ExpertParallelRunner> runner;
+  std::string part;  // this member's file suffix
+  int first = 0, last = 0;
+  if (task.gang > 1) {
+    if (exchange == nullptr || exchange->size() != task.gang) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(task.Name(), ": needs a gang of ", task.gang, " connected"));
+    }
+    const int experts = job.model->config().num_experts;
+    runner = std::make_unique<exchange::ExpertParallelRunner>(exchange, experts);
+    std::tie(first, last) = exchange::OwnedExperts(exchange->rank(), exchange->size(), experts);
+    job.model->SetExpertParallel(first, last, runner.get());
+    job.gang.rank = exchange->rank();
+    job.gang.size = exchange->size();
+    job.gang.batches = (job.windows + spec.batch_windows - 1) / spec.batch_windows;
+    exchange::ExpertParallelRunner* r = runner.get();
+    model::Model* m = job.model.get();
+    job.gang.idle = [r, m](const model::LayerWeights& w, model::ForwardObserver* obs) {
+      return r->Idle(*m, w, obs);
+    };
+    job.gang.status = [r] { return r->status(); };
+    part = absl::StrCat("-r", exchange->rank());
+  }
+  auto resident = [&](const std::string& name) {
+    const int e = ExpertOf(name);
+    return runner == nullptr || (e >= first && e < last);
+  };
   switch (task.kind) {
     case TaskKind::kCalibrate: {
       ASSIGN_OR_RETURN(job.hidden, LayerInputs(job, windows, job_dir, task.layer));
       RETURN_IF_ERROR(RunCalibrateTask(job, task.layer));
-      return SaveCalibration(attempt + "/calibration.safetensors", job);
+      if (runner != nullptr) CountExchange(*exchange, *runner, last - first);
+      // A member's statistics of anything but its own experts cover its batches only.
+      return SaveCalibration(attempt + "/calibration" + part + ".safetensors", job,
+                             [&](const std::string& key) {
+                               return runner == nullptr || (ExpertOf(key) >= 0 && resident(key));
+                             });
     }
     case TaskKind::kQuantize: {
-      RETURN_IF_ERROR(RestoreCalibration(
-          job, task.layer,
-          Committed(job_dir, spec, TaskKind::kCalibrate, task.layer) + "/calibration.safetensors"));
+      RETURN_IF_ERROR(
+          RestoreCalibration(job, task.layer, Committed(job_dir, spec, TaskKind::kCalibrate, task.layer)));
       RETURN_IF_ERROR(RunQuantizeTask(job));
       return SaveUnits(attempt, job, UnitNames(job, prefix), prefix);
     }
     case TaskKind::kGsq: {
-      RETURN_IF_ERROR(RestoreCalibration(
-          job, task.layer,
-          Committed(job_dir, spec, TaskKind::kCalibrate, task.layer) + "/calibration.safetensors"));
+      RETURN_IF_ERROR(
+          RestoreCalibration(job, task.layer, Committed(job_dir, spec, TaskKind::kCalibrate, task.layer)));
       RETURN_IF_ERROR(LoadUnits(Committed(job_dir, spec, TaskKind::kQuantize, task.layer), job));
       RETURN_IF_ERROR(RunGsqTask(job, task.shard, task.shards));
       std::vector<std::string> names;
@@ -94,8 +166,7 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
     case TaskKind::kPropagate: {
       ASSIGN_OR_RETURN(job.hidden, LayerInputs(job, windows, job_dir, task.layer));
       ASSIGN_OR_RETURN(Plan plan, PlanJob(spec));
-      const std::string calibration =
-          Committed(job_dir, spec, TaskKind::kCalibrate, task.layer) + "/calibration.safetensors";
+      const std::string calibration = Committed(job_dir, spec, TaskKind::kCalibrate, task.layer);
       if (fs::exists(calibration)) {
         RETURN_IF_ERROR(RestoreCalibration(job, task.layer, calibration));
         RETURN_IF_ERROR(
@@ -105,11 +176,15 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
           RETURN_IF_ERROR(LoadUnits(
               Committed(job_dir, spec, TaskKind::kGsq, task.layer, s, shards), job));
         }
+        // A gang member keeps (and propagates with) its own experts only.
+        std::erase_if(job.units, [&](const auto& u) { return !resident(u.first); });
+        std::erase_if(job.reports, [&](const UnitReport& r) { return !resident(r.name); });
       }
       const std::vector<std::string> names = UnitNames(job, prefix);
       RETURN_IF_ERROR(RunPropagateTask(job, task.layer));
-      RETURN_IF_ERROR(SaveUnits(attempt, job, names, prefix));
-      return SaveHidden(attempt + "/hidden.safetensors", job.hidden);
+      if (runner != nullptr) CountExchange(*exchange, *runner, last - first);
+      RETURN_IF_ERROR(SaveUnits(attempt, job, names, prefix, part));
+      return SaveHidden(attempt + "/hidden" + part + ".safetensors", job.hidden, OwnBatches(job));
     }
     case TaskKind::kWrite: {
       const int layers = job.model->config().num_layers;

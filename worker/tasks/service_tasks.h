@@ -7,14 +7,19 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "worker/exchange/exchange.h"
 #include "worker/tasks/plan.h"
 #include "worker/tasks/quantize_job.h"
 
 namespace quant::tasks {
 
 // `job_dir`: the job's scratch directory (committed outputs); `attempt`: where this attempt
-// writes (a directory; a file for evaluate). SLQ's probe pass and solve are not run here yet.
+// writes (a directory; a file for evaluate). A gang task (task.gang > 1) needs `exchange`, this
+// member's connection to the others: it holds only its own experts, forwards its share of the
+// batches and writes its parts ("-r<rank>") into the attempt. SLQ's probe pass and solve are
+// not run here yet.
 absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
-                            const std::string& job_dir, const std::string& attempt);
+                            const std::string& job_dir, const std::string& attempt,
+                            exchange::Exchange* exchange = nullptr);
 
 }  // namespace quant::tasks

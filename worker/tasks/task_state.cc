@@ -3,6 +3,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/file.h"
@@ -132,35 +133,66 @@ absl::StatusOr<std::vector<at::Tensor>> EmbedWindows(const JobState& job,
   return hidden;
 }
 
-absl::Status SaveHidden(const std::string& path, const std::vector<at::Tensor>& hidden) {
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (size_t b = 0; b < hidden.size(); ++b) tensors.emplace_back(absl::StrCat("b", b), hidden[b]);
-  return SaveTensors(path, tensors, {{"batches", hidden.size()}});
+namespace {
+
+// The files of `dir` named <stem>*.safetensors, in name order.
+std::vector<std::string> Parts(const std::string& dir, const std::string& stem) {
+  std::vector<std::string> parts;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with(stem) && name.ends_with(".safetensors")) parts.push_back(e.path());
+  }
+  std::sort(parts.begin(), parts.end());
+  return parts;
 }
 
-absl::StatusOr<std::vector<at::Tensor>> LoadHidden(const std::string& path, at::Device device) {
-  nlohmann::json meta;
-  ASSIGN_OR_RETURN(auto tensors, LoadTensors(path, &meta));
-  const int64_t batches = meta.value("batches", int64_t{-1});
-  if (batches < 0 || static_cast<size_t>(batches) != tensors.size()) {
-    return absl::DataLossError(absl::StrCat(path, ": hidden states are incomplete"));
+}  // namespace
+
+absl::Status LoadUnitsPart(const std::string& part, JobState& job);
+
+absl::Status SaveHidden(const std::string& path, const std::vector<at::Tensor>& hidden,
+                        const std::vector<int64_t>& ids) {
+  if (ids.size() != hidden.size()) return absl::InternalError("SaveHidden: ids and batches differ");
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (size_t b = 0; b < hidden.size(); ++b) {
+    tensors.emplace_back(absl::StrCat("b", ids[b]), hidden[b]);
+  }
+  return SaveTensors(path, tensors, {{"ids", ids}});
+}
+
+absl::StatusOr<std::vector<at::Tensor>> LoadHidden(const std::string& dir,
+                                                   const std::vector<int64_t>& ids,
+                                                   at::Device device) {
+  std::map<int64_t, at::Tensor> found;
+  const std::set<int64_t> wanted(ids.begin(), ids.end());
+  for (const std::string& part : Parts(dir, "hidden")) {
+    ASSIGN_OR_RETURN(auto tensors, LoadTensors(part));
+    for (auto& [name, t] : tensors) {
+      const int64_t id = std::stoll(name.substr(1));
+      if (wanted.count(id)) found[id] = t.to(device);
+    }
   }
   std::vector<at::Tensor> hidden;
-  for (int64_t b = 0; b < batches; ++b) {
-    auto it = tensors.find(absl::StrCat("b", b));
-    if (it == tensors.end()) return absl::DataLossError(absl::StrCat(path, ": batch ", b, " missing"));
-    hidden.push_back(it->second.to(device));
+  for (int64_t id : ids) {
+    auto it = found.find(id);
+    if (it == found.end()) {
+      return absl::DataLossError(absl::StrCat(dir, ": hidden batch ", id, " is missing"));
+    }
+    hidden.push_back(it->second);
   }
   return hidden;
 }
 
-absl::Status SaveCalibration(const std::string& path, const JobState& job) {
+absl::Status SaveCalibration(const std::string& path, const JobState& job,
+                             const std::function<bool(const std::string& key)>& keep) {
   const LayerState& ls = job.layer;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   nlohmann::json tokens = nlohmann::json::object();
   std::vector<int> experts;
   if (ls.capture != nullptr) {
     for (const auto& [key, stats] : ls.capture->hessians().stats()) {
+      if (keep && !keep(key)) continue;
       tokens[key] = stats.tokens;
       if (stats.xtx.defined()) tensors.emplace_back("xtx/" + key, stats.xtx);
     }
@@ -176,25 +208,30 @@ absl::Status SaveCalibration(const std::string& path, const JobState& job) {
                       {"experts", experts}});
 }
 
-absl::Status RestoreCalibration(JobState& job, int layer, const std::string& path) {
+absl::Status RestoreCalibration(JobState& job, int layer, const std::string& dir) {
   RETURN_IF_ERROR(LoadLayerState(job, layer));
   LayerState& ls = job.layer;
-  nlohmann::json meta;
-  ASSIGN_OR_RETURN(auto tensors, LoadTensors(path, &meta));
-  if (!meta.value("calibrated", false)) return absl::OkStatus();
   const at::Device device = job.model->device();
-  ls.capture = std::make_unique<LayerCapture>(false, device);
-  for (const auto& [key, count] : meta["tokens"].items()) {
-    model::HessianStats stats;
-    stats.tokens = count.get<int64_t>();
-    auto it = tensors.find("xtx/" + key);
-    if (it != tensors.end()) stats.xtx = it->second.to(device);
-    ls.capture->RestoreHessian(key, std::move(stats));
+  const std::vector<std::string> parts = Parts(dir, "calibration");
+  if (parts.empty()) return absl::DataLossError(absl::StrCat(dir, ": no calibration"));
+  for (const std::string& part : parts) {
+    nlohmann::json meta;
+    ASSIGN_OR_RETURN(auto tensors, LoadTensors(part, &meta));
+    if (!meta.value("calibrated", false)) continue;
+    if (ls.capture == nullptr) ls.capture = std::make_unique<LayerCapture>(false, device);
+    for (const auto& [key, count] : meta["tokens"].items()) {
+      model::HessianStats stats;
+      stats.tokens = count.get<int64_t>();
+      auto it = tensors.find("xtx/" + key);
+      if (it != tensors.end()) stats.xtx = it->second.to(device);
+      ls.capture->RestoreHessian(key, std::move(stats));
+    }
+    for (int e : meta["experts"].get<std::vector<int>>()) {
+      ls.capture->RestoreTokens(e, tensors.at(absl::StrCat("inputs/", e)).to(device),
+                                tensors.at(absl::StrCat("outputs/", e)).to(device));
+    }
   }
-  for (int e : meta["experts"].get<std::vector<int>>()) {
-    ls.capture->RestoreTokens(e, tensors.at(absl::StrCat("inputs/", e)).to(device),
-                              tensors.at(absl::StrCat("outputs/", e)).to(device));
-  }
+  if (ls.capture == nullptr) return absl::OkStatus();
   for (const std::string& local : ls.names) {
     int64_t seen = 0;
     ls.hessian_of[local] = HessianOf(ls, local, &seen);
@@ -238,7 +275,8 @@ UnitReport UnitReportFromJson(const nlohmann::json& u) {
 }  // namespace
 
 absl::Status SaveUnits(const std::string& dir, const JobState& job,
-                       const std::vector<std::string>& names, const std::string& layer_prefix) {
+                       const std::vector<std::string>& names, const std::string& layer_prefix,
+                       const std::string& suffix) {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   nlohmann::json units = nlohmann::json::object();
   for (const std::string& name : names) {
@@ -260,14 +298,23 @@ absl::Status SaveUnits(const std::string& dir, const JobState& job,
   for (const std::string& e : job.fallback_experts) {
     if (!layer_prefix.empty() && e.starts_with(layer_prefix)) fallbacks.push_back(e);
   }
-  RETURN_IF_ERROR(SaveTensors(dir + "/units.safetensors", tensors, units));
-  return WriteJsonFile(dir + "/units.json",
+  RETURN_IF_ERROR(SaveTensors(dir + "/units" + suffix + ".safetensors", tensors, units));
+  return WriteJsonFile(dir + "/units" + suffix + ".json",
                        {{"reports", reports}, {"fallback_experts", fallbacks}});
 }
 
 absl::Status LoadUnits(const std::string& dir, JobState& job) {
+  const std::vector<std::string> parts = Parts(dir, "units");
+  if (parts.empty()) return absl::DataLossError(absl::StrCat(dir, ": no units"));
+  for (const std::string& part : parts) {
+    RETURN_IF_ERROR(LoadUnitsPart(part, job));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadUnitsPart(const std::string& part, JobState& job) {
   nlohmann::json units;
-  ASSIGN_OR_RETURN(auto tensors, LoadTensors(dir + "/units.safetensors", &units));
+  ASSIGN_OR_RETURN(auto tensors, LoadTensors(part, &units));
   for (const auto& [name, u] : units.items()) {
     quant::QuantizedWeight q;
     q.scheme.bits = u.at("bits").get<int>();
@@ -279,9 +326,11 @@ absl::Status LoadUnits(const std::string& dir, JobState& job) {
     q.zeros = tensors.at(name + "/zeros");
     job.units[name] = std::move(q);
   }
-  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(dir + "/units.json", "unit reports"));
+  const std::string reports_file =
+      part.substr(0, part.size() - std::string(".safetensors").size()) + ".json";
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(reports_file, "unit reports"));
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::DataLossError(dir + "/units.json: not JSON");
+  if (j.is_discarded()) return absl::DataLossError(reports_file + ": not JSON");
   for (const nlohmann::json& u : j.at("reports")) {
     UnitReport r = UnitReportFromJson(u);
     auto same = std::find_if(job.reports.begin(), job.reports.end(),

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -34,21 +35,31 @@ absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job, at::Tensor* win
 absl::StatusOr<std::vector<at::Tensor>> EmbedWindows(const JobState& job,
                                                      const at::Tensor& windows);
 
-absl::Status SaveHidden(const std::string& path, const std::vector<at::Tensor>& hidden);
-absl::StatusOr<std::vector<at::Tensor>> LoadHidden(const std::string& path, at::Device device);
+// Batches `ids` (global batch indices) of a layer's inputs.
+absl::Status SaveHidden(const std::string& path, const std::vector<at::Tensor>& hidden,
+                        const std::vector<int64_t>& ids);
+// Batches `ids` from the hidden*.safetensors files of `dir` (one per gang member, or one).
+absl::StatusOr<std::vector<at::Tensor>> LoadHidden(const std::string& dir,
+                                                   const std::vector<int64_t>& ids,
+                                                   at::Device device);
 
-// The current layer's calibration (job.layer.capture).
-absl::Status SaveCalibration(const std::string& path, const JobState& job);
-// Loads layer `layer` (LoadLayerState) and restores its calibration from `path`; also fills
-// hessian_of for every in-scope linear, as the quantize task does.
-absl::Status RestoreCalibration(JobState& job, int layer, const std::string& path);
+// The current layer's calibration (job.layer.capture): the statistics whose key `keep` accepts
+// (null: all) and the captured experts' tokens.
+absl::Status SaveCalibration(const std::string& path, const JobState& job,
+                             const std::function<bool(const std::string& key)>& keep = nullptr);
+// Loads layer `layer` (LoadLayerState) and restores its calibration from the
+// calibration*.safetensors files of `dir` (one per gang member, or one); also fills hessian_of
+// for every in-scope linear, as the quantize task does.
+absl::Status RestoreCalibration(JobState& job, int layer, const std::string& dir);
 
 // Units named in `names` (full tensor names) with their reports, and the job's fallback experts
-// of the layer (names starting with `layer_prefix`): `dir`/units.safetensors and `dir`/units.json.
+// of the layer (names starting with `layer_prefix`): `dir`/units<suffix>.safetensors and
+// `dir`/units<suffix>.json (suffix "-r1": a gang member's part).
 absl::Status SaveUnits(const std::string& dir, const JobState& job,
-                       const std::vector<std::string>& names, const std::string& layer_prefix);
-// Adds the saved units to job.units (replacing same names), their reports to job.reports
-// (replacing reports of the same unit) and the fallback experts.
+                       const std::vector<std::string>& names, const std::string& layer_prefix,
+                       const std::string& suffix = "");
+// Adds the units saved in `dir` (every part) to job.units (replacing same names), their
+// reports to job.reports (replacing reports of the same unit) and the fallback experts.
 absl::Status LoadUnits(const std::string& dir, JobState& job);
 
 nlohmann::json UnitReportJson(const UnitReport& r);
