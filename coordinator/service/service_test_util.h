@@ -103,10 +103,12 @@ class Coordinator {
 // One quant-worker process; stderr (its task log) goes to `log`.
 class Worker {
  public:
-  Worker(const std::string& coordinator, const std::string& id, const fs::path& log) {
+  Worker(const std::string& coordinator, const std::string& id, const fs::path& log,
+         std::vector<std::string> extra = {}) {
     std::vector<std::string> lines;
-    pid_ = Spawn({WORKER_BINARY, "--coordinator", coordinator, "--id", id}, 1, &lines,
-                 log.string());
+    std::vector<std::string> args = {WORKER_BINARY, "--coordinator", coordinator, "--id", id};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = Spawn(args, 1, &lines, log.string());
     if (!lines.empty() && lines[0].rfind("worker ", 0) == 0) {
       http_port_ = std::stoi(lines[0].substr(lines[0].rfind(':') + 1));
     }

@@ -5,6 +5,7 @@
 // and a worker frozen past its lease (SIGSTOP) whose late completion must not be committed.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -44,6 +45,12 @@ std::string RunCommand(const std::string& cmd, int* rc) {
   while (p != nullptr && (n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
   *rc = p != nullptr ? pclose(p) : -1;
   return out;
+}
+
+std::string Scrape(int port) {
+  httplib::Client http("127.0.0.1", port);
+  auto res = http.Get("/metrics");
+  return res ? res->body : std::string();
 }
 
 std::string ReadFile(const fs::path& p) {
@@ -162,8 +169,10 @@ TEST_F(WorkerServiceTest, OneTwoAndFourWorkersWriteTheEmbeddedRunsBytes) {
                                               dir / ("w" + std::to_string(w) + ".log")));
       ASSERT_TRUE(pool.back()->up());
     }
-    // Four GSQ shards per MoE layer, so several workers run a layer's GSQ at once.
-    const int64_t job = Submit(c, JobFlags(dir / "out") + " --expert-shards 4");
+    // As many expert shards as workers: each MoE layer is calibrated and propagated by a gang
+    // of all of them, each holding its own experts; its GSQ runs as that many tasks at once.
+    const int64_t job =
+        Submit(c, JobFlags(dir / "out") + " --expert-shards " + std::to_string(workers));
     const quant::v1::JobStatus st = WaitFor(c, job, 600);
     ASSERT_EQ(st.state(), quant::v1::JOB_SUCCEEDED) << st.error();
     EXPECT_EQ(Differences(Reference(30), dir / "out"), std::vector<std::string>{});
@@ -173,7 +182,18 @@ TEST_F(WorkerServiceTest, OneTwoAndFourWorkersWriteTheEmbeddedRunsBytes) {
       EXPECT_EQ(t.executions(), 1) << t.name();
       ran.insert(t.worker());
     }
-    if (workers > 1) EXPECT_GE(ran.size(), 2u) << "the tasks all ran on one worker";
+    if (workers > 1) {
+      EXPECT_GE(ran.size(), 2u) << "the tasks all ran on one worker";
+      // Each member held its own experts (the last gang task's layer) and exchanged tokens.
+      for (const auto& w : pool) {
+        const std::string metrics = Scrape(w->http_port());
+        EXPECT_NE(metrics.find("quant_resident_experts " + std::to_string(16 / workers) + "\n"),
+                  std::string::npos)
+            << metrics;
+        EXPECT_NE(metrics.find("quant_exchange_bytes_total{direction=\"sent\"}"),
+                  std::string::npos);
+      }
+    }
     // The scratch goes just after the job's last commit (the status may be read in between).
     const fs::path scratch = dir / "state.db.scratch" / ("job-" + std::to_string(job));
     for (int i = 0; i < 100 && fs::exists(scratch); ++i) {
@@ -212,6 +232,42 @@ TEST_F(WorkerServiceTest, KillNineOfAWorkerMidTaskReRunsTheTaskElsewhere) {
   EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
   std::printf("killed worker in %s: executions %lld\n", killed_task.c_str(),
               static_cast<long long>(t->executions()));
+}
+
+TEST_F(WorkerServiceTest, KillNineOfAGangMemberMidExchangeReFormsTheGang) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token", {"--lease-seconds", "10"});
+  ASSERT_TRUE(c.up());
+  // A short watchdog, so the survivor's collective fails soon after its peer dies.
+  const std::vector<std::string> flags = {"--exchange-timeout", "5"};
+  auto a = std::make_unique<Worker>(c.grpc_address(), "a", tmp_ / "a.log", flags);
+  auto b = std::make_unique<Worker>(c.grpc_address(), "b", tmp_ / "b.log", flags);
+  ASSERT_TRUE(a->up() && b->up());
+  const int64_t job = Submit(c, JobFlags(tmp_ / "out") + " --expert-shards 2");
+  std::string gang_task;
+  WaitFor(c, job, 300, [&](const quant::v1::JobStatus& st) {
+    for (const auto& t : st.tasks()) {
+      if (t.name().find("[x2]") != std::string::npos && t.state() == "leased" && t.layer() >= 2) {
+        gang_task = t.name();
+      }
+    }
+    return !gang_task.empty();
+  });
+  ASSERT_FALSE(gang_task.empty());
+  b->Kill();  // kill -9 of a member inside the gang's exchange
+  Worker spare(c.grpc_address(), "spare", tmp_ / "spare.log", flags);
+  ASSERT_TRUE(spare.up());
+  const quant::v1::JobStatus st = WaitFor(c, job, 600);
+  ASSERT_EQ(st.state(), quant::v1::JOB_SUCCEEDED) << st.error();
+  const quant::v1::TaskStatus* t = Task(st, gang_task);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->executions(), 2) << "the gang was not re-formed once";
+  EXPECT_NE(t->worker().find("spare"), std::string::npos) << t->worker();
+  EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
+  const std::string metrics = Scrape(c.http_port());
+  EXPECT_NE(metrics.find("quant_gang_formations_total{kind=\"re-formed\"}"), std::string::npos)
+      << metrics;
+  std::printf("killed a member in %s: executions %lld, last gang %s\n", gang_task.c_str(),
+              static_cast<long long>(t->executions()), t->worker().c_str());
 }
 
 TEST_F(WorkerServiceTest, KillNineOfTheCoordinatorMidJobResumesOnTheSameState) {
