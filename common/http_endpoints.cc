@@ -14,12 +14,13 @@ struct HttpEndpoints::Impl {
   std::thread thread;
 };
 
-absl::StatusOr<std::unique_ptr<HttpEndpoints>> HttpEndpoints::Start(const std::string& host,
-                                                                    int port) {
+absl::StatusOr<std::unique_ptr<HttpEndpoints>> HttpEndpoints::Start(
+    const std::string& host, int port, std::function<void()> before_scrape) {
   std::unique_ptr<HttpEndpoints> h(new HttpEndpoints());
   h->impl_ = std::make_unique<Impl>();
   httplib::Server& http = h->impl_->server;
-  http.Get("/metrics", [](const httplib::Request&, httplib::Response& res) {
+  http.Get("/metrics", [before_scrape](const httplib::Request&, httplib::Response& res) {
+    if (before_scrape) before_scrape();
     metrics::Default()
         .GetGauge("quant_resident_memory_bytes", "Resident memory of the process.")
         .Set(static_cast<double>(metrics::ResidentBytes()));

@@ -2,6 +2,7 @@
 // registry, with the process's resident memory), /healthz and /readyz, served on a thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,7 +13,9 @@ namespace quant {
 class HttpEndpoints {
  public:
   // Binds host:port (port 0: any free one) and starts serving; the bound port is port().
-  static absl::StatusOr<std::unique_ptr<HttpEndpoints>> Start(const std::string& host, int port);
+  // `before_scrape` (optional) refreshes gauges just before each /metrics answer.
+  static absl::StatusOr<std::unique_ptr<HttpEndpoints>> Start(
+      const std::string& host, int port, std::function<void()> before_scrape = nullptr);
   ~HttpEndpoints();
   int port() const { return port_; }
 

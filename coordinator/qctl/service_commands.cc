@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -145,14 +146,15 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
       return 0;
     };
   }
-  // status, cancel, watch: one job id each
-  for (const char* name : {"status", "cancel", "watch"}) {
+  // status, cancel, watch, logs: one job id each
+  for (const char* name : {"status", "cancel", "watch", "logs"}) {
     auto conn = std::make_shared<Connection>();
     auto id = std::make_shared<int64_t>(0);
     const std::string cmd = name;
     CLI::App* sub = app.add_subcommand(
         cmd, cmd == "status"   ? "A job's state and its tasks"
              : cmd == "cancel" ? "Cancel a running job"
+             : cmd == "logs"   ? "The coordinator's log of a job: leases, completions, failures"
                                : "Follow a job until it ends");
     sub->add_option("job", *id, "job id")->required();
     AddConnectionOptions(sub, conn.get());
@@ -174,6 +176,18 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
         return 0;
       }
       auto ctx = Context(*conn, /*auth=*/false, &error);
+      if (cmd == "logs") {
+        v1::LogsResponse logs;
+        const grpc::Status s = Stub(*conn)->Logs(ctx.get(), req, &logs);
+        if (!s.ok()) return Fail(*conn, s);
+        for (const v1::LogLine& l : logs.lines()) {
+          const auto t = static_cast<std::time_t>(l.time());
+          char when[32];
+          std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+          std::printf("%s %s %s\n", when, l.source().c_str(), l.text().c_str());
+        }
+        return 0;
+      }
       if (cmd == "status") {
         v1::JobStatus st;
         const grpc::Status s = Stub(*conn)->Status(ctx.get(), req, &st);

@@ -180,6 +180,8 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
   resp->set_existing(existing);
   if (!existing) {
     metrics::Default().GetCounter("quant_jobs_submitted_total", "Jobs submitted.").Inc();
+    Log(*id, "coordinator",
+        absl::StrCat("submitted as ", client_id, ": ", plan.tasks.size(), " tasks"));
   }
   return grpc::Status::OK;
 }
@@ -263,7 +265,9 @@ grpc::Status CoordinatorService::Cancel(grpc::ServerContext* ctx, const v1::JobR
                                         v1::CancelResponse*) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   if (auto s = CheckToken(ctx); !s.ok()) return s;
-  return ToGrpc(state_->CancelJob(req->job_id()));
+  const absl::Status cancelled = state_->CancelJob(req->job_id());
+  if (cancelled.ok()) Log(req->job_id(), "coordinator", "cancelled");
+  return ToGrpc(cancelled);
 }
 
 grpc::Status CoordinatorService::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
@@ -272,7 +276,7 @@ grpc::Status CoordinatorService::Register(grpc::ServerContext*, const v1::Regist
   if (req->worker_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "worker_id is required");
   }
-  std::lock_guard<std::mutex> lock(workers_mu_);
+  SawWorker(req->worker_id());
   metrics::Default().GetCounter("quant_worker_registrations_total", "Worker registrations.").Inc();
   resp->set_lease_seconds(options_.lease_seconds);
   resp->set_heartbeat_seconds(options_.lease_seconds / 4);
@@ -287,6 +291,7 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "worker_id: required, at most 128 bytes, no commas");
   }
+  SawWorker(worker);
   // A long poll: a task that becomes ready within kLongPoll goes out at once, so idle workers
   // pick up a layer's parallel tasks together, and a gang forms from the workers asking.
   constexpr double kLongPoll = 2.0;
@@ -345,6 +350,8 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
       t.set_job_dir(JobDir(l.job_id));
       t.set_deadline_seconds(l.deadline - now);
       for (const std::string& m : members) t.add_gang(m);
+      Log(l.job_id, "coordinator",
+          absl::StrCat(l.name, " epoch ", l.epoch, " leased to ", holders));
       if (gang > 1) {
         for (size_t r = 0; r < members.size(); ++r) {
           t.set_rank(static_cast<int>(r));
@@ -413,6 +420,7 @@ grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const v1::Heart
                                            v1::HeartbeatResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   metrics::Default().GetCounter("quant_heartbeats_total", "Worker heartbeats.").Inc();
+  SawWorker(req->worker_id());
   const double now = Now();
   for (const v1::TaskLease& held : req->held()) {
     if (!state_->Heartbeat(held.job_id(), held.task_id(), held.epoch(), now).ok()) {
@@ -454,6 +462,7 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
                                          std::string(commit.message()), now);
       if (s.ok() && !commit.ok()) {
         CountTask("failed");
+        Log(req->job_id(), "coordinator", std::string(commit.message()));
         return grpc::Status::OK;
       }
       auto after = state_->GetJob(req->job_id());
@@ -469,6 +478,9 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
   if (s.code() == absl::StatusCode::kFailedPrecondition) {
     resp->set_committed(false);  // a stale attempt: its output is discarded
     CountTask("stale");
+    Log(req->job_id(), req->worker_id(),
+        absl::StrCat("task ", req->task_id(), " epoch ", req->epoch(),
+                     ": stale completion discarded"));
     auto job = state_->GetJob(req->job_id());
     if (job.ok()) {
       auto task = FindTask(req->job_id(), req->task_id(), job->spec_json);
@@ -487,11 +499,78 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
   if (!s.ok()) return ToGrpc(s);
   resp->set_committed(req->ok());
   CountTask(req->ok() ? "done" : "failed");
+  Log(req->job_id(), req->worker_id(),
+      absl::StrCat("task ", req->task_id(), " epoch ", req->epoch(),
+                   req->ok() ? absl::StrCat(" committed (", req->seconds(), " s)")
+                             : " failed: " + req->error()));
+  if (auto after = state_->GetJob(req->job_id());
+      after.ok() && after->status != JobStatus::kRunning) {
+    Log(req->job_id(), "coordinator",
+        absl::StrCat("job ", JobStatusName(after->status), after->error.empty() ? "" : ": ",
+                     after->error));
+  }
   metrics::Default()
       .GetHistogram("quant_task_duration_seconds", "Task durations reported by workers.",
                     metrics::DurationBounds())
       .Observe(req->seconds());
   return grpc::Status::OK;
+}
+
+void CoordinatorService::Log(int64_t job_id, const std::string& source, const std::string& text) {
+  std::lock_guard<std::mutex> lock(logs_mu_);
+  auto& lines = logs_[job_id];
+  v1::LogLine l;
+  l.set_time(Now());
+  l.set_source(source);
+  l.set_text(text);
+  lines.push_back(std::move(l));
+  while (lines.size() > kMaxLogLines) lines.pop_front();
+}
+
+grpc::Status CoordinatorService::Logs(grpc::ServerContext*, const v1::JobRequest* req,
+                                      v1::LogsResponse* resp) {
+  if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  auto job = state_->GetJob(req->job_id());
+  if (!job.ok()) return ToGrpc(job.status());
+  std::lock_guard<std::mutex> lock(logs_mu_);
+  auto it = logs_.find(req->job_id());
+  if (it != logs_.end()) {
+    for (const v1::LogLine& l : it->second) *resp->add_lines() = l;
+  }
+  return grpc::Status::OK;
+}
+
+void CoordinatorService::SawWorker(const std::string& id) {
+  std::lock_guard<std::mutex> lock(workers_mu_);
+  worker_seen_[id] = Now();
+}
+
+void CoordinatorService::RefreshGauges() {
+  auto& m = metrics::Default();
+  auto jobs = state_->ListJobs();
+  if (jobs.ok()) {
+    std::map<std::string, int> job_count, task_count;
+    for (const char* s : {"running", "succeeded", "failed", "cancelled"}) job_count[s] = 0;
+    for (const char* s : {"pending", "leased", "done", "failed"}) task_count[s] = 0;
+    for (const JobRecord& j : *jobs) {
+      ++job_count[JobStatusName(j.status)];
+      if (j.status != JobStatus::kRunning) continue;
+      auto tasks = state_->Tasks(j.id);
+      if (!tasks.ok()) continue;
+      for (const TaskRecord& t : *tasks) ++task_count[TaskStatusName(t.status)];
+    }
+    for (const auto& [state, n] : job_count) {
+      m.GetGauge("quant_jobs", "Jobs by state.", {{"state", state}}).Set(n);
+    }
+    for (const auto& [state, n] : task_count) {
+      m.GetGauge("quant_tasks", "Tasks of running jobs by state.", {{"state", state}}).Set(n);
+    }
+  }
+  std::lock_guard<std::mutex> lock(workers_mu_);
+  int alive = 0;
+  const double now = Now();
+  for (const auto& [id, seen] : worker_seen_) alive += now - seen < options_.lease_seconds;
+  m.GetGauge("quant_workers", "Workers heard from within one lease period.").Set(alive);
 }
 
 std::string CoordinatorService::JobDir(int64_t job_id) const {

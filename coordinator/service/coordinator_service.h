@@ -8,6 +8,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <deque>
 #include <map>
 #include <set>
 #include <tuple>
@@ -48,6 +49,10 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
   // the state, until the job ends or the client goes away.
   grpc::Status Watch(grpc::ServerContext* ctx, const v1::JobRequest* req,
                      grpc::ServerWriter<v1::JobStatus>* writer) override;
+  // The job's log: submission, leases, completions and failures (with the workers' errors),
+  // gang formations, commits. Kept in memory, the last kMaxLogLines per job.
+  grpc::Status Logs(grpc::ServerContext* ctx, const v1::JobRequest* req,
+                    v1::LogsResponse* resp) override;
 
   grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                         v1::RegisterResponse* resp) override;
@@ -61,6 +66,9 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
                         v1::StoreResponse* resp) override;
   grpc::Status StoreGet(grpc::ServerContext* ctx, const v1::StoreRequest* req,
                         v1::StoreResponse* resp) override;
+
+  // Sets the gauges of jobs and tasks by state and of live workers (before each scrape).
+  void RefreshGauges();
 
  private:
   grpc::Status CheckToken(grpc::ServerContext* ctx) const;
@@ -77,6 +85,8 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
   StateStore* state_;
   ServiceOptions options_;
   std::mutex workers_mu_;
+  std::map<std::string, double> worker_seen_;  // worker id -> last call (under workers_mu_)
+  void SawWorker(const std::string& id);
   // Lease and Complete: a lease cannot change hands between a completion's epoch check and the
   // commit of its output.
   std::mutex lease_mu_;
@@ -94,6 +104,10 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
   std::mutex store_mu_;
   std::map<std::string, std::string> store_;
   void DropStoreKeys(int64_t job_id, int64_t task_id);
+  static constexpr size_t kMaxLogLines = 10000;
+  void Log(int64_t job_id, const std::string& source, const std::string& text);
+  std::mutex logs_mu_;
+  std::map<int64_t, std::deque<v1::LogLine>> logs_;
 };
 
 // Seconds on the coordinator's clock (monotonic within a process, wall time across restarts so

@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "quant-coordinator: error: cannot listen on %s\n", listen.c_str());
     return 1;
   }
-  auto http = quant::HttpEndpoints::Start(http_host, http_port);
+  auto http = quant::HttpEndpoints::Start(http_host, http_port,
+                                          [&service] { service.RefreshGauges(); });
   if (!http.ok()) {
     std::fprintf(stderr, "quant-coordinator: error: %s\n",
                  std::string(http.status().message()).c_str());

@@ -53,6 +53,14 @@ std::string Scrape(int port) {
   return res ? res->body : std::string();
 }
 
+// `promtool check metrics` (Debian's prometheus) on an exposition, lint warnings included.
+bool PromtoolAccepts(const std::string& exposition, const fs::path& file) {
+  std::ofstream(file) << exposition;
+  const int rc = std::system(("promtool check metrics < " + file.string() + " > " +
+                              file.string() + ".out 2>&1").c_str());
+  return rc == 0;
+}
+
 std::string ReadFile(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::stringstream ss;
@@ -192,6 +200,13 @@ TEST_F(WorkerServiceTest, OneTwoAndFourWorkersWriteTheEmbeddedRunsBytes) {
             << metrics;
         EXPECT_NE(metrics.find("quant_exchange_bytes_total{direction=\"sent\"}"),
                   std::string::npos);
+        EXPECT_TRUE(PromtoolAccepts(metrics, dir / "worker_metrics.txt")) << metrics;
+      }
+      const std::string coordinator = Scrape(c.http_port());
+      EXPECT_TRUE(PromtoolAccepts(coordinator, dir / "coordinator_metrics.txt")) << coordinator;
+      for (const char* series : {"quant_jobs{state=\"succeeded\"} 1", "quant_workers ",
+                                 "quant_task_duration_seconds_bucket"}) {
+        EXPECT_NE(coordinator.find(series), std::string::npos) << series;
       }
     }
     // The scratch goes just after the job's last commit (the status may be read in between).
@@ -353,6 +368,19 @@ TEST_F(WorkerServiceTest, AWorkerFrozenPastItsLeaseCannotCommitOverTheNewerAttem
   EXPECT_NE(log.find("stale: discarded"), std::string::npos) << log;
   EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
   EXPECT_EQ(Task(end, task)->executions(), 2);
+  // The coordinator's log of the job tells the story.
+  int rc = 0;
+  const std::string logs = RunCommand(std::string(QCTL_BINARY) + " logs " +
+                                          std::to_string(job) + " --coordinator " +
+                                          c.grpc_address(),
+                                      &rc);
+  EXPECT_EQ(rc, 0) << logs;
+  for (const std::string& line : {task + " epoch 1 leased to frozen",
+                                  task + " epoch 2 leased to other",
+                                  std::string("stale completion discarded"),
+                                  std::string("job succeeded")}) {
+    EXPECT_NE(logs.find(line), std::string::npos) << line << "\n" << logs;
+  }
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "coordinator/state/state_store.h"
 
+#include "common/metrics.h"
+
 #include <sqlite3.h>
 
 #include <cmath>
@@ -408,6 +410,12 @@ absl::StatusOr<int> StateStore::ExpireLeases(double now) {
     RETURN_IF_ERROR(FailAttempt(job, task, "lease expired (worker lost or too slow)", now));
   }
   RETURN_IF_ERROR(txn.Commit());
+  if (!expired.empty()) {
+    metrics::Default()
+        .GetCounter("quant_lease_expiries_total", "Leases that expired (a worker stopped "
+                                                  "heartbeating).")
+        .Inc(static_cast<double>(expired.size()));
+  }
   return static_cast<int>(expired.size());
 }
 

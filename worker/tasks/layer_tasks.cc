@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "common/metrics.h"
 #include "common/status.h"
 
 namespace quant::tasks {
@@ -191,6 +192,10 @@ absl::Status RunQuantizeTask(JobState& job) {
         r.fallback = true;  // no calibration token reached it: H = I
         if (local.find("experts.") != std::string::npos && local.ends_with("gate_proj.weight")) {
           job.fallback_experts.push_back(ExpertPrefix(r.name));
+          metrics::Default()
+              .GetCounter("quant_fallback_experts_total",
+                          "Experts quantized with H = I: no calibration token reached them.")
+              .Inc();
         }
       }
       ls.hessian_of[local] = h;

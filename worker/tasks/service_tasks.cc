@@ -106,6 +106,15 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
   JobState job;
   at::Tensor windows;
   RETURN_IF_ERROR(OpenJob(spec, &job, &windows));
+  // The checkpoint's bytes this task read, counted however it ends.
+  struct CountReads {
+    const JobState& job;
+    ~CountReads() {
+      metrics::Default()
+          .GetCounter("quant_checkpoint_bytes_read_total", "Source checkpoint bytes read.")
+          .Inc(static_cast<double>(job.model->checkpoint().bytes_read()));
+    }
+  } count_reads{job};
   const std::string prefix = absl::StrCat("model.layers.", task.layer, ".");
   // A gang member holds its own experts and reaches the others' through the exchange.
   std::unique_ptr<exchange::ExpertParallelRunner> runner;
@@ -199,6 +208,9 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
       export_options.job_options = spec.ToJson();
       ASSIGN_OR_RETURN(quant::ExportStats stats,
                        quant::ExportCheckpoint(job.model->checkpoint(), job.units, export_options));
+      metrics::Default()
+          .GetCounter("quant_checkpoint_bytes_written_total", "Quantized checkpoint bytes written.")
+          .Inc(static_cast<double>(stats.bytes_written));
       QuantizeJobResult result;
       result.fallback_experts = job.fallback_experts;
       result.bits_per_quantized_param_true = stats.bits_per_quantized_param_true;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/file.h"
+#include "common/metrics.h"
 #include "common/status.h"
 #include "storage/safetensors.h"
 #include "worker/eval/eval_pipeline.h"
@@ -53,13 +54,23 @@ absl::Status SaveTensors(const std::string& path,
     RETURN_IF_ERROR(writer.Add(name, std::move(host)));
   }
   fs::create_directories(fs::path(path).parent_path());
-  return writer.Write(path);
+  RETURN_IF_ERROR(writer.Write(path));
+  std::error_code ec;
+  metrics::Default()
+      .GetCounter("quant_scratch_bytes_total", "Task state written and read in the scratch.",
+                  {{"direction", "written"}})
+      .Inc(static_cast<double>(fs::file_size(path, ec)));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string& path,
                                                               nlohmann::json* metadata) {
   ASSIGN_OR_RETURN(std::unique_ptr<storage::SafetensorsFile> file,
                    storage::SafetensorsFile::Open(path));
+  metrics::Default()
+      .GetCounter("quant_scratch_bytes_total", "Task state written and read in the scratch.",
+                  {{"direction", "read"}})
+      .Inc(static_cast<double>(file->file_size()));
   std::map<std::string, at::Tensor> out;
   for (const storage::TensorInfo& info : file->header().tensors) {
     ASSIGN_OR_RETURN(storage::HostTensor host, file->Read(info));
