@@ -23,6 +23,19 @@ class RendezvousStore {
   virtual absl::StatusOr<std::optional<std::string>> Get(const std::string& key) = 0;
 };
 
+// A rendezvous store in a directory (one file per key, written atomically): for processes on
+// one host without a coordinator (the benchmarks and the two-GPU script).
+class DirectoryStore : public RendezvousStore {
+ public:
+  explicit DirectoryStore(std::string dir) : dir_(std::move(dir)) {}
+  absl::Status Set(const std::string& key, const std::string& value) override;
+  absl::StatusOr<std::optional<std::string>> Get(const std::string& key) override;
+
+ private:
+  std::string Path(const std::string& key) const;
+  std::string dir_;
+};
+
 class Exchange {
  public:
   virtual ~Exchange() = default;
