@@ -31,17 +31,30 @@ struct NcclExchange::Impl {
 NcclExchange::~NcclExchange() {
   if (impl_ == nullptr) return;
   cudaSetDevice(impl_->device);
-  if (impl_->comm != nullptr) {
-    if (impl_->aborted) {
-      // already aborted by the watchdog
-    } else {
-      ncclCommDestroy(impl_->comm);
-    }
-  }
+  if (impl_->comm != nullptr && !impl_->aborted) ncclCommDestroy(impl_->comm);
   if (impl_->stream != nullptr) cudaStreamDestroy(impl_->stream);
   cudaFree(impl_->send_buf);
   cudaFree(impl_->recv_buf);
   cudaFree(impl_->counts);
+}
+
+absl::Status NcclExchange::Enqueued(const char* what) {
+  // A non-blocking communicator may still be enqueueing the last call: nothing else may go on
+  // the stream (or to NCCL) before it has.
+  const auto end = std::chrono::steady_clock::now() + timeout_;
+  while (true) {
+    ncclResult_t state = ncclSuccess;
+    ncclCommGetAsyncError(impl_->comm, &state);
+    if (state == ncclSuccess) return absl::OkStatus();
+    if (state != ncclInProgress || std::chrono::steady_clock::now() > end) {
+      ncclCommAbort(impl_->comm);
+      impl_->aborted = true;
+      return absl::UnavailableError(absl::StrCat(
+          what, ": NCCL: ", state == ncclInProgress ? "not enqueued within the watchdog"
+                                                     : NcclError(state)));
+    }
+    std::this_thread::yield();
+  }
 }
 
 absl::Status NcclExchange::Wait(const char* what) {
@@ -82,6 +95,7 @@ absl::StatusOr<std::vector<int64_t>> NcclExchange::ExchangeCounts(
   if (r != ncclSuccess && r != ncclInProgress) {
     return absl::UnavailableError(absl::StrCat("ncclAlltoAll: ", NcclError(r)));
   }
+  if (absl::Status s = Enqueued("all-to-all of the counts"); !s.ok()) return s;
   std::vector<int64_t> recv(size_);
   cudaMemcpyAsync(recv.data(), impl_->counts + size_, sizeof(int64_t) * size_,
                   cudaMemcpyDeviceToHost, impl_->stream);
@@ -112,6 +126,7 @@ absl::Status NcclExchange::AllToAllDevice(const void* send, const std::vector<in
     return absl::UnavailableError(
         absl::StrCat("all-to-all: NCCL: ", NcclError(r != ncclSuccess ? r : end)));
   }
+  if (absl::Status s = Enqueued("all-to-all"); !s.ok()) return s;
   for (int p = 0; p < size_; ++p) {
     if (p == rank_) continue;
     bytes_sent_ += send_bytes[p];
@@ -128,6 +143,7 @@ absl::Status NcclExchange::NativeAllToAll(const void* send, void* recv, int64_t 
   if (r != ncclSuccess && r != ncclInProgress) {
     return absl::UnavailableError(absl::StrCat("ncclAlltoAll: ", NcclError(r)));
   }
+  if (absl::Status s = Enqueued("ncclAlltoAll"); !s.ok()) return s;
   return Wait("ncclAlltoAll");
 }
 

@@ -41,6 +41,8 @@ class NcclExchange : public Exchange {
   NcclExchange() = default;
   // Waits for the stream's work under the watchdog; aborts the communicator on failure.
   absl::Status Wait(const char* what);
+  // Waits until the non-blocking communicator has enqueued the last call.
+  absl::Status Enqueued(const char* what);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, size_ = 1;

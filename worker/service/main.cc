@@ -20,6 +20,9 @@
 #include "common/metrics.h"
 #include "proto/quant.grpc.pb.h"
 #include "worker/exchange/exchange.h"
+#if defined(QUANT_WITH_NCCL)
+#include "worker/exchange/nccl_exchange.h"
+#endif
 #include "worker/tasks/job_spec.h"
 #include "worker/tasks/plan_input.h"
 #include "worker/tasks/service_tasks.h"
@@ -221,12 +224,24 @@ int main(int argc, char** argv) {
           if (task->gang > 1) {
             // One connection per gang and attempt: the rendezvous keys carry the epoch.
             CoordinatorStore store(stub.get());
-            auto connected = quant::exchange::ConnectGloo(
-                &store, absl::StrCat("g/", t.job_id(), "/", t.task_id(), "/", t.epoch(), "/"),
-                t.rank(), task->gang, exchange_host,
-                std::chrono::milliseconds(static_cast<int64_t>(exchange_timeout * 1000)));
-            if (connected.ok()) exchange = std::move(*connected);
-            result = connected.status();
+            const std::string prefix =
+                absl::StrCat("g/", t.job_id(), "/", t.task_id(), "/", t.epoch(), "/");
+            const auto watchdog =
+                std::chrono::milliseconds(static_cast<int64_t>(exchange_timeout * 1000));
+#if defined(QUANT_WITH_NCCL)
+            if (device == "cuda") {  // NCCL between GPU workers (each sees its GPU as 0)
+              auto connected = quant::exchange::ConnectNccl(&store, prefix, t.rank(), task->gang,
+                                                            /*device=*/0, watchdog);
+              if (connected.ok()) exchange = std::move(*connected);
+              result = connected.status();
+            } else
+#endif
+            {
+              auto connected = quant::exchange::ConnectGloo(&store, prefix, t.rank(), task->gang,
+                                                            exchange_host, watchdog);
+              if (connected.ok()) exchange = std::move(*connected);
+              result = connected.status();
+            }
           }
           if (result.ok()) {
             result = quant::tasks::RunServiceTask(*spec, *task, t.job_dir(), attempt,
