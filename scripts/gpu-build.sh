@@ -10,15 +10,19 @@ BUILD="${BUILD_DIR:-$ROOT/build-gpu}"
 mkdir -p "$PREFIX"
 for f in "$ROOT"/.debs/*.deb; do dpkg -x "$f" "$PREFIX"; done
 TORCH_CMAKE="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+# NCCL: the one pip installed beside torch (nvidia-nccl), which torch itself loads.
+NCCL_ROOT="$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' \
+  2>/dev/null || true)"
 export PKG_CONFIG_PATH="$PREFIX/usr/lib/x86_64-linux-gnu/pkgconfig"
 export PKG_CONFIG_SYSROOT_DIR="$PREFIX"   # the carried .pc files say prefix=/usr
 export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PATH="$PREFIX/usr/bin:$PATH"   # protoc and grpc_cpp_plugin
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_PREFIX_PATH="$PREFIX/usr;$TORCH_CMAKE" -DQUANT_WITH_CUDA=ON \
-  -DQUANT_SHARED_DIR="${QUANT_SHARED_DIR:-$ROOT/shared}"
+  -DQUANT_SHARED_DIR="${QUANT_SHARED_DIR:-$ROOT/shared}" ${NCCL_ROOT:+-DNCCL_ROOT="$NCCL_ROOT"}
 if (($#)); then
   cmake --build "$BUILD" -j"$(nproc)" --target "$@"
 else
   cmake --build "$BUILD" -j"$(nproc)"
 fi
-echo "run with: export LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+echo "run with: export LD_LIBRARY_PATH=$LD_LIBRARY_PATH${NCCL_ROOT:+:$NCCL_ROOT/lib}"
