@@ -15,7 +15,8 @@ set -uo pipefail
 OUT="${1:?usage: gpu-two.sh OUTDIR}"
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export QUANT_SHARED_DIR="$PWD/.gpu-data"
+DATA="${GPU_DATA:-.gpu-data}"   # the shared models and data, carried (deepseek is enough)
+export QUANT_SHARED_DIR="$PWD/$DATA"
 LOG="$OUT/two-gpu.txt"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$LOG"
 nvidia-smi topo -m >> "$LOG" 2>&1
@@ -39,7 +40,7 @@ two() {  # two() MODE [args]: rank 0 on GPU 0, rank 1 on GPU 1
 echo "== nccl_exchange_test (one GPU)" | tee -a "$LOG"
 CUDA_VISIBLE_DEVICES=0 "$B/worker/exchange/nccl_exchange_test" 2>&1 | tail -3 | tee -a "$LOG"
 echo "== expert-parallel" | tee -a "$LOG"
-two --mode expert-parallel --model .gpu-data/models/tiny-deepseek-v3 2>&1 | tee -a "$LOG"
+two --mode expert-parallel --model $DATA/models/tiny-deepseek-v3 2>&1 | tee -a "$LOG"
 echo "== watchdog" | tee -a "$LOG"
 two --mode watchdog --timeout 5 2>&1 | tee -a "$LOG"
 echo "== bandwidth" | tee -a "$LOG"
@@ -58,7 +59,7 @@ for bits in 2 3; do
 done
 rm -f "$OUT/g0.json" "$OUT/g1.json"
 echo "== the service: two GPU workers against one" | tee -a "$LOG"
-JOB=(--model .gpu-data/models/tiny-deepseek-v3 --method gsq --bits 3 --device cuda)
+JOB=(--model $DATA/models/tiny-deepseek-v3 --method gsq --bits 3 --device cuda)
 service_run() {  # service_run NAME WORKERS SHARDS
   local name=$1 workers=$2 shards=$3 dir="/tmp/two-$1"
   rm -rf "$dir"; mkdir -p "$dir"
