@@ -9,6 +9,11 @@ PREFIX="${QUANT_GPU_PREFIX:-/tmp/quant-prefix}"
 BUILD="${BUILD_DIR:-$ROOT/build-gpu}"
 mkdir -p "$PREFIX"
 for f in "$ROOT"/.debs/*.deb; do dpkg -x "$f" "$PREFIX"; done
+# Gloo's CMake targets name their library by absolute path: point them into the prefix.
+for f in "$PREFIX"/usr/share/cmake/Gloo/GlooTargets-*.cmake; do
+  [ -e "$f" ] && sed -i "s|\"/usr/lib/libgloo|\"$PREFIX/usr/lib/libgloo|g" "$f"
+done
+export LD_LIBRARY_PATH="$PREFIX/usr/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"  # libgloo
 TORCH_CMAKE="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 # NCCL: the one pip installed beside torch (nvidia-nccl), which torch itself loads.
 NCCL_ROOT="$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' \

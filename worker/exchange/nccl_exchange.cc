@@ -192,6 +192,12 @@ absl::StatusOr<std::unique_ptr<NcclExchange>> ConnectNccl(RendezvousStore* store
                                                           const std::string& prefix, int rank,
                                                           int size, int device,
                                                           std::chrono::milliseconds timeout) {
+  // A gang has two members or more (gang tasks exist only then); a communicator of one rank
+  // crashed inside NCCL 2.28's non-blocking path on an H200 (2026-11-26) and is never needed.
+  if (size < 2 || rank < 0 || rank >= size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("NCCL gang: rank ", rank, " of ", size, " (a gang has 2 members or more)"));
+  }
   // Multicast can take the host's shared GPUs out of service (KINDS.md): never on.
   setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/1);
   std::unique_ptr<NcclExchange> ex(new NcclExchange());
