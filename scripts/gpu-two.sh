@@ -20,7 +20,7 @@ export QUANT_SHARED_DIR="$PWD/$DATA"
 LOG="$OUT/two-gpu.txt"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$LOG"
 nvidia-smi topo -m >> "$LOG" 2>&1
-if ! bash scripts/gpu-build.sh nccl_check nccl_exchange_test quant-coordinator quant-worker \
+if ! bash scripts/gpu-build.sh nccl_check quant-coordinator quant-worker \
     qctl gsq_kimi_bench > "$OUT/build.txt" 2>&1; then
   tail -60 "$OUT/build.txt"
   exit 1
@@ -37,8 +37,9 @@ two() {  # two() MODE [args]: rank 0 on GPU 0, rank 1 on GPU 1
   wait $p0; local r0=$?
   echo "ranks exit $r0 $r1"
 }
-echo "== nccl_exchange_test (one GPU)" | tee -a "$LOG"
-CUDA_VISIBLE_DEVICES=0 "$B/worker/exchange/nccl_exchange_test" 2>&1 | tail -3 | tee -a "$LOG"
+echo "== lonely (one GPU: a member that never comes)" | tee -a "$LOG"
+CUDA_VISIBLE_DEVICES=0 "$B/worker/exchange/nccl_check" --rank 0 --size 2 --dir "$(mktemp -d)" \
+  --mode lonely --timeout 3 2>&1 | tee -a "$LOG"
 echo "== expert-parallel" | tee -a "$LOG"
 two --mode expert-parallel --model $DATA/models/tiny-deepseek-v3 2>&1 | tee -a "$LOG"
 echo "== watchdog" | tee -a "$LOG"

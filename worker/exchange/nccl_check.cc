@@ -9,6 +9,9 @@
 //                           fail within the watchdog, the communicator aborted.
 //   --mode expert-parallel  tiny-deepseek-v3's first MoE layer forwarded by the gang, each rank
 //                           holding only its experts, against one process on one GPU: equal?
+//   --mode lonely           one GPU: rank 0 of a gang whose other members never come must fail
+//                           at the communicator's creation within the watchdog (and a gang of
+//                           one is refused).
 // Prints one JSON line per rank; exits non-zero when a check fails.
 #include <cuda_runtime.h>
 
@@ -179,6 +182,19 @@ int main(int argc, char** argv) {
   app.add_option("--model", model, "model directory (expert-parallel)");
   CLI11_PARSE(app, argc, argv);
   quant::exchange::DirectoryStore store(dir);
+  if (mode == "lonely") {
+    auto one = quant::exchange::ConnectNccl(&store, "one/", 0, 1, 0, std::chrono::seconds(5));
+    const auto t0 = Clock::now();
+    auto lonely = quant::exchange::ConnectNccl(
+        &store, "lonely/", 0, size, 0,
+        std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000)));
+    const double ms = Ms(t0);
+    std::printf("{\"mode\":\"lonely\",\"gang_of_one_refused\":%s,\"failed\":%s,"
+                "\"after_ms\":%.0f,\"watchdog_ms\":%.0f,\"error\":\"%s\"}\n",
+                one.ok() ? "false" : "true", lonely.ok() ? "false" : "true", ms, timeout * 1000,
+                std::string(lonely.status().message()).c_str());
+    return !one.ok() && !lonely.ok() && ms < timeout * 1000 + 5000 ? 0 : 1;
+  }
   auto ex = quant::exchange::ConnectNccl(
       &store, mode + "/", rank, size, /*device=*/0,
       std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000)));
