@@ -10,7 +10,7 @@ PKGS=(
   libonig-dev libsqlite3-dev sqlite3
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libcpp-httplib-dev libcurl4-openssl-dev libssl-dev libxxhash-dev
-  libgloo-dev gnuplot-nox python3
+  libgloo-dev gnuplot-nox python3 openssl  # openssl: the TLS test makes its own CA
   prometheus  # promtool: the metrics tests check our exposition with it
 )
 missing=()

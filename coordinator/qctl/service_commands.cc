@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "coordinator/qctl/commands.h"
 #include "proto/quant.grpc.pb.h"
+#include "proto/tls.h"
 #include "worker/tasks/job_spec.h"
 
 namespace quant::qctl {
@@ -28,6 +29,7 @@ constexpr uint32_t kProtocol = v1::PROTOCOL_VERSION;
 struct Connection {
   std::string address;
   std::string token_file;
+  tls::Files tls;
 };
 
 void AddConnectionOptions(CLI::App* sub, Connection* c) {
@@ -38,6 +40,16 @@ void AddConnectionOptions(CLI::App* sub, Connection* c) {
   sub->add_option("--coordinator", c->address, "quant-coordinator HOST:PORT")
       ->capture_default_str();
   sub->add_option("--token-file", c->token_file, "bearer token file (submit, cancel)");
+  auto env_or = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v != nullptr ? std::string(v) : std::string();
+  };
+  c->tls.ca = env_or("QUANT_TLS_CA");
+  c->tls.cert = env_or("QUANT_TLS_CERT");
+  c->tls.key = env_or("QUANT_TLS_KEY");
+  sub->add_option("--tls-ca", c->tls.ca, "PEM CA that signed the coordinator's certificate");
+  sub->add_option("--tls-cert", c->tls.cert, "PEM client certificate (mTLS)");
+  sub->add_option("--tls-key", c->tls.key, "PEM private key of --tls-cert");
 }
 
 std::unique_ptr<grpc::ClientContext> Context(const Connection& c, bool auth, std::string* error) {
@@ -75,8 +87,14 @@ const char* StateName(v1::JobState s) {
   }
 }
 
+// A stub over TLS when the connection names certificates; a bad file is one error line, exit 1.
 std::unique_ptr<v1::Jobs::Stub> Stub(const Connection& c) {
-  return v1::Jobs::NewStub(grpc::CreateChannel(c.address, grpc::InsecureChannelCredentials()));
+  auto credentials = tls::ChannelCredentials(c.tls);
+  if (!credentials.ok()) {
+    PrintError(std::string(credentials.status().message()));
+    std::exit(1);
+  }
+  return v1::Jobs::NewStub(grpc::CreateChannel(c.address, *credentials));
 }
 
 void PrintStatus(const v1::JobStatus& st, bool tasks) {
@@ -136,9 +154,15 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
       const grpc::Status s = Stub(*conn)->Submit(ctx.get(), req, &resp);
       if (!s.ok()) return Fail(*conn, s);
       const v1::Estimate& e = resp.estimate();
-      std::printf("estimate   %.1f GiB memory per worker, %.2f GiB written, ~%.0f s per worker\n",
-                  e.worker_memory_bytes() / 1073741824.0, e.storage_bytes() / 1073741824.0,
-                  e.seconds_per_worker());
+      constexpr double kGiB = 1073741824.0;
+      std::printf("estimate   %.2f GiB memory per worker (peak: %s), %.2f GiB checkpoint, "
+                  "%.2f GiB scratch\n",
+                  e.worker_memory_bytes() / kGiB, e.peak_task().c_str(), e.storage_bytes() / kGiB,
+                  e.scratch_bytes() / kGiB);
+      if (e.gsq_tflop_per_worker() > 0) {
+        std::printf("           GSQ %.1f TFLOP per worker: ~%.0f s at an assumed %.2f TFLOP/s\n",
+                    e.gsq_tflop_per_worker(), e.seconds_per_worker(), e.assumed_tflops());
+      }
       if (*dry_run) return 0;
       std::printf("job %lld (%s)%s\n", static_cast<long long>(resp.job_id()),
                   req.job().client_job_id().c_str(),

@@ -155,12 +155,16 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
   auto plan_input = tasks::PlanInputFor(**checkpoint, *config, *spec);
   if (!plan_input.ok()) return ToGrpc(plan_input.status());
   const tasks::Plan plan = tasks::PlanQuantizeJob(*plan_input);
-  // Preflight estimate (a hint; --dry-run returns only this): weights of one layer resident, the
-  // checkpoint's bytes written at most, a task-count-proportional time.
+  // Preflight estimate (a model; --dry-run returns only this).
+  const tasks::JobEstimate est = tasks::EstimateJob(**checkpoint, *config, *spec);
   v1::Estimate* e = resp->mutable_estimate();
-  e->set_storage_bytes((*checkpoint)->total_bytes());
-  e->set_worker_memory_bytes((*checkpoint)->total_bytes() / std::max(1, config->num_layers) * 4);
-  e->set_seconds_per_worker(static_cast<double>(plan.tasks.size()) * 10.0);
+  e->set_worker_memory_bytes(est.worker_memory_bytes);
+  e->set_storage_bytes(est.output_bytes);
+  e->set_scratch_bytes(est.scratch_bytes);
+  e->set_seconds_per_worker(est.seconds_per_worker);
+  e->set_gsq_tflop_per_worker(est.gsq_tflop_per_worker);
+  e->set_assumed_tflops(est.assumed_tflops);
+  e->set_peak_task(est.peak_task);
   if (req->dry_run()) return grpc::Status::OK;
   auto before = state_->ListJobs();
   if (!before.ok()) return ToGrpc(before.status());

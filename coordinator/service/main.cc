@@ -10,6 +10,7 @@
 #include "CLI/CLI.hpp"
 #include "common/http_endpoints.h"
 #include "coordinator/service/coordinator_service.h"
+#include "proto/tls.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"quant-coordinator: jobs, leases and state for the quantization service"};
@@ -29,6 +30,11 @@ int main(int argc, char** argv) {
   app.add_option("--lease-seconds", lease_seconds, "task lease length")->capture_default_str();
   app.add_option("--max-attempts", max_attempts, "attempts per task before the job fails")
       ->capture_default_str();
+  quant::tls::Files tls;
+  app.add_option("--tls-cert", tls.cert, "PEM certificate chain: serve gRPC over TLS");
+  app.add_option("--tls-key", tls.key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", tls.ca,
+                 "PEM CA: require and verify client certificates signed by it (mTLS)");
   std::string scratch;
   app.add_option("--scratch", scratch,
                  "directory shared with the workers for jobs' intermediate outputs "
@@ -66,7 +72,13 @@ int main(int argc, char** argv) {
   quant::coordinator::CoordinatorService service(state->get(), options);
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &grpc_port);
+  auto credentials = quant::tls::ServerCredentials(tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "quant-coordinator: error: %s\n",
+                 std::string(credentials.status().message()).c_str());
+    return 1;
+  }
+  builder.AddListeningPort(listen, *credentials, &grpc_port);
   builder.SetMaxReceiveMessageSize(4 << 20);  // bounded messages (DESIGN.md section 8)
   builder.RegisterService(static_cast<quant::v1::Jobs::Service*>(&service));
   builder.RegisterService(static_cast<quant::v1::Workers::Service*>(&service));

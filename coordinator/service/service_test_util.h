@@ -52,6 +52,17 @@ inline pid_t Spawn(std::vector<std::string> args, int lines, std::vector<std::st
   return pid;
 }
 
+// Runs a shell command; its stdout and stderr together, and its exit status in *rc.
+inline std::string RunCommand(const std::string& cmd, int* rc) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while (p != nullptr && (n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  *rc = p != nullptr ? pclose(p) : -1;
+  return out;
+}
+
 inline void KillNine(pid_t* pid) {
   if (*pid > 0) {
     kill(*pid, SIGKILL);

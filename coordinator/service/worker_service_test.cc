@@ -27,6 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using quant::testing::Coordinator;
+using quant::testing::RunCommand;
 using quant::testing::Worker;
 const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
 constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
@@ -35,16 +36,6 @@ constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
 std::string JobFlags(const fs::path& out, int steps = 30) {
   return "--model " + kModel + " --out " + out.string() + " --method gsq --bits 2 --steps " +
          std::to_string(steps) + " --calib-tokens 8192 --no-eval";
-}
-
-std::string RunCommand(const std::string& cmd, int* rc) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while (p != nullptr && (n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  *rc = p != nullptr ? pclose(p) : -1;
-  return out;
 }
 
 std::string Scrape(int port) {

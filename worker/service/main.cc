@@ -19,6 +19,7 @@
 #include "common/http_endpoints.h"
 #include "common/metrics.h"
 #include "proto/quant.grpc.pb.h"
+#include "proto/tls.h"
 #include "worker/exchange/exchange.h"
 #if defined(QUANT_WITH_NCCL)
 #include "worker/exchange/nccl_exchange.h"
@@ -141,6 +142,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--exit-when-idle", idle_exit,
                  "exit after this many seconds without a task (0: never)");
+  quant::tls::Files tls;
+  app.add_option("--tls-ca", tls.ca, "PEM CA that signed the coordinator's certificate (TLS)");
+  app.add_option("--tls-cert", tls.cert, "PEM client certificate for mTLS");
+  app.add_option("--tls-key", tls.key, "PEM private key of --tls-cert");
   std::string exchange_host = "127.0.0.1";
   double exchange_timeout = 60;
   app.add_option("--exchange-host", exchange_host,
@@ -162,8 +167,12 @@ int main(int argc, char** argv) {
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(4 << 20);  // bounded messages (DESIGN.md section 8)
-  auto channel =
-      grpc::CreateCustomChannel(coordinator, grpc::InsecureChannelCredentials(), args);
+  auto credentials = quant::tls::ChannelCredentials(tls);
+  if (!credentials.ok()) {
+    Log(id, absl::StrCat("error: ", credentials.status().message()));
+    return 1;
+  }
+  auto channel = grpc::CreateCustomChannel(coordinator, *credentials, args);
   auto stub = Workers::NewStub(channel);
 
   quant::v1::RegisterRequest reg;

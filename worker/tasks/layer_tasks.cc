@@ -32,6 +32,16 @@ double ProxyLoss(const at::Tensor& w, const at::Tensor& wq, const at::Tensor& h)
   return (at::matmul(dw, hh) * dw).sum().item<double>();
 }
 
+// A routed expert's projection (0 gate, 1 up, 2 down) from its local name, or -1.
+int ExpertFamily(const std::string& local) {
+  if (!local.starts_with("mlp.experts.")) return -1;
+  const char* kProj[3] = {"gate_proj.weight", "up_proj.weight", "down_proj.weight"};
+  for (int f = 0; f < 3; ++f) {
+    if (local.ends_with(kProj[f])) return f;
+  }
+  return -1;
+}
+
 std::string ExpertPrefix(const std::string& name) {
   // "model.layers.1.mlp.experts.3.gate_proj.weight" -> "model.layers.1.mlp.experts.3"
   const size_t pos = name.rfind('.', name.size() - sizeof(".weight"));
@@ -237,17 +247,13 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
   gsq_options.batch_tokens = int64_t{spec.batch_windows} * spec.window_tokens;
   std::vector<std::vector<std::string>> jobs;  // each: the member names of one run
   std::vector<std::string> expert_families[3];
-  const char* kProj[3] = {"gate_proj", "up_proj", "down_proj"};
   for (const std::string& local : GsqShardNames(ls, shard, shards)) {
-    bool is_expert = false;
-    for (int f = 0; f < 3; ++f) {
-      if (local.starts_with("mlp.experts.") &&
-          local.ends_with(std::string(kProj[f]) + ".weight")) {
-        expert_families[f].push_back(local);
-        is_expert = true;
-      }
+    const int f = ExpertFamily(local);
+    if (f >= 0) {
+      expert_families[f].push_back(local);
+    } else {
+      jobs.push_back({local});
     }
-    if (!is_expert) jobs.push_back({local});
   }
 
   std::map<std::string, UnitReport*> report_of;
@@ -323,17 +329,13 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
 
 std::vector<std::string> GsqShardNames(const LayerState& ls, int shard, int shards) {
   std::vector<std::string> others, families[3];
-  const char* kProj[3] = {"gate_proj", "up_proj", "down_proj"};
   for (const std::string& local : ls.names) {
-    bool is_expert = false;
-    for (int f = 0; f < 3; ++f) {
-      if (local.starts_with("mlp.experts.") &&
-          local.ends_with(std::string(kProj[f]) + ".weight")) {
-        families[f].push_back(local);
-        is_expert = true;
-      }
+    const int f = ExpertFamily(local);
+    if (f >= 0) {
+      families[f].push_back(local);
+    } else {
+      others.push_back(local);
     }
-    if (!is_expert) others.push_back(local);
   }
   std::vector<std::string> names = shard == 0 ? others : std::vector<std::string>{};
   for (const auto& family : families) {

@@ -20,6 +20,22 @@ absl::StatusOr<PlanInput> PlanInputFor(const storage::Checkpoint& checkpoint,
                                        const model::ModelConfig& config,
                                        const QuantizeJobSpec& spec);
 
+// The preflight estimate of `qctl submit --dry-run` (a model, not a measurement; its terms are in
+// docs/operations.md): the peak memory of one worker over the job's task kinds, the quantized
+// checkpoint's bytes, the scratch's peak (one layer's handoff state), and the GSQ matmul work of
+// one worker, turned into seconds at `assumed_tflops`.
+struct JobEstimate {
+  uint64_t worker_memory_bytes = 0;
+  uint64_t output_bytes = 0;
+  uint64_t scratch_bytes = 0;
+  double gsq_tflop_per_worker = 0;
+  double seconds_per_worker = 0;
+  double assumed_tflops = 0;
+  std::string peak_task;  // which task kind sets the memory peak
+};
+JobEstimate EstimateJob(const storage::Checkpoint& checkpoint, const model::ModelConfig& config,
+                        const QuantizeJobSpec& spec);
+
 // Opens the checkpoint and plans the job (what the coordinator and the workers both call).
 absl::StatusOr<Plan> PlanJob(const QuantizeJobSpec& spec);
 
