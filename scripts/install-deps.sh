@@ -23,3 +23,14 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# Node and npm for the manifest validation (tests/deploy: kubernetes-models): the image's own
+# when there is one, else Debian's; then the pinned packages (package-lock.json), once.
+if ! command -v npm > /dev/null; then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ ! -d "$ROOT/tests/deploy/node_modules" ]]; then
+  (cd "$ROOT/tests/deploy" && npm ci --no-audit --no-fund --silent)
+fi

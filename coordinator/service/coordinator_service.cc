@@ -90,7 +90,8 @@ grpc::Status CheckRoots(const tasks::QuantizeJobSpec& spec, const std::vector<st
   if (roots.empty()) return grpc::Status::OK;
   for (const auto& [field, path] : std::vector<std::pair<std::string, std::string>>{
            {"model", spec.model_dir}, {"out", spec.out_dir}, {"calib", spec.calib_path},
-           {"eval_text", spec.eval_text}, {"slq_allocation", spec.slq_allocation}}) {
+           {"eval_text", spec.evaluate ? spec.eval_text : ""},
+           {"slq_allocation", spec.slq_allocation}}) {
     if (path.empty()) continue;
     if (!Inside(path, roots)) {
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
@@ -517,6 +518,16 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
       .GetHistogram("quant_task_duration_seconds", "Task durations reported by workers.",
                     metrics::DurationBounds())
       .Observe(req->seconds());
+  if (auto job = state_->GetJob(req->job_id()); job.ok() && req->ok()) {
+    if (auto task = FindTask(req->job_id(), req->task_id(), job->spec_json);
+        task.ok() && (*task)->layer >= 0) {
+      metrics::Default()
+          .GetCounter("quant_layer_task_seconds_total",
+                      "Seconds of committed tasks per layer (a gang's members each count).",
+                      {{"layer", std::to_string((*task)->layer)}})
+          .Inc(req->seconds());
+    }
+  }
   return grpc::Status::OK;
 }
 
