@@ -12,6 +12,7 @@ PKGS=(
   libcpp-httplib-dev libcurl4-openssl-dev libssl-dev libxxhash-dev
   libgloo-dev gnuplot-nox python3 openssl  # openssl: the TLS test makes its own CA
   prometheus  # promtool: the metrics tests check our exposition with it
+  python3-botocore awscli  # the S3 tests: AWS's signature code in a checking proxy; aws reads back
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -31,6 +32,8 @@ if ! command -v npm > /dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
 fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ ! -d "$ROOT/tests/deploy/node_modules" ]]; then
-  (cd "$ROOT/tests/deploy" && npm ci --no-audit --no-fund --silent)
-fi
+for dir in tests/deploy tests/s3; do  # kubernetes-models; s3rver
+  if [[ ! -d "$ROOT/$dir/node_modules" ]]; then
+    (cd "$ROOT/$dir" && npm ci --no-audit --no-fund --silent)
+  fi
+done

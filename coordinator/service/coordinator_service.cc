@@ -314,7 +314,6 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
     }
     auto ready = state_->ReadyTasks(now, 16);
     if (!ready.ok()) return ToGrpc(ready.status());
-    bool waiting = false;
     for (const auto& [job_id, task_id] : *ready) {
       auto job = state_->GetJob(job_id);
       if (!job.ok()) return ToGrpc(job.status());
@@ -328,10 +327,7 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
         for (auto it = forming.begin(); it != forming.end();) {
           it = now - it->second > kForgetAfter ? forming.erase(it) : std::next(it);
         }
-        if (static_cast<int>(forming.size()) < gang) {
-          waiting = true;  // this worker waits for the rest of the gang
-          break;
-        }
+        if (static_cast<int>(forming.size()) < gang) break;  // wait for the rest of the gang
         members.clear();
         for (const auto& [w, seen] : forming) members.push_back(w);
         members.resize(gang);
@@ -377,7 +373,6 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
     }
     if (formed_.count(worker)) continue;
     if (now >= until || ctx->IsCancelled()) {
-      (void)waiting;
       resp->set_retry_after_seconds(0.1);
       return grpc::Status::OK;
     }

@@ -170,12 +170,20 @@ TEST_F(WorkerServiceTest, OneTwoAndFourWorkersWriteTheEmbeddedRunsBytes) {
     }
     // As many expert shards as workers: each MoE layer is calibrated and propagated by a gang
     // of all of them, each holding its own experts; its GSQ runs as that many tasks at once.
-    const int64_t job =
-        Submit(c, JobFlags(dir / "out") + " --expert-shards " + std::to_string(workers));
+    // One worker also runs the evaluate task (the checkpoint's files are compared, not the
+    // report, so the reference's --no-eval does not matter).
+    std::string flags = JobFlags(dir / "out") + " --expert-shards " + std::to_string(workers);
+    if (workers == 1) flags.replace(flags.find(" --no-eval"), 10, "");
+    const int64_t job = Submit(c, flags);
     const quant::v1::JobStatus st = WaitFor(c, job, 600);
     ASSERT_EQ(st.state(), quant::v1::JOB_SUCCEEDED) << st.error();
     EXPECT_EQ(Differences(Reference(30), dir / "out"), std::vector<std::string>{});
     EXPECT_EQ(Differences(dir / "out", Reference(30)), std::vector<std::string>{});
+    if (workers == 1) {
+      const std::string report = ReadFile(dir / "out" / "report.json");
+      EXPECT_NE(report.find("\"eval\""), std::string::npos) << "the evaluate task's report";
+      EXPECT_NE(report.find("\"ear\""), std::string::npos);
+    }
     std::set<std::string> ran;
     for (const auto& t : st.tasks()) {
       EXPECT_EQ(t.executions(), 1) << t.name();

@@ -252,13 +252,13 @@ constexpr char kReadyTasks[] =
 }  // namespace
 
 absl::StatusOr<std::optional<Lease>> StateStore::LeaseTask(const std::string& worker, double now) {
-  return Lease1(worker, now, -1, -1);
+  return LeaseReady(worker, now, -1, -1);
 }
 
 absl::StatusOr<std::optional<Lease>> StateStore::LeaseTaskById(const std::string& worker,
                                                                double now, int64_t job_id,
                                                                int64_t task_id) {
-  return Lease1(worker, now, job_id, task_id);
+  return LeaseReady(worker, now, job_id, task_id);
 }
 
 absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> StateStore::ReadyTasks(double now,
@@ -277,8 +277,9 @@ absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> StateStore::ReadyTasks(
   return ready;
 }
 
-absl::StatusOr<std::optional<Lease>> StateStore::Lease1(const std::string& worker, double now,
-                                                        int64_t job_id, int64_t task_id) {
+absl::StatusOr<std::optional<Lease>> StateStore::LeaseReady(const std::string& worker,
+                                                            double now, int64_t job_id,
+                                                            int64_t task_id) {
   RETURN_IF_ERROR(ExpireLeases(now).status());
   std::lock_guard<std::mutex> lock(Mutex());
   Txn txn(db_);

@@ -121,8 +121,9 @@ class StateStore {
   absl::Status Exec(const std::string& sql);
   absl::Status FailAttempt(int64_t job_id, int64_t task_id, const std::string& error, double now);
   absl::Status MaybeFinishJob(int64_t job_id);
-  absl::StatusOr<std::optional<Lease>> Lease1(const std::string& worker, double now,
-                                              int64_t job_id, int64_t task_id);
+  // The next ready task (job_id < 0), or that one task, leased to `worker`.
+  absl::StatusOr<std::optional<Lease>> LeaseReady(const std::string& worker, double now,
+                                                  int64_t job_id, int64_t task_id);
 
   sqlite3* db_ = nullptr;
   StateOptions options_;

@@ -10,7 +10,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <filesystem>
 #include <mutex>
 #include <thread>
 
@@ -30,7 +29,6 @@
 
 namespace {
 
-namespace fs = std::filesystem;
 using quant::v1::Workers;
 constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
 

@@ -51,6 +51,10 @@ TEST(JobSpec, EachFailureModeNamesTheField) {
       {Spec(R"(, "per_expert_bits": true, "slq": true, "slq_budget": 3)"),
        "\"per_expert_bits\": needs \"export\" native"},
       {Spec(R"(, "channel_fallback": "yes")"), "\"channel_fallback\": must be true or false"},
+      {Spec(R"(, "expert_shards": 0)"), "\"expert_shards\": must be in 1..4096"},
+      {Spec(R"(, "expert_shards": 2, "scope": "all")"),
+       "\"expert_shards\": above 1 needs \"scope\" experts"},
+      {Spec(R"(, "evaluate": "no")"), "\"evaluate\": must be true or false"},
       {std::string(kMaxJobSpecBytes + 1, ' '), "more than"},
   };
   for (const auto& [text, needle] : cases) {

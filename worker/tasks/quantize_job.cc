@@ -178,11 +178,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   add_phase("write", Since(t0));
   result.out_dir = spec.out_dir;
   result.units = static_cast<int64_t>(units.size());
-  result.bits_per_quantized_param_true = stats.bits_per_quantized_param_true;
-  result.bits_per_quantized_param_stored = stats.bits_per_quantized_param_stored;
-  result.bits_per_param_true = stats.bits_per_param_true;
-  result.bits_per_param_stored = stats.bits_per_param_stored;
-  result.container_note = stats.container_note;
+  SetExportStats(stats, &result);
   if (job.gsq_units > 0) {
     result.gsq_mean_changed_fraction = job.gsq_changed_sum / job.gsq_units;
     result.gsq_mean_loss_ratio = job.gsq_ratio_sum / job.gsq_units;
@@ -192,14 +188,8 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   if (spec.evaluate) {
     ResetPeakRss();
     t0 = Clock::now();
-    eval::EvalJobOptions eo;
-    eo.model_dir = spec.out_dir;
-    eo.reference_dir = spec.model_dir;
-    eo.text_path = spec.eval_text;
-    eo.batch_windows = spec.batch_windows;
-    eo.device = spec.device;
     ASSIGN_OR_RETURN(eval::EvalJobResult er,
-                     eval::RunEvalJob(eo, [&](const std::string& phase, int64_t d, int64_t t) {
+                     eval::RunEvalJob(EvalOptionsFor(spec), [&](const std::string& phase, int64_t d, int64_t t) {
                        if (progress) progress("eval " + phase, d, t);
                      }));
     result.evaluated = true;

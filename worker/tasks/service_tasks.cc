@@ -213,11 +213,7 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
           .Inc(static_cast<double>(stats.bytes_written));
       QuantizeJobResult result;
       result.fallback_experts = job.fallback_experts;
-      result.bits_per_quantized_param_true = stats.bits_per_quantized_param_true;
-      result.bits_per_quantized_param_stored = stats.bits_per_quantized_param_stored;
-      result.bits_per_param_true = stats.bits_per_param_true;
-      result.bits_per_param_stored = stats.bits_per_param_stored;
-      result.container_note = stats.container_note;
+      SetExportStats(stats, &result);
       return WriteJsonFile(attempt + "/report.json",
                            JobReport(spec, result, job.reports, nlohmann::json()));
     }
@@ -228,13 +224,7 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
       if (report.is_discarded()) {
         return absl::DataLossError(spec.out_dir + "/report.json: not JSON");
       }
-      eval::EvalJobOptions eo;
-      eo.model_dir = spec.out_dir;
-      eo.reference_dir = spec.model_dir;
-      eo.text_path = spec.eval_text;
-      eo.batch_windows = spec.batch_windows;
-      eo.device = spec.device;
-      ASSIGN_OR_RETURN(eval::EvalJobResult er, eval::RunEvalJob(eo, nullptr));
+      ASSIGN_OR_RETURN(eval::EvalJobResult er, eval::RunEvalJob(EvalOptionsFor(spec), nullptr));
       report["eval"] = EvalJson(spec, er.summary);
       return WriteJsonFile(attempt, report);
     }

@@ -392,6 +392,24 @@ nlohmann::json JobReport(const QuantizeJobSpec& spec, const QuantizeJobResult& r
   return report;
 }
 
+void SetExportStats(const quant::ExportStats& stats, QuantizeJobResult* result) {
+  result->bits_per_quantized_param_true = stats.bits_per_quantized_param_true;
+  result->bits_per_quantized_param_stored = stats.bits_per_quantized_param_stored;
+  result->bits_per_param_true = stats.bits_per_param_true;
+  result->bits_per_param_stored = stats.bits_per_param_stored;
+  result->container_note = stats.container_note;
+}
+
+eval::EvalJobOptions EvalOptionsFor(const QuantizeJobSpec& spec) {
+  eval::EvalJobOptions eo;
+  eo.model_dir = spec.out_dir;
+  eo.reference_dir = spec.model_dir;
+  eo.text_path = spec.eval_text;
+  eo.batch_windows = spec.batch_windows;
+  eo.device = spec.device;
+  return eo;
+}
+
 nlohmann::json EvalJson(const QuantizeJobSpec& spec, const eval::EvalSummary& e) {
   auto iv = [](const eval::Interval& i) { return nlohmann::json{i.value, i.lo, i.hi}; };
   return {{"text", spec.eval_text},   {"windows", e.windows},

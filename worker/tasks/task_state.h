@@ -15,6 +15,8 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "worker/eval/eval_job.h"
+#include "worker/quant/export.h"
 #include "worker/tasks/layer_tasks.h"
 #include "worker/tasks/quantize_job.h"
 
@@ -64,9 +66,13 @@ absl::Status LoadUnits(const std::string& dir, JobState& job);
 
 nlohmann::json UnitReportJson(const UnitReport& r);
 
+// The export's bits per parameter and container note into the job's result.
+void SetExportStats(const quant::ExportStats& stats, QuantizeJobResult* result);
 // report.json of a job (RunQuantizeJob's and the service's write and evaluate tasks').
 nlohmann::json JobReport(const QuantizeJobSpec& spec, const QuantizeJobResult& result,
                          const std::vector<UnitReport>& reports, const nlohmann::json& slq);
+// The evaluation of the written checkpoint against the original, as the job's options say.
+eval::EvalJobOptions EvalOptionsFor(const QuantizeJobSpec& spec);
 // The "eval" object of report.json.
 nlohmann::json EvalJson(const QuantizeJobSpec& spec, const eval::EvalSummary& summary);
 // Writes `j` to `path` through a temporary file and a rename.
