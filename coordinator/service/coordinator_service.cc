@@ -473,7 +473,10 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
     }
   } else {
     s = state_->FailTask(req->job_id(), req->task_id(), req->epoch(), req->error(), now);
-    if (s.ok()) DropStoreKeys(req->job_id(), req->task_id());
+    if (s.ok()) {
+      DropStoreKeys(req->job_id(), req->task_id());
+      gang_done_.erase({req->job_id(), req->task_id(), req->epoch()});  // the attempt is over
+    }
   }
   if (s.code() == absl::StatusCode::kFailedPrecondition) {
     resp->set_committed(false);  // a stale attempt: its output is discarded
@@ -518,7 +521,7 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
         task.ok() && (*task)->layer >= 0) {
       metrics::Default()
           .GetCounter("quant_layer_task_seconds_total",
-                      "Seconds of committed tasks per layer (a gang's members each count).",
+                      "Seconds of committed tasks per layer (a gang task: its last member's).",
                       {{"layer", std::to_string((*task)->layer)}})
           .Inc(req->seconds());
     }

@@ -156,14 +156,14 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
                              });
     }
     case TaskKind::kQuantize: {
-      RETURN_IF_ERROR(
-          RestoreCalibration(job, task.layer, Committed(job_dir, spec, TaskKind::kCalibrate, task.layer)));
+      RETURN_IF_ERROR(RestoreCalibration(
+          job, task.layer, Committed(job_dir, spec, TaskKind::kCalibrate, task.layer)));
       RETURN_IF_ERROR(RunQuantizeTask(job));
       return SaveUnits(attempt, job, UnitNames(job, prefix), prefix);
     }
     case TaskKind::kGsq: {
-      RETURN_IF_ERROR(
-          RestoreCalibration(job, task.layer, Committed(job_dir, spec, TaskKind::kCalibrate, task.layer)));
+      RETURN_IF_ERROR(RestoreCalibration(
+          job, task.layer, Committed(job_dir, spec, TaskKind::kCalibrate, task.layer)));
       RETURN_IF_ERROR(LoadUnits(Committed(job_dir, spec, TaskKind::kQuantize, task.layer), job));
       RETURN_IF_ERROR(RunGsqTask(job, task.shard, task.shards));
       std::vector<std::string> names;
