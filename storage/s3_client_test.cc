@@ -20,24 +20,15 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/free_port.h"
+
 namespace quant::storage {
 namespace {
 
 namespace fs = std::filesystem;
 const std::string kBucket = "quant-test";
+using quant::testing::FreePort;
 const std::string kTests = std::string(QUANT_SOURCE_DIR) + "/tests/s3";
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 pid_t Start(const std::vector<std::string>& args, const std::string& log, std::string* first_line) {
   int fds[2];

@@ -16,25 +16,15 @@
 
 #include "coordinator/service/service_test_util.h"
 #include "nlohmann/json.hpp"
+#include "tests/free_port.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using quant::testing::Coordinator;
 using quant::testing::Worker;
+using quant::testing::FreePort;
 const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 // The value of an instant query's first sample, or -1.
 double Query(int port, const std::string& promql) {
