@@ -435,96 +435,85 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::Comple
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   std::lock_guard<std::mutex> lock(lease_mu_);
   const double now = Now();
+  const int64_t job_id = req->job_id(), task_id = req->task_id(), epoch = req->epoch();
+  // The job's spec and the task, read once for everything below.
+  auto job = state_->GetJob(job_id);
+  if (!job.ok()) return ToGrpc(job.status());
+  auto found = FindTask(job_id, task_id, job->spec_json);
+  if (!found.ok()) return ToGrpc(found.status());
+  const tasks::Task& task = **found;
+  auto spec = tasks::SpecFromJson(job->spec_json);
+  if (!spec.ok()) return ToGrpc(spec.status());
+  const tasks::TaskOutput output =
+      tasks::TaskOutputPaths(JobDir(job_id), spec->out_dir, task, epoch);
   absl::Status s;
   if (req->ok()) {
     // The epoch is checked (and the lease renewed) before the output is committed, and nothing
     // can lease the task between the check and the commit (lease_mu_).
-    s = state_->Heartbeat(req->job_id(), req->task_id(), req->epoch(), now);
+    s = state_->Heartbeat(job_id, task_id, epoch, now);
     if (s.ok()) {
-      auto job = state_->GetJob(req->job_id());
-      if (!job.ok()) return ToGrpc(job.status());
-      auto task = FindTask(req->job_id(), req->task_id(), job->spec_json);
-      if (!task.ok()) return ToGrpc(task.status());
-      if ((*task)->gang > 1) {
+      if (task.gang > 1) {
         // A gang commits once every member's part is in the attempt.
-        auto& done = gang_done_[{req->job_id(), req->task_id(), req->epoch()}];
-        if (req->rank() >= 0 && req->rank() < (*task)->gang) done.insert(req->rank());
-        if (static_cast<int>(done.size()) < (*task)->gang) {
+        auto& done = gang_done_[{job_id, task_id, epoch}];
+        if (req->rank() >= 0 && req->rank() < task.gang) done.insert(req->rank());
+        if (static_cast<int>(done.size()) < task.gang) {
           resp->set_committed(true);  // accepted; the task commits with the last member
           return grpc::Status::OK;
         }
-        gang_done_.erase({req->job_id(), req->task_id(), req->epoch()});
-        DropStoreKeys(req->job_id(), req->task_id());
+        gang_done_.erase({job_id, task_id, epoch});
+        DropStoreKeys(job_id, task_id);
       }
-      const absl::Status commit = CommitOutput(req->job_id(), **task, req->epoch(), job->spec_json);
-      s = commit.ok() ? state_->CompleteTask(req->job_id(), req->task_id(), req->epoch(), now)
-                      : state_->FailTask(req->job_id(), req->task_id(), req->epoch(),
-                                         std::string(commit.message()), now);
+      const absl::Status commit = CommitOutput(task, output);
+      s = commit.ok()
+              ? state_->CompleteTask(job_id, task_id, epoch, now)
+              : state_->FailTask(job_id, task_id, epoch, std::string(commit.message()), now);
       if (s.ok() && !commit.ok()) {
         CountTask("failed");
-        Log(req->job_id(), "coordinator", std::string(commit.message()));
+        Log(job_id, "coordinator", std::string(commit.message()));
         return grpc::Status::OK;
-      }
-      auto after = state_->GetJob(req->job_id());
-      if (s.ok() && after.ok() && after->status == JobStatus::kSucceeded) {
-        std::error_code ec;
-        fs::remove_all(JobDir(req->job_id()), ec);
       }
     }
   } else {
-    s = state_->FailTask(req->job_id(), req->task_id(), req->epoch(), req->error(), now);
+    s = state_->FailTask(job_id, task_id, epoch, req->error(), now);
     if (s.ok()) {
-      DropStoreKeys(req->job_id(), req->task_id());
-      gang_done_.erase({req->job_id(), req->task_id(), req->epoch()});  // the attempt is over
+      DropStoreKeys(job_id, task_id);
+      gang_done_.erase({job_id, task_id, epoch});  // the attempt is over
     }
   }
+  std::error_code ec;
+  auto after = state_->GetJob(job_id);
   if (s.code() == absl::StatusCode::kFailedPrecondition) {
     resp->set_committed(false);  // a stale attempt: its output is discarded
     CountTask("stale");
-    Log(req->job_id(), req->worker_id(),
-        absl::StrCat("task ", req->task_id(), " epoch ", req->epoch(),
-                     ": stale completion discarded"));
-    auto job = state_->GetJob(req->job_id());
-    if (job.ok()) {
-      auto task = FindTask(req->job_id(), req->task_id(), job->spec_json);
-      auto spec = tasks::SpecFromJson(job->spec_json);
-      std::error_code ec;
-      if (task.ok() && spec.ok()) {
-        fs::remove_all(tasks::TaskOutputPaths(JobDir(req->job_id()), spec->out_dir, **task,
-                                              req->epoch())
-                           .attempt,
-                       ec);
-      }
-      if (job->status != JobStatus::kRunning) fs::remove_all(JobDir(req->job_id()), ec);
-    }
+    Log(job_id, req->worker_id(),
+        absl::StrCat("task ", task_id, " epoch ", epoch, ": stale completion discarded"));
+    fs::remove_all(output.attempt, ec);
+    if (after.ok() && after->status != JobStatus::kRunning) fs::remove_all(JobDir(job_id), ec);
     return grpc::Status::OK;
   }
   if (!s.ok()) return ToGrpc(s);
   resp->set_committed(req->ok());
   CountTask(req->ok() ? "done" : "failed");
-  Log(req->job_id(), req->worker_id(),
-      absl::StrCat("task ", req->task_id(), " epoch ", req->epoch(),
+  Log(job_id, req->worker_id(),
+      absl::StrCat("task ", task_id, " epoch ", epoch,
                    req->ok() ? absl::StrCat(" committed (", req->seconds(), " s)")
                              : " failed: " + req->error()));
-  if (auto after = state_->GetJob(req->job_id());
-      after.ok() && after->status != JobStatus::kRunning) {
-    Log(req->job_id(), "coordinator",
+  if (after.ok() && after->status != JobStatus::kRunning) {
+    Log(job_id, "coordinator",
         absl::StrCat("job ", JobStatusName(after->status), after->error.empty() ? "" : ": ",
                      after->error));
+    if (after->status == JobStatus::kSucceeded) fs::remove_all(JobDir(job_id), ec);
   }
   metrics::Default()
       .GetHistogram("quant_task_duration_seconds", "Task durations reported by workers.",
                     metrics::DurationBounds())
       .Observe(req->seconds());
-  if (auto job = state_->GetJob(req->job_id()); job.ok() && req->ok()) {
-    if (auto task = FindTask(req->job_id(), req->task_id(), job->spec_json);
-        task.ok() && (*task)->layer >= 0) {
-      metrics::Default()
-          .GetCounter("quant_layer_task_seconds_total",
-                      "Seconds of committed tasks per layer (a gang task: its last member's).",
-                      {{"layer", std::to_string((*task)->layer)}})
-          .Inc(req->seconds());
-    }
+  if (req->ok() && task.layer >= 0) {
+    metrics::Default()
+        .GetCounter("quant_layer_task_seconds_total",
+                    "Seconds of committed tasks per layer (a gang task: its last member's).",
+                    {{"layer", std::to_string(task.layer)}})
+        .Inc(req->seconds());
   }
   return grpc::Status::OK;
 }
@@ -605,10 +594,8 @@ absl::StatusOr<const tasks::Task*> CoordinatorService::FindTask(int64_t job_id, 
   return absl::NotFoundError(absl::StrCat("job ", job_id, " has no task ", task_id));
 }
 
-absl::Status CoordinatorService::CommitOutput(int64_t job_id, const tasks::Task& task,
-                                              int64_t epoch, const std::string& spec_json) {
-  ASSIGN_OR_RETURN(tasks::QuantizeJobSpec spec, tasks::SpecFromJson(spec_json));
-  const tasks::TaskOutput out = tasks::TaskOutputPaths(JobDir(job_id), spec.out_dir, task, epoch);
+absl::Status CoordinatorService::CommitOutput(const tasks::Task& task,
+                                              const tasks::TaskOutput& out) {
   std::error_code ec;
   if (!fs::exists(out.attempt, ec)) {
     return absl::DataLossError(absl::StrCat(task.Name(), ": the worker reported success but ",

@@ -20,6 +20,7 @@
 #include "coordinator/state/state_store.h"
 #include "proto/quant.grpc.pb.h"
 #include "worker/tasks/plan.h"
+#include "worker/tasks/plan_input.h"
 
 namespace quant::coordinator {
 
@@ -79,8 +80,7 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
                                               const std::string& spec_json);
   // Renames the attempt's output to its committed place; a no-op when a directory output is
   // already there (a finished task run again).
-  absl::Status CommitOutput(int64_t job_id, const tasks::Task& task, int64_t epoch,
-                            const std::string& spec_json);
+  absl::Status CommitOutput(const tasks::Task& task, const tasks::TaskOutput& output);
 
   StateStore* state_;
   ServiceOptions options_;

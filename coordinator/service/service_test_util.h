@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,6 +63,15 @@ inline std::string RunCommand(const std::string& cmd, int* rc) {
   while (p != nullptr && (n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
   *rc = p != nullptr ? pclose(p) : -1;
   return out;
+}
+
+// `promtool check metrics` (Debian's prometheus) on an exposition, lint warnings included; the
+// exposition and promtool's answer are left in `file` and `file`.out.
+inline bool PromtoolAccepts(const std::string& exposition, const fs::path& file) {
+  std::ofstream(file) << exposition;
+  const int rc = std::system(("promtool check metrics < " + file.string() + " > " +
+                              file.string() + ".out 2>&1").c_str());
+  return rc == 0;
 }
 
 inline void KillNine(pid_t* pid) {

@@ -27,6 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using quant::testing::Coordinator;
+using quant::testing::PromtoolAccepts;
 using quant::testing::RunCommand;
 using quant::testing::Worker;
 const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
@@ -42,14 +43,6 @@ std::string Scrape(int port) {
   httplib::Client http("127.0.0.1", port);
   auto res = http.Get("/metrics");
   return res ? res->body : std::string();
-}
-
-// `promtool check metrics` (Debian's prometheus) on an exposition, lint warnings included.
-bool PromtoolAccepts(const std::string& exposition, const fs::path& file) {
-  std::ofstream(file) << exposition;
-  const int rc = std::system(("promtool check metrics < " + file.string() + " > " +
-                              file.string() + ".out 2>&1").c_str());
-  return rc == 0;
 }
 
 std::string ReadFile(const fs::path& p) {

@@ -6,7 +6,6 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -60,8 +59,6 @@ class Heartbeats {
     cv_.notify_all();
     thread_.join();
   }
-  bool revoked() const { return revoked_; }
-
  private:
   void Run(Workers::Stub* stub, const std::string& id, const quant::v1::TaskLease& lease,
            double every) {
@@ -90,7 +87,7 @@ class Heartbeats {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
-  std::atomic<bool> revoked_ = false;
+  bool revoked_ = false;  // logged once (the heartbeat thread alone touches it)
   std::thread thread_;
 };
 
@@ -213,7 +210,8 @@ int main(int argc, char** argv) {
       Heartbeats beats(stub.get(), id, t, registered.heartbeat_seconds());
       auto spec = quant::tasks::SpecFromJson(t.spec_json());
       absl::StatusOr<quant::tasks::Plan> plan =
-          spec.ok() ? quant::tasks::PlanJob(*spec) : absl::StatusOr<quant::tasks::Plan>(spec.status());
+          spec.ok() ? quant::tasks::PlanJob(*spec)
+                    : absl::StatusOr<quant::tasks::Plan>(spec.status());
       result = plan.status();
       if (plan.ok()) {
         const quant::tasks::Task* task = nullptr;
@@ -251,7 +249,7 @@ int main(int argc, char** argv) {
             }
           }
           if (result.ok()) {
-            result = quant::tasks::RunServiceTask(*spec, *task, t.job_dir(), attempt,
+            result = quant::tasks::RunServiceTask(*spec, *plan, *task, t.job_dir(), attempt,
                                                   exchange.get());
           }
         }

@@ -96,7 +96,7 @@ int GsqShards(const Plan& plan, int layer) {
 
 }  // namespace
 
-absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
+absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const Task& task,
                             const std::string& job_dir, const std::string& attempt,
                             exchange::Exchange* exchange) {
   if (task.probe_pass || task.kind == TaskKind::kProbe || task.kind == TaskKind::kSolve) {
@@ -174,7 +174,6 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
     }
     case TaskKind::kPropagate: {
       ASSIGN_OR_RETURN(job.hidden, LayerInputs(job, windows, job_dir, task.layer));
-      ASSIGN_OR_RETURN(Plan plan, PlanJob(spec));
       const std::string calibration = Committed(job_dir, spec, TaskKind::kCalibrate, task.layer);
       if (fs::exists(calibration)) {
         RETURN_IF_ERROR(RestoreCalibration(job, task.layer, calibration));

@@ -18,7 +18,8 @@ namespace quant::tasks {
 // member's connection to the others: it holds only its own experts, forwards its share of the
 // batches and writes its parts ("-r<rank>") into the attempt. SLQ's probe pass and solve are
 // not run here yet.
-absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Task& task,
+// `plan` is the job's (PlanJob), `task` one of its tasks.
+absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const Task& task,
                             const std::string& job_dir, const std::string& attempt,
                             exchange::Exchange* exchange = nullptr);
 

@@ -160,7 +160,8 @@ std::vector<std::string> Parts(const std::string& dir, const std::string& stem) 
 
 }  // namespace
 
-absl::Status LoadUnitsPart(const std::string& part, JobState& job);
+// One part of a task's units (LoadUnits reads every part of a directory).
+static absl::Status LoadUnitsPart(const std::string& part, JobState& job);
 
 absl::Status SaveHidden(const std::string& path, const std::vector<at::Tensor>& hidden,
                         const std::vector<int64_t>& ids) {
@@ -323,7 +324,7 @@ absl::Status LoadUnits(const std::string& dir, JobState& job) {
   return absl::OkStatus();
 }
 
-absl::Status LoadUnitsPart(const std::string& part, JobState& job) {
+static absl::Status LoadUnitsPart(const std::string& part, JobState& job) {
   nlohmann::json units;
   ASSIGN_OR_RETURN(auto tensors, LoadTensors(part, &units));
   for (const auto& [name, u] : units.items()) {
