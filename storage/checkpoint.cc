@@ -44,61 +44,10 @@ std::string Quote(std::string_view s) {
   return absl::StrCat("\"", absl::CHexEscape(Absl(s)), "\"");
 }
 
-std::string JoinPath(std::string_view dir, std::string_view name) {
-  if (!dir.empty() && dir.back() == '/') return absl::StrCat(Absl(dir), Absl(name));
-  return absl::StrCat(Absl(dir), "/", Absl(name));
-}
-
-bool IsRegularFile(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-bool PathExists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
-}
-
-// Reads a whole small file (config or index JSON); errors name the path.
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": file not found"));
-    return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot open"));
-  }
-  struct FdGuard {
-    int fd;
-    ~FdGuard() { ::close(fd); }
-  } guard{fd};
-  struct stat st;
-  if (::fstat(fd, &st) != 0) return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot stat"));
-  if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read: not a regular file"));
-  }
-  if (static_cast<uint64_t>(st.st_size) > kMaxJsonFileBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": ", st.st_size, " bytes is larger than the limit of ", kMaxJsonFileBytes));
-  }
-  std::string text;
-  char buf[1 << 16];
-  while (true) {
-    const ssize_t got = ::read(fd, buf, sizeof(buf));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return absl::ErrnoToStatus(errno, absl::StrCat(path, ": read failed"));
-    }
-    if (got == 0) break;
-    text.append(buf, static_cast<size_t>(got));
-    if (text.size() > kMaxJsonFileBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": larger than the limit of ", kMaxJsonFileBytes, " bytes"));
-    }
-  }
-  return text;
-}
-
-absl::StatusOr<json> ReadJsonObject(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
+// A small JSON file of the checkpoint (config or index); errors name its path or URL.
+absl::StatusOr<json> ReadJsonObject(const ObjectStore& store, const std::string& name) {
+  const std::string path = store.Label(name);
+  ASSIGN_OR_RETURN(std::string text, store.Read(name, kMaxJsonFileBytes));
   json parsed;
   try {
     parsed = json::parse(text);
@@ -281,6 +230,12 @@ void DequantFp8Blocks_ref(const uint8_t* fp8, int64_t rows, int64_t cols, const 
 }
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
+  auto ckpt = std::unique_ptr<Checkpoint>(new Checkpoint());
+  ckpt->dir_ = dir;
+  if (IsS3Location(dir)) {
+    ASSIGN_OR_RETURN(ckpt->store_, OpenObjectStore(dir));
+    return OpenFrom(std::move(ckpt));
+  }
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
@@ -291,11 +246,16 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   if (!S_ISDIR(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat(dir, ": not a directory"));
   }
-  auto ckpt = std::unique_ptr<Checkpoint>(new Checkpoint());
-  ckpt->dir_ = dir;
+  ASSIGN_OR_RETURN(ckpt->store_, OpenObjectStore(dir));
+  return OpenFrom(std::move(ckpt));
+}
 
-  const std::string config_path = JoinPath(dir, kConfigFile);
-  ASSIGN_OR_RETURN(ckpt->config_, ReadJsonObject(config_path));
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::OpenFrom(
+    std::unique_ptr<Checkpoint> ckpt) {
+  const ObjectStore& store = *ckpt->store_;
+  const std::string& dir = ckpt->dir_;
+  const std::string config_path = store.Label(kConfigFile);
+  ASSIGN_OR_RETURN(ckpt->config_, ReadJsonObject(store, kConfigFile));
   if (ckpt->config_.contains("quantization_config")) {
     const json& qc = ckpt->config_["quantization_config"];
     if (!qc.is_object()) {
@@ -334,11 +294,10 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
 
   // tensor name -> shard file name, from the index or from the single shard.
   std::map<std::string, std::string> weight_map;
-  const std::string index_path = JoinPath(dir, kIndexFile);
-  const std::string single_path = JoinPath(dir, kSingleShardFile);
-  const bool has_index = PathExists(index_path);
+  const std::string index_path = store.Label(kIndexFile);
+  ASSIGN_OR_RETURN(const bool has_index, store.Exists(kIndexFile));
   if (has_index) {
-    ASSIGN_OR_RETURN(json index, ReadJsonObject(index_path));
+    ASSIGN_OR_RETURN(json index, ReadJsonObject(store, kIndexFile));
     if (!index.contains("weight_map") || !index["weight_map"].is_object()) {
       return absl::InvalidArgumentError(
           absl::StrCat(index_path, ": missing \"weight_map\" object"));
@@ -354,9 +313,12 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     if (weight_map.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map is empty"));
     }
-  } else if (!IsRegularFile(single_path)) {
-    return absl::NotFoundError(
-        absl::StrCat(dir, ": neither ", kIndexFile, " nor ", kSingleShardFile, " found"));
+  } else {
+    ASSIGN_OR_RETURN(const bool has_single, store.Exists(kSingleShardFile));
+    if (!has_single) {
+      return absl::NotFoundError(
+          absl::StrCat(dir, ": neither ", kIndexFile, " nor ", kSingleShardFile, " found"));
+    }
   }
 
   // Open each shard once, in name order so errors are deterministic.
@@ -367,8 +329,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     for (const auto& [name, shard] : weight_map) shard_index.emplace(shard, 0);
   }
   for (auto& [file, idx] : shard_index) {
+    ASSIGN_OR_RETURN(std::unique_ptr<ByteSource> source, store.Open(file));
     ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> shard,
-                     SafetensorsFile::Open(JoinPath(dir, file)));
+                     SafetensorsFile::Open(std::move(source)));
     idx = ckpt->shards_.size();
     ckpt->shards_.push_back(std::move(shard));
   }

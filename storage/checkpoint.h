@@ -1,5 +1,6 @@
-// A Hugging Face checkpoint directory: config.json, model.safetensors.index.json (or a single
-// model.safetensors) and its shards, read lazily tensor by tensor (DESIGN.md section 7); packed
+// A Hugging Face checkpoint directory or s3:// prefix: config.json, model.safetensors.index.json
+// (or a single model.safetensors) and its shards, read lazily tensor by tensor, by pread or by
+// ranged GETs (DESIGN.md section 7); packed
 // quantized linears (compressed-tensors pack-quantized or our native format) read as weights.
 #pragma once
 
@@ -12,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "storage/object_store.h"
 #include "storage/packing.h"
 #include "storage/safetensors.h"
 #include "storage/tensor.h"
@@ -52,10 +54,14 @@ class Checkpoint {
   // (BF16/F16/F32 [out, ceil(in / group)]) and, for asymmetric grids, weight_zero_point
   // (I32 [words(out), groups]) and refuses a module that also stores `<module>.weight` or an
   // act-order `weight_g_idx`.
+  // `dir` may be an s3:// prefix (object storage; SetS3Defaults and the AWS variables say
+  // where and as whom): the same files, read by ranged GETs.
   // Errors name the file and the problem.
   static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& dir);
 
   const std::string& dir() const { return dir_; }
+  // Where the files are: the other files beside the weights (tokenizer.json, ...) read from it.
+  const ObjectStore& store() const { return *store_; }
   const nlohmann::json& config() const { return config_; }
   // True for every name in Names() and for every stored tensor (StoredNames()).
   bool Has(std::string_view name) const;
@@ -90,6 +96,8 @@ class Checkpoint {
 
  private:
   Checkpoint() = default;
+  // Open's work once store_ is set.
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> OpenFrom(std::unique_ptr<Checkpoint> ckpt);
   // Rejects dtypes that config.json does not allow (see Open) and fp8 weights whose
   // `_scale_inv` is missing or mis-shaped, so ReadF32 cannot fail on them later.
   absl::Status CheckDTypes(const std::string& config_path) const;
@@ -105,6 +113,7 @@ class Checkpoint {
   };
 
   std::string dir_;
+  std::unique_ptr<ObjectStore> store_;
   nlohmann::json config_;
   // From config.json quantization_config: F8_E4M3 tensors are allowed only when quant_method is
   // "fp8"; weight_block_size is [rows, cols] of one scale block (DeepSeek-V3 ships [128, 128]).

@@ -12,7 +12,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "common/status.h"
 
 namespace quant::storage {
 namespace {
@@ -265,20 +267,41 @@ absl::StatusOr<uint64_t> S3Client::Size(const std::string& bucket, const std::st
 
 absl::StatusOr<std::vector<std::string>> S3Client::List(const std::string& bucket,
                                                         const std::string& prefix) {
+  ASSIGN_OR_RETURN(std::vector<S3ListedObject> objects, ListObjects(bucket, prefix));
   std::vector<std::string> keys;
+  for (S3ListedObject& o : objects) keys.push_back(std::move(o.key));
+  return keys;
+}
+
+absl::StatusOr<std::vector<S3ListedObject>> S3Client::ListObjects(const std::string& bucket,
+                                                                  const std::string& prefix) {
+  std::vector<S3ListedObject> objects;
   std::string token;
   for (int page = 0; page < 100000; ++page) {
     std::map<std::string, std::string> q = {{"list-type", "2"}, {"prefix", prefix}};
     if (!token.empty()) q["continuation-token"] = token;
     auto r = Request("GET", bucket, "", Query(q), "", "", "LIST s3://" + bucket + "/" + prefix);
     if (!r.ok()) return r.status();
-    for (std::string& k : XmlValues(r->body, "Key")) keys.push_back(std::move(k));
+    std::vector<std::string> keys = XmlValues(r->body, "Key");
+    const std::vector<std::string> sizes = XmlValues(r->body, "Size");
+    if (keys.size() != sizes.size()) {
+      return absl::DataLossError(absl::StrCat("LIST s3://", bucket, "/", prefix, ": ",
+                                              keys.size(), " keys but ", sizes.size(), " sizes"));
+    }
+    for (size_t i = 0; i < keys.size(); ++i) {
+      uint64_t size = 0;
+      if (!absl::SimpleAtoi(sizes[i], &size)) {
+        return absl::DataLossError(absl::StrCat("LIST s3://", bucket, "/", prefix,
+                                                ": size of ", keys[i], " is not a number"));
+      }
+      objects.push_back({std::move(keys[i]), size});
+    }
     const auto truncated = XmlValues(r->body, "IsTruncated");
     const auto next = XmlValues(r->body, "NextContinuationToken");
     if (truncated.empty() || truncated[0] != "true" || next.empty()) break;
     token = next[0];
   }
-  return keys;
+  return objects;
 }
 
 absl::Status S3Client::Delete(const std::string& bucket, const std::string& key) {

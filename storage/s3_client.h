@@ -6,6 +6,7 @@
 // logged or put in an error message.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -36,6 +37,12 @@ absl::StatusOr<S3Config> ResolveS3Config(S3Config config);
 // "s3://bucket/key/with/slashes" -> {bucket, key}; InvalidArgument naming the URL otherwise.
 absl::StatusOr<std::pair<std::string, std::string>> ParseS3Url(std::string_view url);
 
+struct S3ListedObject {
+  std::string key;
+  uint64_t size = 0;
+};
+
+// Thread-safe: each request has its own libcurl handle.
 class S3Client {
  public:
   static absl::StatusOr<std::unique_ptr<S3Client>> Create(const S3Config& config);
@@ -49,6 +56,9 @@ class S3Client {
   // Keys under `prefix` (all pages).
   absl::StatusOr<std::vector<std::string>> List(const std::string& bucket,
                                                 const std::string& prefix);
+  // The same with each object's size.
+  absl::StatusOr<std::vector<S3ListedObject>> ListObjects(const std::string& bucket,
+                                                          const std::string& prefix);
   absl::Status Delete(const std::string& bucket, const std::string& key);
   // Multipart upload in parts of `part_bytes` (>= 5 MiB but the last); on any failure the
   // upload is aborted, so no parts are left behind.
@@ -65,8 +75,8 @@ class S3Client {
   absl::Status AbortUpload(const std::string& bucket, const std::string& key,
                            const std::string& upload_id);
 
-  uint64_t bytes_sent() const { return bytes_sent_; }
-  uint64_t bytes_received() const { return bytes_received_; }
+  uint64_t bytes_sent() const { return bytes_sent_.load(); }
+  uint64_t bytes_received() const { return bytes_received_.load(); }
 
  private:
   struct Response {
@@ -82,7 +92,8 @@ class S3Client {
                                    std::string_view body, const std::string& range,
                                    const std::string& what);
   S3Config config_;
-  uint64_t bytes_sent_ = 0, bytes_received_ = 0;
+  // Atomic: a client is shared by concurrent ranged reads.
+  std::atomic<uint64_t> bytes_sent_ = 0, bytes_received_ = 0;
 };
 
 // The values of every <tag>...</tag> in an S3 XML response, in order (tags without attributes

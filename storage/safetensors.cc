@@ -54,31 +54,6 @@ absl::string_view JsonTypeName(const json& v) {
   return v.type_name();
 }
 
-// Reads exactly [offset, offset + size) or fails. pread never moves a shared file position, so
-// concurrent readers of one fd do not interfere.
-absl::Status PreadFully(int fd, uint8_t* dst, uint64_t size, uint64_t offset,
-                        std::string_view path) {
-  // Linux transfers at most 0x7ffff000 bytes per call; larger tensors take several.
-  constexpr uint64_t kMaxChunk = 1ull << 30;
-  uint64_t done = 0;
-  while (done < size) {
-    const size_t want = static_cast<size_t>(std::min(size - done, kMaxChunk));
-    const ssize_t got = ::pread(fd, dst + done, want, static_cast<off_t>(offset + done));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError(errno, path,
-                        absl::StrCat("read of bytes [", offset, ", ", offset + size, ") failed"));
-    }
-    if (got == 0) {
-      return absl::DataLossError(absl::StrCat(Absl(path), ": file ends at byte ", offset + done,
-                                              " while reading bytes [", offset, ", ", offset + size,
-                                              ") (truncated after open?)"));
-    }
-    done += static_cast<uint64_t>(got);
-  }
-  return absl::OkStatus();
-}
-
 absl::Status WriteFully(int fd, const uint8_t* src, size_t size, std::string_view path) {
   size_t done = 0;
   while (done < size) {
@@ -302,46 +277,35 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view header
   return header;
 }
 
-SafetensorsFile::SafetensorsFile(std::string path, int fd, uint64_t file_size,
-                                 SafetensorsHeader header)
-    : path_(std::move(path)), fd_(fd), file_size_(file_size), header_(std::move(header)) {
+SafetensorsFile::SafetensorsFile(std::unique_ptr<ByteSource> source, SafetensorsHeader header)
+    : source_(std::move(source)), header_(std::move(header)) {
   for (size_t i = 0; i < header_.tensors.size(); ++i) index_.emplace(header_.tensors[i].name, i);
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (fd_ >= 0) ::close(fd_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, path, "cannot open");
-  // Closes fd on every early return; released once the file object owns it.
-  struct FdGuard {
-    int fd;
-    ~FdGuard() {
-      if (fd >= 0) ::close(fd);
-    }
-  } guard{fd};
+  ASSIGN_OR_RETURN(std::unique_ptr<ByteSource> source, OpenLocalFile(path));
+  return Open(std::move(source));
+}
 
-  struct stat st;
-  if (::fstat(fd, &st) != 0) return ErrnoError(errno, path, "cannot stat");
-  if (!S_ISREG(st.st_mode)) return Invalid(path, "not a regular file");
-  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
+    std::unique_ptr<ByteSource> source) {
+  const std::string& path = source->label();
+  const uint64_t file_size = source->size();
   if (file_size < 8) {
     return absl::DataLossError(absl::StrCat(path, ": file is ", file_size,
                                             " bytes, shorter than the 8-byte header length"));
   }
   uint8_t prefix[8];
-  RETURN_IF_ERROR(PreadFully(fd, prefix, sizeof(prefix), 0, path));
+  RETURN_IF_ERROR(source->ReadAt(0, sizeof(prefix), prefix));
   ASSIGN_OR_RETURN(const uint64_t header_bytes,
                    ParseSafetensorsHeaderLength(prefix, file_size, path));
   std::string header_json(header_bytes, '\0');
   RETURN_IF_ERROR(
-      PreadFully(fd, reinterpret_cast<uint8_t*>(header_json.data()), header_bytes, 8, path));
+      source->ReadAt(8, header_bytes, reinterpret_cast<uint8_t*>(header_json.data())));
   ASSIGN_OR_RETURN(SafetensorsHeader header, ParseSafetensorsHeader(header_json, file_size, path));
-  guard.fd = -1;
-  return std::unique_ptr<SafetensorsFile>(
-      new SafetensorsFile(path, fd, file_size, std::move(header)));
+  return std::unique_ptr<SafetensorsFile>(new SafetensorsFile(std::move(source), std::move(header)));
 }
 
 const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
@@ -351,24 +315,26 @@ const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
 
 absl::StatusOr<HostTensor> SafetensorsFile::Read(const TensorInfo& info) const {
   // `info` normally comes from header(); a hand-made one is checked rather than trusted.
-  if (info.begin > info.end || info.end > file_size_ || info.begin < header_.data_start) {
-    return Invalid(path_, absl::StrCat("tensor ", Quote(info.name), ": byte range [", info.begin,
+  const std::string& path = source_->label();
+  const uint64_t file_size = source_->size();
+  if (info.begin > info.end || info.end > file_size || info.begin < header_.data_start) {
+    return Invalid(path, absl::StrCat("tensor ", Quote(info.name), ": byte range [", info.begin,
                                        ", ", info.end, ") is outside the data section [",
-                                       header_.data_start, ", ", file_size_, ")"));
+                                       header_.data_start, ", ", file_size, ")"));
   }
   for (int64_t d : info.shape) {
-    if (d < 0) return Invalid(path_, absl::StrCat("tensor ", Quote(info.name), ": negative dim"));
+    if (d < 0) return Invalid(path, absl::StrCat("tensor ", Quote(info.name), ": negative dim"));
   }
   const uint64_t size = info.end - info.begin;
   if (size != static_cast<uint64_t>(NumElements(info.shape) * DTypeSize(info.dtype))) {
-    return Invalid(path_, absl::StrCat("tensor ", Quote(info.name),
+    return Invalid(path, absl::StrCat("tensor ", Quote(info.name),
                                        ": byte range does not match its shape and dtype"));
   }
   HostTensor t;
   t.dtype = info.dtype;
   t.shape = info.shape;
   t.bytes.resize(size);
-  RETURN_IF_ERROR(PreadFully(fd_, t.bytes.data(), size, info.begin, path_));
+  RETURN_IF_ERROR(source_->ReadAt(info.begin, size, t.bytes.data()));
   bytes_read_.fetch_add(size, std::memory_order_relaxed);
   return t;
 }

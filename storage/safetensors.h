@@ -1,6 +1,7 @@
 // Lazy safetensors reading and writing: 8-byte little-endian header length, JSON header
 // (dtype, shape, data_offsets, optional __metadata__), then the data (DESIGN.md section 7).
-// Tensors are read by byte range with pread; a shard is never loaded whole.
+// Tensors are read by byte range (pread, or one ranged GET for s3://); a shard is never loaded
+// whole.
 #pragma once
 
 #include <atomic>
@@ -14,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "storage/object_store.h"
 #include "storage/tensor.h"
 
 namespace quant::storage {
@@ -50,18 +52,21 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view header
                                                          uint64_t file_size,
                                                          std::string_view file_label);
 
-// One open safetensors file. Thread-safe for concurrent reads (pread).
+// One open safetensors file or object. Thread-safe for concurrent reads.
 class SafetensorsFile {
  public:
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  // Reads and validates the header through `source` (a local file or an s3:// object).
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(std::unique_ptr<ByteSource> source);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
-  const std::string& path() const { return path_; }
+  // The path or URL.
+  const std::string& path() const { return source_->label(); }
   const SafetensorsHeader& header() const { return header_; }
   // Size of the file when it was opened, in bytes.
-  uint64_t file_size() const { return file_size_; }
+  uint64_t file_size() const { return source_->size(); }
   // nullptr when absent.
   const TensorInfo* Find(std::string_view name) const;
   // Reads exactly the tensor's byte range.
@@ -70,10 +75,8 @@ class SafetensorsFile {
   uint64_t bytes_read() const { return bytes_read_; }
 
  private:
-  SafetensorsFile(std::string path, int fd, uint64_t file_size, SafetensorsHeader header);
-  std::string path_;
-  int fd_ = -1;
-  uint64_t file_size_ = 0;
+  SafetensorsFile(std::unique_ptr<ByteSource> source, SafetensorsHeader header);
+  std::unique_ptr<ByteSource> source_;
   SafetensorsHeader header_;
   std::map<std::string, size_t, std::less<>> index_;  // name -> position in header_.tensors
   // Atomic because concurrent Read calls each add to it.
