@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "tests/free_port.h"
+#include "tests/s3/s3_servers.h"
 
 namespace quant::storage {
 namespace {
@@ -28,35 +29,6 @@ namespace {
 namespace fs = std::filesystem;
 const std::string kBucket = "quant-test";
 using quant::testing::FreePort;
-const std::string kTests = std::string(QUANT_SOURCE_DIR) + "/tests/s3";
-
-pid_t Start(const std::vector<std::string>& args, const std::string& log, std::string* first_line) {
-  int fds[2];
-  if (pipe(fds) != 0) return -1;
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(fds[1], 1);
-    FILE* err = std::fopen(log.c_str(), "a");
-    if (err != nullptr) dup2(fileno(err), 2);
-    if (err != nullptr && first_line == nullptr) dup2(fileno(err), 1);  // all of it to the log
-    close(fds[0]);
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execvp(argv[0], argv.data());
-    _exit(127);
-  }
-  close(fds[1]);
-  if (first_line != nullptr) {
-    FILE* f = fdopen(fds[0], "r");
-    char line[256] = {0};
-    if (f != nullptr && fgets(line, sizeof(line), f) != nullptr) *first_line = line;
-    if (f != nullptr) fclose(f);
-  } else {
-    close(fds[0]);
-  }
-  return pid;
-}
 
 class S3Test : public ::testing::Test {
  protected:
@@ -64,19 +36,10 @@ class S3Test : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("s3_test_" + std::to_string(getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "data");
-    const int s3rver_port = FreePort();
-    s3rver_ = Start({"node", kTests + "/node_modules/s3rver/bin/s3rver.js", "-d",
-                     (dir_ / "data").string(), "-a", "127.0.0.1", "-p",
-                     std::to_string(s3rver_port), "--configure-bucket", kBucket},
-                    (dir_ / "s3rver.log").string(), nullptr);
-    std::string line;
-    proxy_ = Start({"python3", kTests + "/sigv4_proxy.py", "--upstream-port",
-                    std::to_string(s3rver_port), "--access-key", "S3RVER", "--secret-key",
-                    "S3RVER"},
-                   (dir_ / "proxy.log").string(), &line);
-    if (line.rfind("proxy ", 0) == 0) proxy_port_ = std::stoi(line.substr(6));
+    servers_ = new quant::testing::S3Servers(dir_.string(), kBucket, "S3RVER");
+    proxy_port_ = servers_->port();
     // s3rver is up when the bucket answers.
-    for (int i = 0; i < 100; ++i) {
+    for (int i = 0; i < 100 && proxy_port_ > 0; ++i) {
       auto c = Client("S3RVER");
       if (c->List(kBucket, "").ok()) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -84,17 +47,10 @@ class S3Test : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     if (::testing::UnitTest::GetInstance()->failed_test_count() > 0) {
-      for (const char* log : {"proxy.log", "s3rver.log"}) {  // what the servers saw
-        std::ifstream in(dir_ / log);
-        std::printf("--- %s\n%s\n", log, std::string(std::istreambuf_iterator<char>(in), {}).c_str());
-      }
+      std::printf("%s", servers_->Logs().c_str());  // what the servers saw
     }
-    for (pid_t p : {proxy_, s3rver_}) {
-      if (p > 0) {
-        kill(p, SIGKILL);
-        waitpid(p, nullptr, 0);
-      }
-    }
+    delete servers_;
+    servers_ = nullptr;
     fs::remove_all(dir_);
   }
   static std::unique_ptr<S3Client> Client(const std::string& secret, int attempts = 3) {
@@ -114,12 +70,12 @@ class S3Test : public ::testing::Test {
     return s;
   }
   static fs::path dir_;
-  static pid_t s3rver_, proxy_;
+  static quant::testing::S3Servers* servers_;
   static int proxy_port_;
 };
 
 fs::path S3Test::dir_;
-pid_t S3Test::s3rver_ = -1, S3Test::proxy_ = -1;
+quant::testing::S3Servers* S3Test::servers_ = nullptr;
 int S3Test::proxy_port_ = 0;
 
 TEST_F(S3Test, RoundTripRangesListAndDelete) {

@@ -65,7 +65,9 @@ def make_handler(args):
                 sys.stderr.write(f"{self.command} {self.path}: SignatureDoesNotMatch\n")
                 return error(self, 403, "SignatureDoesNotMatch",
                              "The request signature we calculated does not match")
-            sys.stderr.write(f"{self.command} {self.path}: signature ok\n")
+            rng = self.headers.get("Range")
+            sys.stderr.write(f"{self.command} {self.path}: signature ok"
+                             f"{' ' + rng if rng else ''}\n")
             upstream = http.client.HTTPConnection("127.0.0.1", args.upstream_port, timeout=300)
             upstream.request(self.command, self.path, body=body,
                              headers={k: v for k, v in self.headers.items()
