@@ -101,7 +101,9 @@ class LocalStore final : public ObjectStore {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(root(), ec)) {
       if (!e.is_regular_file(ec)) continue;
-      entries.push_back({e.path().filename().string(), static_cast<uint64_t>(e.file_size(ec))});
+      const auto mtime = fs::last_write_time(e.path(), ec).time_since_epoch().count();
+      entries.push_back({e.path().filename().string(), static_cast<uint64_t>(e.file_size(ec)),
+                         std::to_string(mtime)});
     }
     if (ec) return absl::UnavailableError(absl::StrCat(root(), ": cannot list: ", ec.message()));
     std::sort(entries.begin(), entries.end(),
@@ -268,7 +270,7 @@ class S3Store final : public ObjectStore {
     const std::string dir = prefix_.empty() ? "" : prefix_ + "/";
     ASSIGN_OR_RETURN(std::vector<S3ListedObject> objects, client_->ListObjects(bucket_, dir));
     std::vector<StoreEntry> entries;
-    for (auto& o : objects) entries.push_back({o.key.substr(dir.size()), o.size});
+    for (auto& o : objects) entries.push_back({o.key.substr(dir.size()), o.size, o.etag});
     std::sort(entries.begin(), entries.end(),
               [](const StoreEntry& a, const StoreEntry& b) { return a.name < b.name; });
     return entries;
@@ -367,6 +369,13 @@ absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(const std::string& 
     return absl::InvalidArgumentError(absl::StrCat(dir, ": not a directory"));
   }
   return std::unique_ptr<ObjectStore>(new LocalStore(dir));
+}
+
+absl::StatusOr<std::string> DescribeFiles(const ObjectStore& store) {
+  ASSIGN_OR_RETURN(std::vector<StoreEntry> entries, store.List());
+  std::string text;
+  for (const StoreEntry& e : entries) absl::StrAppend(&text, e.name, ":", e.size, ":", e.version, "|");
+  return text;
 }
 
 absl::StatusOr<bool> LocationExists(const std::string& location) {

@@ -41,7 +41,12 @@ void SetS3Defaults(const S3Config& config);
 struct StoreEntry {
   std::string name;  // relative to the root: "model-00001-of-00002.safetensors"
   uint64_t size = 0;
+  std::string version;  // changes when the file does: the mtime locally, the ETag in S3
 };
+
+// "name:size:version|..." over every file of `store`: what a job's fingerprint takes from the
+// model it reads, so a changed model is never mistaken for the one a job started on.
+absl::StatusOr<std::string> DescribeFiles(const class ObjectStore& store);
 
 // A directory of files: a local directory or every object under an s3:// prefix.
 class ObjectStore {

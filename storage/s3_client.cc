@@ -139,8 +139,10 @@ absl::StatusOr<S3Config> ResolveS3Config(S3Config c) {
   if (c.session_token.empty()) {
     c.session_token = EnvOr("AWS_SESSION_TOKEN", creds["aws_session_token"]);
   }
-  const std::string region = EnvOr("AWS_REGION", EnvOr("AWS_DEFAULT_REGION", conf["region"]));
-  if (!region.empty()) c.region = region;
+  if (c.region.empty()) {
+    c.region = EnvOr("AWS_REGION", EnvOr("AWS_DEFAULT_REGION", conf["region"]));
+  }
+  if (c.region.empty()) c.region = "us-east-1";
   if (c.endpoint.empty()) c.endpoint = EnvOr("AWS_ENDPOINT_URL_S3", EnvOr("AWS_ENDPOINT_URL"));
   if (c.endpoint.empty()) c.endpoint = absl::StrCat("https://s3.", c.region, ".amazonaws.com");
   while (!c.endpoint.empty() && c.endpoint.back() == '/') c.endpoint.pop_back();
@@ -157,7 +159,9 @@ absl::StatusOr<std::unique_ptr<S3Client>> S3Client::Create(const S3Config& confi
   if (config.access_key.empty() || config.secret_key.empty() || config.endpoint.empty()) {
     return absl::InvalidArgumentError("s3: endpoint and credentials are required");
   }
-  return std::unique_ptr<S3Client>(new S3Client(config));
+  S3Config c = config;
+  if (c.region.empty()) c.region = "us-east-1";
+  return std::unique_ptr<S3Client>(new S3Client(std::move(c)));
 }
 
 S3Client::~S3Client() = default;
@@ -284,9 +288,11 @@ absl::StatusOr<std::vector<S3ListedObject>> S3Client::ListObjects(const std::str
     if (!r.ok()) return r.status();
     std::vector<std::string> keys = XmlValues(r->body, "Key");
     const std::vector<std::string> sizes = XmlValues(r->body, "Size");
-    if (keys.size() != sizes.size()) {
+    std::vector<std::string> etags = XmlValues(r->body, "ETag");
+    if (keys.size() != sizes.size() || keys.size() != etags.size()) {
       return absl::DataLossError(absl::StrCat("LIST s3://", bucket, "/", prefix, ": ",
-                                              keys.size(), " keys but ", sizes.size(), " sizes"));
+                                              keys.size(), " keys but ", sizes.size(),
+                                              " sizes and ", etags.size(), " ETags"));
     }
     for (size_t i = 0; i < keys.size(); ++i) {
       uint64_t size = 0;
@@ -294,7 +300,7 @@ absl::StatusOr<std::vector<S3ListedObject>> S3Client::ListObjects(const std::str
         return absl::DataLossError(absl::StrCat("LIST s3://", bucket, "/", prefix,
                                                 ": size of ", keys[i], " is not a number"));
       }
-      objects.push_back({std::move(keys[i]), size});
+      objects.push_back({std::move(keys[i]), size, std::move(etags[i])});
     }
     const auto truncated = XmlValues(r->body, "IsTruncated");
     const auto next = XmlValues(r->body, "NextContinuationToken");

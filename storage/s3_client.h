@@ -20,7 +20,7 @@ namespace quant::storage {
 
 struct S3Config {
   std::string endpoint;       // "http://127.0.0.1:4568"; empty: https://s3.<region>.amazonaws.com
-  std::string region = "us-east-1";
+  std::string region;         // empty: from the AWS variables or files, else us-east-1
   std::string access_key;
   std::string secret_key;
   std::string session_token;  // optional (temporary credentials)
@@ -40,6 +40,7 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseS3Url(std::string_view 
 struct S3ListedObject {
   std::string key;
   uint64_t size = 0;
+  std::string etag;  // as listed (quoted)
 };
 
 // Thread-safe: each request has its own libcurl handle.
@@ -56,7 +57,7 @@ class S3Client {
   // Keys under `prefix` (all pages).
   absl::StatusOr<std::vector<std::string>> List(const std::string& bucket,
                                                 const std::string& prefix);
-  // The same with each object's size.
+  // The same with each object's size and ETag.
   absl::StatusOr<std::vector<S3ListedObject>> ListObjects(const std::string& bucket,
                                                           const std::string& prefix);
   absl::Status Delete(const std::string& bucket, const std::string& key);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "coordinator/qctl/commands.h"
 #include "nlohmann/json.hpp"
+#include "storage/s3_flags.h"
 #include "worker/eval/eval_job.h"
 
 namespace quant::qctl {
@@ -97,7 +98,8 @@ int Run(EvalFlags& f) {
 Runner AddEvalCommand(CLI::App& app) {
   auto flags = std::make_shared<EvalFlags>();
   CLI::App* sub = app.add_subcommand("eval", "Evaluate a checkpoint (optionally against a reference)");
-  sub->add_option("--model", flags->job.model_dir, "Model directory (Hugging Face layout)")
+  sub->add_option("--model", flags->job.model_dir,
+                  "Model directory (Hugging Face layout) or s3://bucket/prefix")
       ->required();
   sub->add_option("--reference", flags->job.reference_dir,
                   "Original model to compare against (KL, EAR, flip rate); fp32 compute");
@@ -118,7 +120,12 @@ Runner AddEvalCommand(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--threads", flags->job.threads, "Intra-op threads (0: default)");
   sub->add_flag("--json", flags->json, "Print JSON (no progress bar)");
-  return [flags]() { return Run(*flags); };
+  auto s3 = std::make_shared<storage::S3Flags>();
+  s3->AddTo(sub);
+  return [flags, s3]() {
+    s3->Apply();
+    return Run(*flags);
+  };
 }
 
 }  // namespace quant::qctl

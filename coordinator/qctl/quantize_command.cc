@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "coordinator/qctl/commands.h"
 #include "coordinator/slq/solver.h"
+#include "storage/s3_flags.h"
 #include "worker/tasks/quantize_job.h"
 
 namespace quant::qctl {
@@ -98,6 +99,9 @@ int Run(tasks::QuantizeJobSpec& spec) {
     row("next_token_acc", s.accuracy);
   }
   std::printf("report     %s\n", r.report_path.c_str());
+  if (r.uploaded_bytes > 0) {
+    std::printf("uploaded   %.1f MB to %s\n", r.uploaded_bytes / 1e6, r.out_dir.c_str());
+  }
   return 0;
 }
 
@@ -113,8 +117,12 @@ void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, b
                                             : "";
   spec->calib_path = std::string(QUANT_SHARED_DIR) + "/data/calib/calib.txt";
   spec->eval_text = std::string(QUANT_SHARED_DIR) + "/data/eval/kjv_val.txt";
-  sub->add_option("--model", spec->model_dir, "Model directory (Hugging Face layout)")->required();
-  sub->add_option("--out", spec->out_dir, "Output directory (must not exist)")->required();
+  sub->add_option("--model", spec->model_dir,
+                  "Model directory (Hugging Face layout) or s3://bucket/prefix")
+      ->required();
+  sub->add_option("--out", spec->out_dir,
+                  "Output directory or s3://bucket/prefix (must not exist or be empty)")
+      ->required();
   sub->add_option("--method", spec->method, "rtn, gptq or gsq")->capture_default_str();
   sub->add_option("--bits", *bits, "Bits per weight, 2-8 (with --slq: the average budget)")
       ->capture_default_str();
@@ -195,11 +203,14 @@ Runner AddQuantizeCommand(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("quantize", "Quantize a checkpoint in this process");
   AddJobOptions(sub, spec.get(), no_eval.get(), no_fallback.get(), bits.get());
   sub->add_flag("--overwrite", spec->overwrite, "Replace an existing output directory");
-  return [spec, no_eval, no_fallback, bits]() {
+  auto s3 = std::make_shared<storage::S3Flags>();
+  s3->AddTo(sub);
+  return [spec, no_eval, no_fallback, bits, s3]() {
     if (absl::Status s = FinishJobOptions(*spec, *no_eval, *no_fallback, *bits); !s.ok()) {
       PrintError(std::string(s.message()));
       return 1;
     }
+    s3->Apply();
     return Run(*spec);
   };
 }

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "common/status.h"
 #include "common/metrics.h"
@@ -56,24 +57,30 @@ v1::JobState ToProto(JobStatus s) {
   return v1::JOB_STATE_UNSPECIFIED;
 }
 
-// What the job's result depends on: its options and the model's files (names, sizes, times).
-std::string Fingerprint(const tasks::QuantizeJobSpec& spec) {
+// What the job's result depends on: its options and the model's files (names, sizes, and
+// modification times or ETags).
+absl::StatusOr<std::string> Fingerprint(const tasks::QuantizeJobSpec& spec,
+                                        const storage::ObjectStore& model) {
   std::string key = spec.ToJson().dump();
-  std::error_code ec;
-  std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(spec.model_dir, ec)) {
-    if (!e.is_regular_file()) continue;
-    files.push_back(absl::StrCat(e.path().filename().string(), ":", e.file_size(), ":",
-                                 fs::last_write_time(e.path(), ec).time_since_epoch().count()));
-  }
-  std::sort(files.begin(), files.end());
-  for (const std::string& f : files) absl::StrAppend(&key, "|", f);
+  ASSIGN_OR_RETURN(const std::string files, storage::DescribeFiles(model));
+  absl::StrAppend(&key, "|", files);
   return absl::StrFormat("%016x", std::hash<std::string>{}(key));
 }
 
 // Whether `path` (symlinks and ".." resolved; the part that does not exist yet taken as written)
 // lies inside one of `roots`.
+// An s3:// location is inside an s3:// root that is a prefix of it at a "/" boundary.
 bool Inside(const std::string& path, const std::vector<std::string>& roots) {
+  if (storage::IsS3Location(path)) {
+    if (absl::StrContains(path, "/../") || absl::EndsWith(path, "/..")) return false;
+    for (std::string root : roots) {
+      while (root.size() > 5 && root.back() == '/') root.pop_back();
+      if (storage::IsS3Location(root) && (path == root || absl::StartsWith(path, root + "/"))) {
+        return true;
+      }
+    }
+    return false;
+  }
   std::error_code ec;
   const fs::path real = fs::weakly_canonical(fs::absolute(path, ec), ec);
   if (ec) return false;
@@ -171,12 +178,17 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
   if (!before.ok()) return ToGrpc(before.status());
   bool client_id_known = false;
   for (const JobRecord& j : *before) client_id_known = client_id_known || j.client_id == client_id;
-  std::error_code ec;
-  if (!client_id_known && fs::exists(spec->out_dir, ec)) {
-    return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
-                        absl::StrCat("job spec: \"out\": ", spec->out_dir, " already exists"));
+  if (!client_id_known) {
+    absl::StatusOr<bool> out_exists = storage::LocationExists(spec->out_dir);
+    if (!out_exists.ok()) return ToGrpc(out_exists.status());
+    if (*out_exists) {
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                          absl::StrCat("job spec: \"out\": ", spec->out_dir, " already exists"));
+    }
   }
-  absl::StatusOr<int64_t> id = state_->SubmitJob(client_id, Fingerprint(*spec),
+  absl::StatusOr<std::string> fingerprint = Fingerprint(*spec, (*checkpoint)->store());
+  if (!fingerprint.ok()) return ToGrpc(fingerprint.status());
+  absl::StatusOr<int64_t> id = state_->SubmitJob(client_id, *fingerprint,
                                                  tasks::ServiceJson(*spec).dump(), plan);
   if (!id.ok()) return ToGrpc(id.status());
   resp->set_job_id(*id);

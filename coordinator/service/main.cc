@@ -11,6 +11,7 @@
 #include "common/http_endpoints.h"
 #include "coordinator/service/coordinator_service.h"
 #include "proto/tls.h"
+#include "storage/s3_flags.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"quant-coordinator: jobs, leases and state for the quantization service"};
@@ -25,7 +26,8 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", token_file, "file holding the bearer token for submit/cancel");
   std::vector<std::string> roots;
   app.add_option("--roots", roots,
-                 "directories every path of a job must resolve into (symlinks followed)")
+                 "directories (or s3://bucket/prefix) every path of a job must resolve into "
+                 "(symlinks followed)")
       ->delimiter(',');
   app.add_option("--lease-seconds", lease_seconds, "task lease length")->capture_default_str();
   app.add_option("--max-attempts", max_attempts, "attempts per task before the job fails")
@@ -39,7 +41,10 @@ int main(int argc, char** argv) {
   app.add_option("--scratch", scratch,
                  "directory shared with the workers for jobs' intermediate outputs "
                  "(default: <state>.scratch)");
+  quant::storage::S3Flags s3;
+  s3.AddTo(&app);
   CLI11_PARSE(app, argc, argv);
+  s3.Apply();
   if (scratch.empty()) scratch = state_path + ".scratch";
 
   quant::coordinator::ServiceOptions options;

@@ -144,6 +144,14 @@ int64_t PeakRssBytes() {
   return 0;
 }
 
+absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> LoadModelTokenizer(
+    const storage::Checkpoint& checkpoint) {
+  constexpr uint64_t kMaxTokenizerBytes = 1ull << 30;
+  constexpr char kTokenizerFile[] = "tokenizer.json";
+  ASSIGN_OR_RETURN(std::string json, checkpoint.store().Read(kTokenizerFile, kMaxTokenizerBytes));
+  return tokenizer::Tokenizer::FromJson(json, checkpoint.store().Label(kTokenizerFile));
+}
+
 absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
                                          const ProgressFn& progress) {
   const auto start = Clock::now();
@@ -179,7 +187,7 @@ absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
                      MakeFakeQuantTransform(*options.fake_quant, &result.fake_quant_summary, fq_count));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
-                   tokenizer::Tokenizer::FromFile(options.model_dir + "/tokenizer.json"));
+                   LoadModelTokenizer(candidate->checkpoint()));
   ASSIGN_OR_RETURN(std::string text, ReadWholeFile(options.text_path, "text file"));
   result.text_bytes = static_cast<int64_t>(text.size());
 

@@ -4,12 +4,20 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/eval/summary.h"
+
+namespace quant::storage {
+class Checkpoint;
+}  // namespace quant::storage
+namespace quant::tokenizer {
+class Tokenizer;
+}  // namespace quant::tokenizer
 
 namespace quant::eval {
 
@@ -52,6 +60,10 @@ struct EvalJobResult {
 using ProgressFn = std::function<void(const std::string& phase, int64_t done, int64_t total)>;
 
 absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options, const ProgressFn& progress);
+
+// The tokenizer.json beside a checkpoint's weights (a directory or an s3:// prefix).
+absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> LoadModelTokenizer(
+    const storage::Checkpoint& checkpoint);
 
 // Peak resident set size of this process (VmHWM), bytes.
 int64_t PeakRssBytes();

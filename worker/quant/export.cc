@@ -41,6 +41,8 @@ std::string S(std::string_view s) { return std::string(s); }
 constexpr int kScaleBits = 16;
 // Files copied beside the weights when the source has them (what a Hugging Face loader and
 // vLLM read besides config.json).
+// Side files, config and index are small; a bigger one is not what we think it is.
+constexpr uint64_t kMaxSideFileBytes = 1ull << 30;
 constexpr const char* kSideFiles[] = {"tokenizer.json",         "tokenizer_config.json",
                                       "generation_config.json", "special_tokens_map.json",
                                       "tokenizer.model",        "chat_template.jinja"};
@@ -132,14 +134,6 @@ absl::StatusOr<FileRecord> WriteWholeFile(const std::string& path, std::string_v
   ASSIGN_OR_RETURN(std::unique_ptr<HashingFile> file, HashingFile::Create(path));
   RETURN_IF_ERROR(file->Write(bytes.data(), bytes.size()));
   return file->Finish();
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open for reading"));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read failed"));
-  return bytes;
 }
 
 absl::Status FsyncDir(const std::string& dir) {
@@ -608,10 +602,11 @@ absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
     file_records.push_back({{"file", r.file}, {"bytes", r.bytes}, {"sha256", r.sha256}});
     stats.bytes_written += static_cast<int64_t>(r.bytes);
   };
+  const storage::ObjectStore& store = source.store();
   for (const char* name : kSideFiles) {
-    const std::string from = source.dir() + "/" + name;
-    if (!fs::is_regular_file(from)) continue;
-    ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(from));
+    ASSIGN_OR_RETURN(const bool exists, store.Exists(name));
+    if (!exists) continue;
+    ASSIGN_OR_RETURN(std::string bytes, store.Read(name, kMaxSideFileBytes));
     ASSIGN_OR_RETURN(FileRecord r, WriteWholeFile(tmp + "/" + name, bytes));
     record_file(r);
   }
@@ -630,10 +625,11 @@ absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
 
   // Fingerprint: the source's config.json and index bytes as stored, and the job options.
   std::string fingerprint_input;
-  ASSIGN_OR_RETURN(fingerprint_input, ReadWholeFile(source.dir() + "/" + kConfigFile));
+  ASSIGN_OR_RETURN(fingerprint_input, store.Read(kConfigFile, kMaxSideFileBytes));
   fingerprint_input.push_back('\0');
-  if (fs::is_regular_file(source.dir() + "/" + kIndexFile)) {
-    ASSIGN_OR_RETURN(std::string index_bytes, ReadWholeFile(source.dir() + "/" + kIndexFile));
+  ASSIGN_OR_RETURN(const bool has_index, store.Exists(kIndexFile));
+  if (has_index) {
+    ASSIGN_OR_RETURN(std::string index_bytes, store.Read(kIndexFile, kMaxSideFileBytes));
     fingerprint_input += index_bytes;
   }
   fingerprint_input.push_back('\0');

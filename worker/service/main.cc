@@ -18,6 +18,7 @@
 #include "common/metrics.h"
 #include "proto/quant.grpc.pb.h"
 #include "proto/tls.h"
+#include "storage/s3_flags.h"
 #include "worker/exchange/exchange.h"
 #if defined(QUANT_WITH_NCCL)
 #include "worker/exchange/nccl_exchange.h"
@@ -149,7 +150,10 @@ int main(int argc, char** argv) {
   app.add_option("--exchange-timeout", exchange_timeout,
                  "watchdog of the gang's rendezvous and of every collective, seconds")
       ->capture_default_str();
+  quant::storage::S3Flags s3;
+  s3.AddTo(&app);
   CLI11_PARSE(app, argc, argv);
+  s3.Apply();
   if (id.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof(host) - 1);

@@ -14,13 +14,15 @@ const char* TaskKindName(TaskKind kind) {
     case TaskKind::kPropagate: return "propagate";
     case TaskKind::kWrite: return "write";
     case TaskKind::kEvaluate: return "evaluate";
+    case TaskKind::kPublish: return "publish";
   }
   return "?";
 }
 
 bool ParseTaskKind(std::string_view name, TaskKind* kind) {
   for (TaskKind k : {TaskKind::kCalibrate, TaskKind::kProbe, TaskKind::kSolve, TaskKind::kQuantize,
-                     TaskKind::kGsq, TaskKind::kPropagate, TaskKind::kWrite, TaskKind::kEvaluate}) {
+                     TaskKind::kGsq, TaskKind::kPropagate, TaskKind::kWrite, TaskKind::kEvaluate,
+                     TaskKind::kPublish}) {
     if (name == TaskKindName(k)) {
       *kind = k;
       return true;
@@ -109,7 +111,9 @@ Plan PlanQuantizeJob(const PlanInput& in) {
     plan.tasks[previous].gang = gang;
   }
   const int64_t write = add(TaskKind::kWrite, -1, after_previous());
-  if (in.evaluate) add(TaskKind::kEvaluate, -1, {write});
+  std::vector<int64_t> written = {write};
+  if (in.evaluate) written.push_back(add(TaskKind::kEvaluate, -1, {write}));
+  if (in.publish) add(TaskKind::kPublish, -1, written);
   return plan;
 }
 

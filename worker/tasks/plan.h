@@ -21,6 +21,7 @@ enum class TaskKind {
   kPropagate,  // the quantized layer makes the next layer's inputs
   kWrite,      // export, manifest, index and config last
   kEvaluate,   // the written checkpoint against the original
+  kPublish,    // upload the written checkpoint and its report to an s3:// output, manifest last
 };
 
 const char* TaskKindName(TaskKind kind);
@@ -50,6 +51,7 @@ struct PlanInput {
   int expert_shards = 1;              // GSQ tasks per MoE layer (the gang's size)
   bool evaluate = true;
   bool slq = false;                   // a probe pass and a solve before the quantize pass
+  bool publish = false;               // the output is an s3:// prefix: a publish task last
 };
 
 struct Plan {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "storage/object_store.h"
 #include "worker/quant/scope.h"
 
 namespace quant::tasks {
@@ -34,6 +35,7 @@ absl::StatusOr<PlanInput> PlanInputFor(const storage::Checkpoint& checkpoint,
   in.evaluate = spec.evaluate;
   in.slq = spec.slq;
   in.expert_shards = spec.expert_shards;
+  in.publish = storage::IsS3Location(spec.out_dir);
   return in;
 }
 
@@ -125,14 +127,19 @@ std::string TaskDirName(const Task& task) {
   return task.probe_pass ? "probe-" + name : name;
 }
 
+std::string LocalOutDir(const std::string& job_dir, const std::string& out_dir) {
+  return storage::IsS3Location(out_dir) ? job_dir + "/out" : out_dir;
+}
+
 TaskOutput TaskOutputPaths(const std::string& job_dir, const std::string& out_dir,
                            const Task& task, int64_t epoch) {
   const std::string suffix = absl::StrCat(".e", epoch);
+  const std::string out = LocalOutDir(job_dir, out_dir);
   switch (task.kind) {
     case TaskKind::kWrite:
-      return {absl::StrCat(out_dir, ".attempt", suffix), out_dir};
+      return {absl::StrCat(out, ".attempt", suffix), out};
     case TaskKind::kEvaluate:
-      return {absl::StrCat(job_dir, "/attempts/report.json", suffix), out_dir + "/report.json"};
+      return {absl::StrCat(job_dir, "/attempts/report.json", suffix), out + "/report.json"};
     default:
       return {absl::StrCat(job_dir, "/attempts/", TaskDirName(task), suffix),
               absl::StrCat(job_dir, "/", TaskDirName(task))};

@@ -42,11 +42,14 @@ absl::StatusOr<Plan> PlanJob(const QuantizeJobSpec& spec);
 // A service task's output (DESIGN.md section 8): an attempt writes `attempt`; the coordinator
 // commits it by renaming it to `committed`, only for the lease's current epoch. Layer tasks'
 // outputs are directories under the job's scratch directory; write's is the checkpoint itself
-// (out_dir) and evaluate's the report.json inside it.
+// (LocalOutDir) and evaluate's the report.json inside it; publish's a record of the upload.
 struct TaskOutput {
   std::string attempt;
   std::string committed;
 };
+// Where the write task puts the checkpoint: out_dir itself, or `<job_dir>/out` when out_dir is
+// an s3:// prefix (the publish task uploads it from there).
+std::string LocalOutDir(const std::string& job_dir, const std::string& out_dir);
 TaskOutput TaskOutputPaths(const std::string& job_dir, const std::string& out_dir,
                            const Task& task, int64_t epoch);
 // "L3-calibrate", "L3-gsq-1-of-4", "write": the task's directory name under the job's scratch.

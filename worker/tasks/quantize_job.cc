@@ -7,7 +7,9 @@
 #include <ATen/Parallel.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -17,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "common/file.h"
 #include "common/status.h"
+#include "storage/object_store.h"
 #include "worker/eval/eval_job.h"
 #include "worker/eval/eval_pipeline.h"
 #include "worker/model/calibration.h"
@@ -44,6 +47,30 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// A temporary local directory (under TMPDIR), removed with everything in it when it goes.
+class StagingDir {
+ public:
+  StagingDir() = default;
+  StagingDir(const StagingDir&) = delete;
+  StagingDir& operator=(const StagingDir&) = delete;
+  ~StagingDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  absl::Status Create() {
+    std::string tmpl = (fs::temp_directory_path() / "qctl-out-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      return absl::ErrnoToStatus(errno, tmpl + ": cannot create a staging directory");
+    }
+    path_ = tmpl;
+    return absl::OkStatus();
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // Resets the kernel's resident high-water mark so each phase reports its own peak.
 void ResetPeakRss() {
   std::ofstream clear("/proc/self/clear_refs");
@@ -67,11 +94,20 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
     }
   }
   if (s.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
-  if (fs::exists(s.out_dir) && !s.overwrite) {
+  ASSIGN_OR_RETURN(const bool out_exists, storage::LocationExists(s.out_dir));
+  if (out_exists && !s.overwrite) {
     return absl::AlreadyExistsError(
         absl::StrCat(s.out_dir, ": output directory already exists (pass --overwrite)"));
   }
-  if (fs::weakly_canonical(s.out_dir) == fs::weakly_canonical(s.model_dir)) {
+  if (storage::IsS3Location(s.out_dir) || storage::IsS3Location(s.model_dir)) {
+    auto trim = [](std::string u) {
+      while (!u.empty() && u.back() == '/') u.pop_back();
+      return u;
+    };
+    if (trim(s.out_dir) == trim(s.model_dir)) {
+      return absl::InvalidArgumentError(absl::StrCat(s.out_dir, ": output would replace the model"));
+    }
+  } else if (fs::weakly_canonical(s.out_dir) == fs::weakly_canonical(s.model_dir)) {
     return absl::InvalidArgumentError(absl::StrCat(s.out_dir, ": output would replace the model"));
   }
   return absl::OkStatus();
@@ -165,12 +201,19 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   const std::map<std::string, quant::QuantizedWeight>& units = job.units;
   const std::vector<UnitReport>& reports = job.reports;
 
-  // 5. Write.
+  // 5. Write: into out_dir, or into a local staging directory that the publish step uploads
+  // when out_dir is an s3:// prefix.
   ResetPeakRss();
   t0 = Clock::now();
+  StagingDir staging;
+  std::string out = spec.out_dir;
+  if (storage::IsS3Location(spec.out_dir)) {
+    RETURN_IF_ERROR(staging.Create());
+    out = staging.path() + "/out";
+  }
   quant::ExportOptions export_options;
   export_options.format = format;
-  export_options.out_dir = spec.out_dir;
+  export_options.out_dir = out;
   export_options.overwrite = spec.overwrite;
   export_options.job_options = spec.ToJson();
   ASSIGN_OR_RETURN(quant::ExportStats stats,
@@ -189,7 +232,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     ResetPeakRss();
     t0 = Clock::now();
     ASSIGN_OR_RETURN(eval::EvalJobResult er,
-                     eval::RunEvalJob(EvalOptionsFor(spec), [&](const std::string& phase, int64_t d, int64_t t) {
+                     eval::RunEvalJob(EvalOptionsFor(spec, out), [&](const std::string& phase, int64_t d, int64_t t) {
                        if (progress) progress("eval " + phase, d, t);
                      }));
     result.evaluated = true;
@@ -204,15 +247,25 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
 
   // SLQ: the chosen bits as a heat map beside the report (best effort: a note if gnuplot fails).
   if (spec.slq) {
-    const std::string png = spec.out_dir + "/slq_bits.png";
-    absl::Status drawn = WriteSlqHeatmap(job.solve_report, png);
-    job.solve_report["heatmap"] = drawn.ok() ? png : std::string(drawn.message());
+    absl::Status drawn = WriteSlqHeatmap(job.solve_report, out + "/slq_bits.png");
+    job.solve_report["heatmap"] =
+        drawn.ok() ? spec.out_dir + "/slq_bits.png" : std::string(drawn.message());
     result.slq = job.solve_report;
   }
   // report.json (beside the checkpoint; written atomically after it).
   result.report_path = spec.out_dir + "/report.json";
   RETURN_IF_ERROR(
-      WriteJsonFile(result.report_path, JobReport(spec, result, reports, job.solve_report)));
+      WriteJsonFile(out + "/report.json", JobReport(spec, result, reports, job.solve_report)));
+  // 7. Publish to object storage (manifest last), then the staging directory goes.
+  if (out != spec.out_dir) {
+    t0 = Clock::now();
+    ASSIGN_OR_RETURN(const uint64_t bytes, storage::PublishDirectory(out, spec.out_dir,
+                                                                     quant::kManifestFile,
+                                                                     spec.overwrite));
+    result.uploaded_bytes = static_cast<int64_t>(bytes);
+    add_phase("publish", Since(t0));
+    result.phases.push_back(phases["publish"]);
+  }
   return result;
 }
 

@@ -72,6 +72,7 @@ struct PhaseTiming {
 struct QuantizeJobResult {
   std::string out_dir;
   std::string report_path;
+  int64_t uploaded_bytes = 0;  // published to an s3:// out (0 for a local one)
   int64_t units = 0;
   std::vector<std::string> fallback_experts;  // saw no calibration token: H = I
   double bits_per_quantized_param_true = 0, bits_per_quantized_param_stored = 0;

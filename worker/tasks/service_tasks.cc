@@ -6,6 +6,7 @@
 #include "common/file.h"
 #include "common/status.h"
 #include "common/metrics.h"
+#include "storage/object_store.h"
 #include "worker/eval/eval_job.h"
 #include "worker/exchange/expert_parallel.h"
 #include "worker/quant/export.h"
@@ -94,6 +95,20 @@ int GsqShards(const Plan& plan, int layer) {
   return 0;
 }
 
+// The publish task: the committed checkpoint and report, uploaded to the s3:// output. Idempotent
+// (a re-run uploads the same files again); the manifest goes last.
+absl::Status Publish(const QuantizeJobSpec& spec, const std::string& job_dir,
+                     const std::string& attempt) {
+  ASSIGN_OR_RETURN(const uint64_t bytes,
+                   storage::PublishDirectory(LocalOutDir(job_dir, spec.out_dir), spec.out_dir,
+                                             quant::kManifestFile, spec.overwrite));
+  metrics::Default()
+      .GetCounter("quant_object_bytes_uploaded_total",
+                  "Bytes uploaded to object storage (published checkpoints).")
+      .Inc(static_cast<double>(bytes));
+  return WriteJsonFile(attempt, {{"location", spec.out_dir}, {"bytes", bytes}});
+}
+
 }  // namespace
 
 absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const Task& task,
@@ -103,6 +118,7 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
     return absl::UnimplementedError(
         "SLQ's probe pass runs in `qctl quantize` only; the service does not run it yet");
   }
+  if (task.kind == TaskKind::kPublish) return Publish(spec, job_dir, attempt);
   JobState job;
   at::Tensor windows;
   RETURN_IF_ERROR(OpenJob(spec, &job, &windows));
@@ -217,13 +233,13 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
                            JobReport(spec, result, job.reports, nlohmann::json()));
     }
     case TaskKind::kEvaluate: {
+      const std::string out = LocalOutDir(job_dir, spec.out_dir);
       ASSIGN_OR_RETURN(std::string text,
-                       ReadWholeFile(spec.out_dir + "/report.json", "the write task's report"));
+                       ReadWholeFile(out + "/report.json", "the write task's report"));
       nlohmann::json report = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-      if (report.is_discarded()) {
-        return absl::DataLossError(spec.out_dir + "/report.json: not JSON");
-      }
-      ASSIGN_OR_RETURN(eval::EvalJobResult er, eval::RunEvalJob(EvalOptionsFor(spec), nullptr));
+      if (report.is_discarded()) return absl::DataLossError(out + "/report.json: not JSON");
+      ASSIGN_OR_RETURN(eval::EvalJobResult er,
+                       eval::RunEvalJob(EvalOptionsFor(spec, out), nullptr));
       report["eval"] = EvalJson(spec, er.summary);
       return WriteJsonFile(attempt, report);
     }

@@ -1,5 +1,7 @@
 #include "worker/tasks/slq_tasks.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "common/file.h"
 #include "common/status.h"
+#include "storage/object_store.h"
 #include "worker/eval/eval_pipeline.h"
 #include "worker/tasks/slq_files.h"
 #include "worker/quant/scope.h"
@@ -26,17 +29,12 @@ std::string Parent(const std::string& name) { return name.substr(0, name.rfind('
 // changed model or option gives another file, so a cached table is never reused wrongly.
 std::string ProbeFingerprint(const JobState& job) {
   const QuantizeJobSpec& s = job.spec;
-  std::string key = fs::weakly_canonical(s.model_dir).string();
-  std::vector<std::string> files;
-  for (const auto& entry : fs::directory_iterator(s.model_dir)) {
-    if (!entry.is_regular_file()) continue;
-    std::error_code ec;
-    const auto mtime = fs::last_write_time(entry.path(), ec).time_since_epoch().count();
-    files.push_back(absl::StrCat(entry.path().filename().string(), ":", entry.file_size(), ":",
-                                 mtime));
-  }
-  std::sort(files.begin(), files.end());
-  for (const std::string& f : files) absl::StrAppend(&key, "|", f);
+  std::string key = storage::IsS3Location(s.model_dir)
+                        ? s.model_dir
+                        : fs::weakly_canonical(s.model_dir).string();
+  auto files = storage::DescribeFiles(job.model->checkpoint().store());
+  // A listing that fails gives a key of its own: the cache is missed, never wrongly hit.
+  absl::StrAppend(&key, "|", files.ok() ? *files : "unlisted:" + std::to_string(getpid()));
   absl::StrAppend(&key, "|", s.method == "rtn" ? "rtn" : "gptq", "|", s.grid, "|", s.group_size,
                   "|", s.channel_fallback, "|", s.scope, "|", s.calib_path, "|", s.calib_tokens,
                   "|", s.window_tokens, "|", s.probe_windows, "|", s.batch_windows, "|");

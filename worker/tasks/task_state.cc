@@ -10,6 +10,7 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "storage/safetensors.h"
+#include "worker/eval/eval_job.h"
 #include "worker/eval/eval_pipeline.h"
 #include "worker/model/model.h"
 #include "worker/quant/scope.h"
@@ -110,7 +111,7 @@ absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job, at::Tensor* win
     }
   }
   ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
-                   tokenizer::Tokenizer::FromFile(spec.model_dir + "/tokenizer.json"));
+                   eval::LoadModelTokenizer(job->model->checkpoint()));
   ASSIGN_OR_RETURN(std::string calib_text, ReadWholeFile(spec.calib_path, "calibration file"));
   if (spec.evaluate) {
     RETURN_IF_ERROR(ReadWholeFile(spec.eval_text, "evaluation text").status());
@@ -401,9 +402,10 @@ void SetExportStats(const quant::ExportStats& stats, QuantizeJobResult* result) 
   result->container_note = stats.container_note;
 }
 
-eval::EvalJobOptions EvalOptionsFor(const QuantizeJobSpec& spec) {
+eval::EvalJobOptions EvalOptionsFor(const QuantizeJobSpec& spec,
+                                    const std::string& quantized_dir) {
   eval::EvalJobOptions eo;
-  eo.model_dir = spec.out_dir;
+  eo.model_dir = quantized_dir;
   eo.reference_dir = spec.model_dir;
   eo.text_path = spec.eval_text;
   eo.batch_windows = spec.batch_windows;

@@ -71,8 +71,9 @@ void SetExportStats(const quant::ExportStats& stats, QuantizeJobResult* result);
 // report.json of a job (RunQuantizeJob's and the service's write and evaluate tasks').
 nlohmann::json JobReport(const QuantizeJobSpec& spec, const QuantizeJobResult& result,
                          const std::vector<UnitReport>& reports, const nlohmann::json& slq);
-// The evaluation of the written checkpoint against the original, as the job's options say.
-eval::EvalJobOptions EvalOptionsFor(const QuantizeJobSpec& spec);
+// The evaluation of the checkpoint written to `quantized_dir` (the out directory, or its local
+// staging when the output goes to object storage) against the original, as the options say.
+eval::EvalJobOptions EvalOptionsFor(const QuantizeJobSpec& spec, const std::string& quantized_dir);
 // The "eval" object of report.json.
 nlohmann::json EvalJson(const QuantizeJobSpec& spec, const eval::EvalSummary& summary);
 // Writes `j` to `path` through a temporary file and a rename.
