@@ -25,7 +25,11 @@ struct GptqBlockArgs {
   const float* zeros = nullptr;   // [members, rows, groups]
   float* w = nullptr;             // [members, rows, count]: the block's weights, updated in place
   uint8_t* codes = nullptr;       // [members, rows, count]
-  float* err = nullptr;           // [members, rows, count]: (w - dequant(q)) / U_ii
+  float* err = nullptr;           // [members, rows, count]: (w - dequant(q)) / U_ii, or w0 - ..
+  // Set: hinv holds V from one Cholesky of the flipped Hessian (worker/quant/gptq.cc) and the
+  // error each column spreads is w0 - dequant(q), w0 the weights before any GPTQ update
+  // ([members, rows, count]); V's diagonal is not read.
+  const float* w0 = nullptr;
 };
 
 inline constexpr int64_t kGptqMaxBlock = 128;
@@ -40,6 +44,17 @@ QUANT_HD float GptqColumn(float w, float scale, float zero, int maxq, float u_ii
   q = q > static_cast<float>(maxq) ? static_cast<float>(maxq) : q;
   *code = static_cast<uint8_t>(q);
   return (w - scale * (q - zero)) / u_ii;
+}
+
+// Column i of one row for the one-Cholesky update matrix: the code from the current weight w,
+// the error from the weight before any update, w0 (see GptqBlockArgs::w0).
+QUANT_HD float GptqColumnFromOriginal(float w, float w0, float scale, float zero, int maxq,
+                                      uint8_t* code) {
+  float q = rintf(w / scale) + zero;
+  q = q < 0.0f ? 0.0f : q;
+  q = q > static_cast<float>(maxq) ? static_cast<float>(maxq) : q;
+  *code = static_cast<uint8_t>(q);
+  return w0 - scale * (q - zero);
 }
 
 }  // namespace quant::kernels

@@ -14,8 +14,12 @@ void GptqBlock_ref(const GptqBlockArgs& a) {
       const float* s = a.scales + row * a.groups;
       const float* z = a.zeros + row * a.groups;
       for (int64_t i = 0; i < n; ++i) {
-        const float e = GptqColumn(w[i], s[a.group_of_col[i]], z[a.group_of_col[i]], a.maxq,
-                                   u[i * n + i], &a.codes[row * n + i]);
+        const int32_t g = a.group_of_col[i];
+        const float e =
+            a.w0 != nullptr
+                ? GptqColumnFromOriginal(w[i], a.w0[row * n + i], s[g], z[g], a.maxq,
+                                         &a.codes[row * n + i])
+                : GptqColumn(w[i], s[g], z[g], a.maxq, u[i * n + i], &a.codes[row * n + i]);
         a.err[row * n + i] = e;
         for (int64_t j = i + 1; j < n; ++j) w[j] -= e * u[i * n + j];
       }

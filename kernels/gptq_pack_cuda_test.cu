@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda_test_util.h"
@@ -22,7 +23,7 @@ template <typename T>
 std::vector<T> Host(const T* d, size_t n) { return ToHost(d, n); }
 
 bool GptqCase(int64_t members, int64_t rows, int64_t count, int64_t group, int bits,
-              std::mt19937& rng) {
+              std::mt19937& rng, bool with_w0 = false) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t groups = (count + group - 1) / group;
   std::vector<int32_t> goc(count);
@@ -39,6 +40,8 @@ bool GptqCase(int64_t members, int64_t rows, int64_t count, int64_t group, int b
   std::vector<float> w(members * rows * count), scales(members * rows * groups),
       zeros(members * rows * groups);
   for (float& x : w) x = 0.05f * normal(rng);
+  std::vector<float> w0 = w;  // the pre-update weights (one-Cholesky form): w plus noise
+  for (float& x : w0) x += 0.01f * normal(rng);
   for (float& s : scales) s = (rng() & 1 ? 1.0f : -1.0f) * (0.01f + 0.02f * std::fabs(normal(rng)));
   for (float& z : zeros) z = static_cast<float>(rng() % (1u << bits));
   GptqBlockArgs a;
@@ -56,6 +59,7 @@ bool GptqCase(int64_t members, int64_t rows, int64_t count, int64_t group, int b
   a.w = w_ref.data();
   a.codes = codes_ref.data();
   a.err = err_ref.data();
+  if (with_w0) a.w0 = w0.data();
   GptqBlock_ref(a);
   GptqBlockArgs d = a;
   d.group_of_col = Dev(goc);
@@ -65,13 +69,15 @@ bool GptqCase(int64_t members, int64_t rows, int64_t count, int64_t group, int b
   d.w = Dev(w);
   d.codes = Dev(std::vector<uint8_t>(w.size(), 0xff));
   d.err = Dev(std::vector<float>(w.size(), NAN));
+  if (with_w0) d.w0 = Dev(w0);
   CHECK_CUDA(GptqBlockCuda(d, nullptr));
   CHECK_CUDA(cudaDeviceSynchronize());
   const bool ok = Host(d.w, w.size()) == w_ref && Host(d.codes, w.size()) == codes_ref &&
                   Host(d.err, w.size()) == err_ref;
-  std::printf("gptq block %lld x %lld x %lld g%lld %d-bit: %s\n", (long long)members,
+  std::printf("gptq block %lld x %lld x %lld g%lld %d-bit%s: %s\n", (long long)members,
               (long long)rows, (long long)count, (long long)group, bits,
-              ok ? "bit-identical" : "FAIL");
+              with_w0 ? " (w0)" : "", ok ? "bit-identical" : "FAIL");
+  if (with_w0) CHECK_CUDA(cudaFree(const_cast<float*>(d.w0)));
   for (const void* p : {(const void*)d.group_of_col, (const void*)d.hinv, (const void*)d.scales,
                         (const void*)d.zeros, (const void*)d.w, (const void*)d.codes,
                         (const void*)d.err}) {
@@ -99,7 +105,9 @@ bool PackCase(const PackStreams& p, int64_t total_codes, std::mt19937& rng) {
   return ok;
 }
 
-int main() {
+// Usage: gptq_pack_cuda_test [gptq] (gptq: the GPTQ block cases only, for compute-sanitizer).
+int main(int argc, char** argv) {
+  const bool gptq_only = argc > 1 && std::string(argv[1]) == "gptq";
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("gptq_pack_cuda_test: no CUDA device: skipped\n");
@@ -112,6 +120,14 @@ int main() {
   ok = GptqCase(3, 130, 96, 32, 4, rng) && ok;
   ok = GptqCase(1, 257, 77, 64, 8, rng) && ok;
   ok = GptqCase(4, 2048, 128, 128, 2, rng) && ok;
+  ok = GptqCase(2, 513, 13, 8, 3, rng) && ok;  // a full register chunk and a partial one
+  ok = GptqCase(3, 130, 96, 32, 4, rng, /*with_w0=*/true) && ok;
+  ok = GptqCase(2, 513, 13, 8, 3, rng, /*with_w0=*/true) && ok;
+  ok = GptqCase(4, 2048, 128, 128, 3, rng, /*with_w0=*/true) && ok;
+  if (gptq_only) {
+    std::printf("%s\n", ok ? "gptq block: all bit-identical" : "FAIL");
+    return ok ? 0 : 1;
+  }
   int pack_cases = 0, pack_ok = 0;
   for (int bits = 1; bits <= 8; ++bits) {
     for (bool aligned : {false, true}) {

@@ -5,7 +5,9 @@
 // trajectories: codes are not all identical. The bar is the model, not the bits: the measured
 // end-to-end KL of the two checkpoints must agree within 5% of each other (the bootstrap
 // interval of KL on kjv_val is about +-3.5% at these values), and most codes must be the same
-// (GPTQ: 95%; GSQ: 80%, measured 88% in docs/benchmarks.md).
+// (GPTQ: 85%: the GPU factors the flipped Hessian once where the CPU runs Cholesky, inverse,
+// Cholesky, the same updates in exact arithmetic; measured 90.2% of codes with KL 0.01683 against
+// 0.01682, as before the change, docs/benchmarks.md; GSQ: 80%, measured 88%).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -99,7 +101,7 @@ TEST_P(QctlCudaTest, SameModelAsOnTheCpu) {
   const double kl_cuda = KlOf(tmp_ / "cuda"), kl_cpu = KlOf(tmp_ / "cpu");
   std::printf("%s 3-bit: %.4f%% of codes the same; KL cuda %.5f cpu %.5f\n", method.c_str(),
               100 * same, kl_cuda, kl_cpu);
-  EXPECT_GE(same, method == "gsq" ? 0.80 : 0.95);
+  EXPECT_GE(same, method == "gsq" ? 0.80 : 0.85);
   ASSERT_GT(kl_cpu, 0);
   EXPECT_LE(std::fabs(kl_cuda - kl_cpu), 0.05 * kl_cpu);
 }

@@ -27,8 +27,8 @@ at::Tensor Fake(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& 
 // the block's columns for every row of every member in one launch (the CPU path's column loop
 // would be ~10 launches per column), and its codes go to their (possibly permuted) columns.
 template <typename GroupParams>
-absl::Status BlockCuda(const at::Tensor& w, at::Tensor& w1, at::Tensor& err1,
-                       const at::Tensor& hinv1, const at::Tensor& scales,
+absl::Status BlockCuda(const at::Tensor& w, const at::Tensor& w0, at::Tensor& w1,
+                       at::Tensor& err1, const at::Tensor& hinv1, const at::Tensor& scales,
                        const at::Tensor& zero_f, at::Tensor& codes, GroupParams& group_params,
                        const std::vector<int64_t>& perm_host, bool static_groups, int64_t i1,
                        int64_t group, int maxq) {
@@ -60,6 +60,7 @@ absl::Status BlockCuda(const at::Tensor& w, at::Tensor& w1, at::Tensor& err1,
   a.w = w1.data_ptr<float>();
   a.codes = block_codes.data_ptr<uint8_t>();
   a.err = err1.data_ptr<float>();
+  if (w0.defined()) a.w0 = w0.data_ptr<float>();
   if (cudaError_t e = kernels::GptqBlockCuda(a, nullptr); e != cudaSuccess) {
     return absl::InternalError(absl::StrCat("GPTQ block on CUDA: ", cudaGetErrorString(e)));
   }
@@ -73,6 +74,42 @@ absl::Status BlockCuda(const at::Tensor& w, at::Tensor& w1, at::Tensor& err1,
 #else
   return absl::FailedPreconditionError("GPTQ on CUDA: this build has no CUDA kernels");
 #endif
+}
+
+// The CUDA path's update matrix from one Cholesky. GPTQ's column loop with U = chol(H^-1) (upper,
+// H^-1 = U^T U) leaves W - Q = E U (W the weights before any update, Q dequantized, E the scaled
+// errors), so E = (W - Q) U^-1. With J the reversal, chol(J H J) = L gives H = R R^T with
+// R = J L J upper, hence U = R^-1, E = (W - Q) R, and column j, quantized from W_j minus
+// sum_{i<j} E_i U_ij, is quantized from W_j + (1/R_jj) sum_{i<j} (W - Q)_i R_ij. The block kernel
+// (GptqBlockArgs::w0) and the trailing GEMMs apply w_j -= e_i V_ij with e_i = (W - Q)_i and
+// V_ij = -R_ij / R_jj for i < j. Only V's strict upper triangle is read (its diagonal is 1).
+// h [D, n, n] is consumed (its memory goes before the factor's arrives).
+absl::StatusOr<at::Tensor> UpdateMatrixOneCholesky(at::Tensor h, bool per_matrix) {
+  at::Tensor k = h.flip({1, 2});  // J H J
+  h.reset();
+  at::Tensor l, info;
+  if (per_matrix) {
+    l = at::empty_like(k);
+    std::vector<at::Tensor> infos;
+    for (int64_t d = 0; d < k.size(0); ++d) {
+      auto [ld, id] = at::linalg_cholesky_ex(k.select(0, d));
+      l.select(0, d).copy_(ld);
+      infos.push_back(id);
+    }
+    info = at::stack(infos);
+  } else {
+    std::tie(l, info) = at::linalg_cholesky_ex(k);
+  }
+  k.reset();
+  if (info.max().item<int64_t>() != 0) {  // the one host sync of the factorization
+    return absl::InvalidArgumentError(
+        "GPTQ: a damped Hessian is not positive definite (raise damp)");
+  }
+  at::Tensor dinv = l.diagonal(0, 1, 2).reciprocal();  // [D, n]: 1 / L_bb
+  // In the flipped indices a = n-1-i, b = n-1-j: V'_ab = -L_ab / L_bb.
+  l.mul_(dinv.unsqueeze(1)).neg_();
+  l.diagonal(0, 1, 2).fill_(1.0);
+  return l.flip({1, 2});
 }
 
 }  // namespace
@@ -166,25 +203,49 @@ absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
     hs.push_back(h.defined() ? h.to(weights[m].device(), at::kFloat)
                              : at::eye(cols, weights[m].options().dtype(at::kFloat)));
   }
-  at::Tensor w = at::stack(ws, 0).contiguous();  // [B, rows, cols]
+  const bool cuda = ws[0].is_cuda();
   // On the GPU, members that share one Hessian tensor (gate and up of an expert) share its
-  // factorization: h holds the distinct Hessians, member m uses h[of[m]]. (The CPU path keeps
-  // one per member, so its bytes stay as they were.)
+  // factorization: h holds the distinct Hessians. When each is shared by the same number k of
+  // members, those members' rows are stacked into one [k rows, cols] member (no per-member copy
+  // of the factor; longer GEMMs); otherwise member m uses h[of[m]]. (The CPU path keeps one per
+  // member, so its bytes stay as they were.)
   at::Tensor of;  // [B] indices into h, or undefined: h[m] for member m
-  if (w.is_cuda()) {
+  std::vector<std::vector<int64_t>> members_of;  // stacked: members of each distinct Hessian
+  if (cuda) {
     std::vector<at::Tensor> distinct;
     std::vector<int64_t> index;
     for (const at::Tensor& hm : hs) {
       int64_t j = 0;
       while (j < static_cast<int64_t>(distinct.size()) && !distinct[j].is_same(hm)) ++j;
-      if (j == static_cast<int64_t>(distinct.size())) distinct.push_back(hm);
+      if (j == static_cast<int64_t>(distinct.size())) {
+        distinct.push_back(hm);
+        members_of.emplace_back();
+      }
       index.push_back(j);
+      members_of[j].push_back(static_cast<int64_t>(index.size()) - 1);
     }
+    bool equal = true;
+    for (const auto& ms : members_of) equal = equal && ms.size() == members_of[0].size();
     if (distinct.size() < hs.size()) {
       hs = distinct;
-      of = at::tensor(index, at::kLong).to(w.device());
+      if (!equal) of = at::tensor(index, at::kLong).to(ws[0].device());
     }
+    if (!equal) members_of.clear();
   }
+  at::Tensor w;  // [B, rows, cols], or stacked [D, k rows, cols]
+  if (!members_of.empty()) {
+    std::vector<at::Tensor> stacked;
+    for (const auto& ms : members_of) {
+      std::vector<at::Tensor> parts;
+      for (int64_t m : ms) parts.push_back(ws[m]);
+      stacked.push_back(at::cat(parts, 0));
+    }
+    w = at::stack(stacked, 0).contiguous();
+  } else {
+    w = at::stack(ws, 0).contiguous();
+  }
+  ws.clear();
+  const int64_t nb = w.size(0), nr = w.size(1);  // the members and rows computed on
   auto per_member = [&](const at::Tensor& t) { return of.defined() ? t.index_select(0, of) : t; };
   at::Tensor h = at::stack(hs, 0).contiguous();  // [B or distinct, cols, cols]
   const int maxq = (1 << scheme.bits) - 1;
@@ -192,19 +253,21 @@ absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
   const int64_t groups = cols / group;
 
   // Dead inputs (never active) carry no information: H_ii = 1, w = 0 (reference convention).
-  at::Tensor diag = h.diagonal(0, 1, 2);
-  at::Tensor dead = diag == 0;
-  diag.masked_fill_(dead, 1.0);
-  w.masked_fill_(per_member(dead).unsqueeze(1), 0.0);
+  {
+    at::Tensor diag = h.diagonal(0, 1, 2);
+    at::Tensor dead = diag == 0;
+    diag.masked_fill_(dead, 1.0);
+    w.masked_fill_(per_member(dead).unsqueeze(1), 0.0);
+  }
 
-  at::Tensor scales = at::empty({batch, rows, groups}, w.options());
-  at::Tensor zero_f = at::empty({batch, rows, groups}, w.options());
-  at::Tensor codes = at::empty({batch, rows, cols}, w.options().dtype(at::kByte));
+  at::Tensor scales = at::empty({nb, nr, groups}, w.options());
+  at::Tensor zero_f = at::empty({nb, nr, groups}, w.options());
+  at::Tensor codes = at::empty({nb, nr, cols}, w.options().dtype(at::kByte));
   auto group_params = [&](const at::Tensor& span, int64_t g) {
     at::Tensor s, z;
-    ComputeGroupParamsMse(span.reshape({batch * rows, span.size(2)}), scheme, options_, &s, &z);
-    scales.select(2, g).copy_(s.view({batch, rows}));
-    zero_f.select(2, g).copy_(z.view({batch, rows}));
+    ComputeGroupParamsMse(span.reshape({nb * nr, span.size(2)}), scheme, options_, &s, &z);
+    scales.select(2, g).copy_(s.view({nb, nr}));
+    zero_f.select(2, g).copy_(z.view({nb, nr}));
   };
 
   // Static groups (needed with act-order): parameters from the original weight per group.
@@ -223,64 +286,105 @@ absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
 
   at::Tensor damp = options_.damp * h.diagonal(0, 1, 2).mean(1, /*keepdim=*/true);  // [B, 1]
   h.diagonal(0, 1, 2).add_(damp);
-  // Upper Cholesky factor of H^-1: row i holds the update coefficients for column i onward.
-  at::Tensor l = at::linalg_cholesky(h);
+  // The upper-triangular update matrix: row i holds the coefficients for column i onward. The
+  // reference's U = chol(H^-1) (Cholesky, inverse, Cholesky), or on the GPU by default V from one
+  // Cholesky (UpdateMatrixOneCholesky).
   at::Tensor hinv;
-  if (h.is_cuda()) {  // the inverse from the factor directly (potri: a third of the solve's FLOPs)
-    hinv = at::linalg_cholesky(at::cholesky_inverse(l), /*upper=*/true);
+  at::Tensor w_orig;  // one-Cholesky form: W before any update (the errors are W - Q)
+  if (cuda && options_.cuda_one_cholesky) {
+    w_orig = w.clone();
+    ASSIGN_OR_RETURN(hinv, UpdateMatrixOneCholesky(std::move(h), options_.cuda_cholesky_per_matrix));
   } else {
-    at::Tensor eye = at::eye(cols, h.options()).expand({h.size(0), cols, cols});
-    hinv = at::linalg_cholesky(at::cholesky_solve(eye, l), /*upper=*/true);
+    at::Tensor l = at::linalg_cholesky(h);
+    if (cuda) {  // the inverse from the factor directly (potri: a third of the solve's FLOPs)
+      hinv = at::linalg_cholesky(at::cholesky_inverse(l), /*upper=*/true);
+    } else {
+      at::Tensor eye = at::eye(cols, h.options()).expand({h.size(0), cols, cols});
+      hinv = at::linalg_cholesky(at::cholesky_solve(eye, l), /*upper=*/true);
+    }
   }
 
-  for (int64_t i1 = 0; i1 < cols; i1 += options_.block_size) {
-    const int64_t i2 = std::min<int64_t>(i1 + options_.block_size, cols);
-    const int64_t count = i2 - i1;
-    at::Tensor w1 = w.narrow(2, i1, count).clone();
-    at::Tensor err1 = at::zeros_like(w1);
-    const at::Tensor slab = per_member(hinv.narrow(1, i1, count));  // [B, count, cols]
-    at::Tensor hinv1 = slab.narrow(2, i1, count);
-    if (w.is_cuda()) {
-      RETURN_IF_ERROR(BlockCuda(w, w1, err1, hinv1, scales, zero_f, codes, group_params,
-                                perm_host, static_groups, i1, group, maxq));
-    } else {
-      for (int64_t i = 0; i < count; ++i) {
-        const int64_t col = i1 + i;
-        const int64_t orig_col = options_.act_order ? perm_host[col] : col;
-        const int64_t g = orig_col / group;
-        if (!static_groups && col % group == 0) {
-          // Dynamic groups read W, which holds the state at the start of this block for the
-          // block's own columns (in-block updates live in w1 until the block ends), as the
-          // reference does.
-          group_params(w.narrow(2, col, std::min<int64_t>(group, cols - col)), g);
+  // Spans of `outer` columns: inside one, each block's trailing update stops at the span's end;
+  // the span's scaled errors then update the rest of W in one deeper GEMM. The CPU path (and
+  // cuda_outer_block 0) has one span: the reference's order. A group must not cross a span's end
+  // (its parameters read W at its first column, which must hold every earlier column's update).
+  int64_t outer = cols;
+  if (cuda && options_.cuda_outer_block > 0) {
+    outer = std::max<int64_t>(1, options_.cuda_outer_block / options_.block_size) *
+            options_.block_size;
+    if (outer % group != 0) outer = cols;
+  }
+  for (int64_t o1 = 0; o1 < cols; o1 += outer) {
+    const int64_t o2 = std::min(o1 + outer, cols);
+    const bool spans = o2 < cols;
+    at::Tensor err_span = spans ? at::empty({nb, nr, o2 - o1}, w.options()) : at::Tensor();
+    for (int64_t i1 = o1; i1 < o2; i1 += options_.block_size) {
+      const int64_t i2 = std::min<int64_t>(i1 + options_.block_size, o2);
+      const int64_t count = i2 - i1;
+      at::Tensor w1 = w.narrow(2, i1, count).clone();
+      at::Tensor err1 = at::zeros_like(w1);
+      const at::Tensor slab = per_member(hinv.narrow(1, i1, count));  // [B, count, cols]
+      at::Tensor hinv1 = slab.narrow(2, i1, count);
+      if (cuda) {
+        at::Tensor w0;  // the block's weights before any update (one-Cholesky form)
+        if (w_orig.defined()) w0 = w_orig.narrow(2, i1, count).contiguous();
+        RETURN_IF_ERROR(BlockCuda(w, w0, w1, err1, hinv1, scales, zero_f, codes, group_params,
+                                  perm_host, static_groups, i1, group, maxq));
+      } else {
+        for (int64_t i = 0; i < count; ++i) {
+          const int64_t col = i1 + i;
+          const int64_t orig_col = options_.act_order ? perm_host[col] : col;
+          const int64_t g = orig_col / group;
+          if (!static_groups && col % group == 0) {
+            // Dynamic groups read W, which holds the state at the start of this block for the
+            // block's own columns (in-block updates live in w1 until the block ends), as the
+            // reference does.
+            group_params(w.narrow(2, col, std::min<int64_t>(group, cols - col)), g);
+          }
+          at::Tensor s = scales.select(2, g);  // [B, rows]
+          at::Tensor z = zero_f.select(2, g);
+          at::Tensor wc = w1.select(2, i);
+          at::Tensor q = at::clamp(at::round(wc / s) + z, 0, maxq);
+          codes.select(2, orig_col).copy_(q);
+          at::Tensor d = hinv1.select(1, i).select(1, i).unsqueeze(1);  // [B, 1]
+          at::Tensor e = (wc - s * (q - z)) / d;
+          at::Tensor row = hinv1.select(1, i).narrow(1, i, count - i);  // [B, count - i]
+          w1.narrow(2, i, count - i).sub_(e.unsqueeze(2) * row.unsqueeze(1));
+          err1.select(2, i).copy_(e);
         }
-        at::Tensor s = scales.select(2, g);  // [B, rows]
-        at::Tensor z = zero_f.select(2, g);
-        at::Tensor wc = w1.select(2, i);
-        at::Tensor q = at::clamp(at::round(wc / s) + z, 0, maxq);
-        codes.select(2, orig_col).copy_(q);
-        at::Tensor d = hinv1.select(1, i).select(1, i).unsqueeze(1);  // [B, 1]
-        at::Tensor e = (wc - s * (q - z)) / d;
-        at::Tensor row = hinv1.select(1, i).narrow(1, i, count - i);  // [B, count - i]
-        w1.narrow(2, i, count - i).sub_(e.unsqueeze(2) * row.unsqueeze(1));
-        err1.select(2, i).copy_(e);
       }
+      if (i2 < o2) {
+        if (cuda) {  // in place: no product tensor, one pass over W's span
+          w.narrow(2, i2, o2 - i2).baddbmm_(err1, slab.narrow(2, i2, o2 - i2), 1.0, -1.0);
+        } else {
+          w.narrow(2, i2, cols - i2).sub_(at::bmm(err1, slab.narrow(2, i2, cols - i2)));
+        }
+      }
+      if (spans) err_span.narrow(2, i1 - o1, count).copy_(err1);
     }
-    if (i2 < cols) {
-      w.narrow(2, i2, cols - i2)
-          .sub_(at::bmm(err1, slab.narrow(2, i2, cols - i2)));
+    if (spans) {
+      const at::Tensor span_rows = per_member(hinv.narrow(1, o1, o2 - o1));  // [B, span, cols]
+      w.narrow(2, o2, cols - o2).baddbmm_(err_span, span_rows.narrow(2, o2, cols - o2), 1.0, -1.0);
     }
   }
-  std::vector<QuantizedWeight> out;
+  std::vector<QuantizedWeight> out(batch);
   at::Tensor zeros = zero_f.to(at::kInt);
-  for (int64_t m = 0; m < batch; ++m) {
-    QuantizedWeight q;
+  auto emit = [&](int64_t m, int64_t b, int64_t r0) {
+    QuantizedWeight& q = out[m];
     q.scheme = scheme;
     q.group_size = group;
-    q.codes = codes[m].clone();
-    q.scales = scales[m].clone();
-    q.zeros = zeros[m].clone();
-    out.push_back(std::move(q));
+    q.codes = codes[b].narrow(0, r0, rows).clone();
+    q.scales = scales[b].narrow(0, r0, rows).clone();
+    q.zeros = zeros[b].narrow(0, r0, rows).clone();
+  };
+  if (!members_of.empty()) {
+    for (size_t d = 0; d < members_of.size(); ++d) {
+      for (size_t t = 0; t < members_of[d].size(); ++t) {
+        emit(members_of[d][t], static_cast<int64_t>(d), static_cast<int64_t>(t) * rows);
+      }
+    }
+  } else {
+    for (int64_t m = 0; m < batch; ++m) emit(m, m, 0);
   }
   return out;
 }

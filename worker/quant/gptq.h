@@ -19,6 +19,19 @@ struct GptqOptions {
   int mse_grid = 100;
   double mse_max_shrink = 0.8;
   double mse_norm = 2.4;
+  // CUDA path only (the CPU path keeps its bytes). One Cholesky of the flipped Hessian gives the
+  // update matrix directly (gptq.cc, UpdateMatrixOneCholesky): 1/3 n^3 FLOPs instead of 4/3 n^3
+  // for Cholesky, inverse and Cholesky again; the same updates in exact arithmetic. Off: the
+  // reference's route.
+  bool cuda_one_cholesky = true;
+  // Factor the Hessians one at a time (cuSOLVER potrf) rather than in one batched call
+  // (potrfBatched, which libtorch picks for a batch); docs/benchmarks.md has both timed.
+  bool cuda_cholesky_per_matrix = true;
+  // Columns between full-width trailing updates (a multiple of block_size; 0: after every
+  // block, as the reference): inside it each block updates only the rest of this span, so W is
+  // swept cols / cuda_outer_block times with GEMMs of depth cuda_outer_block instead of
+  // cols / block_size times with depth block_size. Same FLOPs.
+  int cuda_outer_block = 1024;
 };
 
 // Group parameters with the MSE shrink search; w_group [rows, g] float32 -> scale/zero [rows].

@@ -3,11 +3,14 @@
 // and calibration tokens synthetic (H = 2 X^T X / n from `tokens` random rows), 3-bit symmetric,
 // group 128, min/max grid (no MSE search), no act-order: the worker's GptqQuantizer::QuantizeBatch
 // on CUDA tensors (Cholesky factors through ATen, the column blocks through
-// kernels/gptq_block.cu, the trailing updates as batched GEMMs), one batch per projection.
-// Floor, measured in the same run: the FLOPs of the inverse-Hessian factor (Cholesky, inverse
-// from it, Cholesky again: 4/3 n^3, once per distinct Hessian) and of the trailing updates
-// (rows x cols^2 per linear) at the fp32 GEMM rate of a 8192^3 at::matmul (TF32 off).
-// Usage: gptq_kimi_bench [experts] [tokens]; one JSON line.
+// kernels/gptq_block.cu, the trailing updates as batched GEMMs), one batch per projection,
+// under several GptqOptions (one JSON line each), then the factorizations and the block kernel
+// alone. Floor, measured in the same run: the FLOPs of the factorization that the options run
+// (one Cholesky of the flipped Hessian: 1/3 n^3; the reference's Cholesky, inverse, Cholesky:
+// 4/3 n^3; once per distinct Hessian) and of the trailing updates (rows x cols^2 per linear) at
+// the fp32 GEMM rate of a 8192^3 at::matmul (TF32 off). Each line also gives the default's codes
+// and GPTQ loss tr(dW H dW^T) against the reference route's (same inputs).
+// Usage: gptq_kimi_bench [experts] [tokens]; JSON lines.
 #include <ATen/ATen.h>
 #include <cuda_runtime_api.h>
 
@@ -16,6 +19,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "kernels/gptq_block_cuda.h"
 #include "worker/quant/gptq.h"
 
 namespace {
@@ -23,6 +27,37 @@ namespace {
 double Seconds(const std::chrono::steady_clock::time_point& t0) {
   cudaDeviceSynchronize();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct Config {
+  const char* name;
+  bool one_cholesky;
+  bool per_matrix;
+  int outer_block;
+};
+
+// tr(dW H dW^T) summed over members, dW = W - dequantized codes (group 128, symmetric zero).
+double GptqLoss(const std::vector<quant::quant::QuantizedWeight>& q,
+                const std::vector<at::Tensor>& w, const std::vector<at::Tensor>& h) {
+  double sum = 0;
+  for (size_t m = 0; m < q.size(); ++m) {
+    const int64_t g = q[m].group_size;
+    at::Tensor deq = (q[m].codes.to(at::kFloat) - q[m].zeros.to(at::kFloat).repeat_interleave(g, 1)) *
+                     q[m].scales.repeat_interleave(g, 1);
+    at::Tensor d = w[m] - deq;
+    sum += (at::matmul(d, h[m]) * d).sum().item<double>();
+  }
+  return sum;
+}
+
+double SameCodes(const std::vector<quant::quant::QuantizedWeight>& a,
+                 const std::vector<quant::quant::QuantizedWeight>& b) {
+  double same = 0, total = 0;
+  for (size_t m = 0; m < a.size(); ++m) {
+    same += a[m].codes.eq(b[m].codes).sum().item<double>();
+    total += static_cast<double>(a[m].codes.numel());
+  }
+  return same / total;
 }
 
 }  // namespace
@@ -48,68 +83,161 @@ int main(int argc, char** argv) {
     w_up.push_back(at::randn({inter, hidden}, f32) * 0.02);
     w_down.push_back(at::randn({hidden, inter}, f32) * 0.02);
   }
-  quant::quant::GptqOptions options;
-  options.mse_scale_search = false;
   quant::quant::QuantScheme scheme;
   scheme.bits = 3;
   scheme.group_size = 128;
-  const quant::quant::GptqQuantizer gptq(options);
-  // Warm-up on two experts (cuSOLVER and cuBLAS handles, kernel loads).
-  (void)gptq.QuantizeBatch({w_down[0], w_down[1]}, {h_down[0], h_down[1]}, scheme);
-  cudaDeviceSynchronize();
-  size_t free0 = 0, total = 0;
-  cudaMemGetInfo(&free0, &total);
+  // fp32 GEMM rate, same run.
+  double rate = 0;
+  {
+    at::Tensor a = at::randn({8192, 8192}, f32), b = at::randn({8192, 8192}, f32);
+    (void)at::matmul(a, b);
+    cudaDeviceSynchronize();
+    const auto g0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 5; ++i) (void)at::matmul(a, b);
+    rate = 2.0 * 8192.0 * 8192.0 * 8192.0 / (Seconds(g0) / 5);
+  }
+  const double n1 = hidden, n2 = inter;
+  const double cube = experts * (n1 * n1 * n1 + n2 * n2 * n2);
+  const double update_flops = experts * (2.0 * inter * hidden * hidden + hidden * inter * inter);
   // gate and up of every expert in one batch sharing their expert's Hessian tensor (factored
   // once per expert), down in another.
   std::vector<at::Tensor> w_gate_up = w_gate, h_gate_up = h_in;
   w_gate_up.insert(w_gate_up.end(), w_up.begin(), w_up.end());
   h_gate_up.insert(h_gate_up.end(), h_in.begin(), h_in.end());
-  double seconds[2] = {0, 0};
   const std::vector<at::Tensor>* ws[2] = {&w_gate_up, &w_down};
   const std::vector<at::Tensor>* hs[2] = {&h_gate_up, &h_down};
-  size_t free_min = free0;
-  for (int f = 0; f < 2; ++f) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto q = gptq.QuantizeBatch(*ws[f], *hs[f], scheme);
-    seconds[f] = Seconds(t0);
-    if (!q.ok()) {
-      std::fprintf(stderr, "gptq_kimi_bench: %s\n", std::string(q.status().message()).c_str());
-      return 1;
+  // The default first (its codes are kept), the reference's factorization last (the most memory).
+  const Config configs[] = {
+      {"default: one Cholesky per matrix, spans of 1024", true, true, 1024},
+      {"one batched Cholesky (potrfBatched), spans of 1024", true, false, 1024},
+      {"one Cholesky per matrix, no spans", true, true, 0},
+      {"reference factorization (Cholesky, inverse, Cholesky), spans of 1024", false, true, 1024},
+  };
+  std::vector<quant::quant::QuantizedWeight> kept[2];
+  for (const Config& c : configs) {
+    quant::quant::GptqOptions options;
+    options.mse_scale_search = false;
+    options.cuda_one_cholesky = c.one_cholesky;
+    options.cuda_cholesky_per_matrix = c.per_matrix;
+    options.cuda_outer_block = c.outer_block;
+    const quant::quant::GptqQuantizer gptq(options);
+    // Warm-up on two experts (cuSOLVER and cuBLAS handles, kernel loads).
+    (void)gptq.QuantizeBatch({w_down[0], w_down[1]}, {h_down[0], h_down[1]}, scheme);
+    cudaDeviceSynchronize();
+    size_t free0 = 0, total = 0;
+    cudaMemGetInfo(&free0, &total);
+    size_t free_min = free0;
+    double seconds[2] = {0, 0};
+    std::vector<quant::quant::QuantizedWeight> q[2];
+    for (int f = 0; f < 2; ++f) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = gptq.QuantizeBatch(*ws[f], *hs[f], scheme);
+      seconds[f] = Seconds(t0);
+      if (!r.ok()) {
+        std::fprintf(stderr, "gptq_kimi_bench: %s\n", std::string(r.status().message()).c_str());
+        return 1;
+      }
+      q[f] = std::move(*r);
+      size_t free_now = 0;
+      cudaMemGetInfo(&free_now, &total);
+      free_min = std::min(free_min, free_now);
     }
-    size_t free_now = 0;
-    cudaMemGetInfo(&free_now, &total);
-    free_min = std::min(free_min, free_now);
+    const double factor_flops = (c.one_cholesky ? 1.0 / 3.0 : 4.0 / 3.0) * cube;
+    const double floor_s = (factor_flops + update_flops) / rate;
+    const double old_floor_s = (4.0 / 3.0 * cube + update_flops) / rate;
+    const double total_s = seconds[0] + seconds[1];
+    std::string vs_kept = "";
+    if (kept[0].empty()) {
+      kept[0] = std::move(q[0]);
+      kept[1] = std::move(q[1]);
+    } else {
+      char buf[256];
+      std::snprintf(buf, sizeof(buf),
+                    ",\"default_codes_same_gate_up\":%.4f,\"default_codes_same_down\":%.4f,"
+                    "\"default_loss_over_this_gate_up\":%.5f,\"default_loss_over_this_down\":%.5f",
+                    SameCodes(kept[0], q[0]), SameCodes(kept[1], q[1]),
+                    GptqLoss(kept[0], w_gate_up, h_gate_up) / GptqLoss(q[0], w_gate_up, h_gate_up),
+                    GptqLoss(kept[1], w_down, h_down) / GptqLoss(q[1], w_down, h_down));
+      vs_kept = buf;
+    }
+    std::printf(
+        "{\"bench\":\"gptq_kimi\",\"config\":\"%s\",\"experts\":%lld,\"tokens\":%lld,\"bits\":3,"
+        "\"group\":128,\"gate_up_s\":%.3f,\"down_s\":%.3f,\"total_s\":%.3f,"
+        "\"fp32_gemm_tflops\":%.1f,\"floor_factor_s\":%.3f,\"floor_update_s\":%.3f,"
+        "\"floor_s\":%.3f,\"over_floor\":%.2f,\"old_floor_s\":%.3f,\"over_old_floor\":%.2f,"
+        "\"gpu_used_gib_max_after_batch\":%.1f%s}\n",
+        c.name, static_cast<long long>(experts), static_cast<long long>(tokens), seconds[0],
+        seconds[1], total_s, rate / 1e12, factor_flops / rate, update_flops / rate, floor_s,
+        total_s / floor_s, old_floor_s, total_s / old_floor_s,
+        (total - free_min) / 1073741824.0, vs_kept.c_str());
+    std::fflush(stdout);
   }
-  // Where gate+up's time goes: the factorization alone, as QuantizeBatch does it on the GPU.
-  double factor_s = 0;
+  kept[0].clear();
+  kept[1].clear();
+  // The factorizations alone on the 48 gate/up Hessians, as QuantizeBatch runs them.
   {
     at::Tensor h = at::stack(h_in, 0);
     h.diagonal(0, 1, 2).add_(0.01 * h.diagonal(0, 1, 2).mean(1, true));
-    const auto t0 = std::chrono::steady_clock::now();
-    at::Tensor l = at::linalg_cholesky(h);
-    at::Tensor hinv = at::linalg_cholesky(at::cholesky_inverse(l), /*upper=*/true);
-    factor_s = Seconds(t0);
+    double s[3];
+    for (int v = 0; v < 3; ++v) {
+      cudaDeviceSynchronize();
+      const auto t0 = std::chrono::steady_clock::now();
+      if (v == 0) {
+        at::Tensor l = at::linalg_cholesky(h);
+        at::Tensor hinv = at::linalg_cholesky(at::cholesky_inverse(l), /*upper=*/true);
+      } else if (v == 1) {
+        at::Tensor k = h.flip({1, 2});
+        for (int64_t d = 0; d < k.size(0); ++d) (void)at::linalg_cholesky_ex(k.select(0, d));
+      } else {
+        (void)at::linalg_cholesky_ex(h.flip({1, 2}));
+      }
+      s[v] = Seconds(t0);
+    }
+    const double c1 = experts * n1 * n1 * n1;
+    std::printf(
+        "{\"bench\":\"gptq_kimi_factor_gate_up\",\"reference_route_s\":%.3f,"
+        "\"reference_route_tflops\":%.1f,\"one_cholesky_per_matrix_s\":%.3f,"
+        "\"one_cholesky_per_matrix_tflops\":%.1f,\"one_cholesky_batched_s\":%.3f,"
+        "\"one_cholesky_batched_tflops\":%.1f}\n",
+        s[0], 4.0 / 3.0 * c1 / s[0] / 1e12, s[1], c1 / 3.0 / s[1] / 1e12, s[2],
+        c1 / 3.0 / s[2] / 1e12);
   }
-  // fp32 GEMM rate, same run.
-  at::Tensor a = at::randn({8192, 8192}, f32), b = at::randn({8192, 8192}, f32);
-  (void)at::matmul(a, b);
-  cudaDeviceSynchronize();
-  const auto g0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < 5; ++i) (void)at::matmul(a, b);
-  const double gemm_s = Seconds(g0) / 5;
-  const double rate = 2.0 * 8192.0 * 8192.0 * 8192.0 / gemm_s;
-  const double n1 = hidden, n2 = inter;
-  const double factor_flops = experts * (4.0 / 3.0) * (n1 * n1 * n1 + n2 * n2 * n2);
-  const double update_flops = experts * (2.0 * inter * hidden * hidden + hidden * inter * inter);
-  const double floor_s = (factor_flops + update_flops) / rate;
-  const double total_s = seconds[0] + seconds[1];
-  std::printf(
-      "{\"bench\":\"gptq_kimi\",\"experts\":%lld,\"tokens\":%lld,\"bits\":3,\"group\":128,"
-      "\"gate_up_s\":%.3f,\"down_s\":%.3f,\"total_s\":%.3f,"
-      "\"gate_up_factor_only_s\":%.3f,\"fp32_gemm_tflops\":%.1f,\"floor_factor_s\":%.3f,\"floor_update_s\":%.3f,"
-      "\"floor_s\":%.3f,\"over_floor\":%.2f,\"gpu_used_gib_max_after_batch\":%.1f}\n",
-      static_cast<long long>(experts), static_cast<long long>(tokens), seconds[0], seconds[1],
-      total_s, factor_s, rate / 1e12, factor_flops / rate, update_flops / rate, floor_s,
-      total_s / floor_s, (total - free_min) / 1073741824.0);
+  // The block kernel alone, on the gate+up (experts x 2 x 2048 rows) and down (experts x 7168)
+  // shapes, times the blocks per batch (56 and 16).
+  {
+    double s[2];
+    const int64_t rows[2] = {2 * inter, hidden}, blocks[2] = {hidden / 128, inter / 128};
+    for (int f = 0; f < 2; ++f) {
+      at::Tensor w = at::randn({experts, rows[f], 128}, f32) * 0.02;
+      at::Tensor u = at::eye(128, f32).expand({experts, 128, 128}).contiguous() +
+                     at::randn({experts, 128, 128}, f32).triu(1) * 0.01;
+      at::Tensor sc = at::full({experts, rows[f], 1}, 0.01, f32);
+      at::Tensor z = at::full({experts, rows[f], 1}, 4.0, f32);
+      at::Tensor goc = at::zeros({128}, f32.dtype(at::kInt));
+      at::Tensor codes = at::empty({experts, rows[f], 128}, f32.dtype(at::kByte));
+      at::Tensor err = at::empty_like(w);
+      quant::kernels::GptqBlockArgs a;
+      a.members = experts;
+      a.rows = rows[f];
+      a.count = 128;
+      a.groups = 1;
+      a.maxq = 7;
+      a.group_of_col = goc.data_ptr<int32_t>();
+      a.hinv = u.data_ptr<float>();
+      a.scales = sc.data_ptr<float>();
+      a.zeros = z.data_ptr<float>();
+      a.w = w.data_ptr<float>();
+      a.codes = codes.data_ptr<uint8_t>();
+      a.err = err.data_ptr<float>();
+      (void)quant::kernels::GptqBlockCuda(a, nullptr);
+      cudaDeviceSynchronize();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < 5; ++i) (void)quant::kernels::GptqBlockCuda(a, nullptr);
+      s[f] = Seconds(t0) / 5 * blocks[f];
+      if (cudaGetLastError() != cudaSuccess) return 1;
+    }
+    std::printf("{\"bench\":\"gptq_kimi_block_kernel\",\"gate_up_s\":%.3f,\"down_s\":%.3f}\n", s[0],
+                s[1]);
+  }
   return 0;
 }
