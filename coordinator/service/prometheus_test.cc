@@ -14,27 +14,16 @@
 #include <string>
 #include <thread>
 
+#include "coordinator/service/prometheus_test_util.h"
 #include "coordinator/service/service_test_util.h"
-#include "nlohmann/json.hpp"
-#include "tests/free_port.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using quant::testing::Coordinator;
 using quant::testing::Worker;
-using quant::testing::FreePort;
+using quant::testing::PromQuery;
 const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
-
-// The value of an instant query's first sample, or -1.
-double Query(int port, const std::string& promql) {
-  httplib::Client http("127.0.0.1", port);
-  auto res = http.Get("/api/v1/query", httplib::Params{{"query", promql}}, httplib::Headers{});
-  if (!res || res->status != 200) return -1;
-  const auto j = nlohmann::json::parse(res->body, nullptr, false);
-  if (j.is_discarded() || j["data"]["result"].empty()) return -1;
-  return std::stod(j["data"]["result"][0]["value"][1].get<std::string>());
-}
 
 TEST(PrometheusTest, ScrapesTheServiceDuringAJobAndAnswersForItsProgress) {
   const fs::path dir = fs::temp_directory_path() / ("prometheus_test_" + std::to_string(getpid()));
@@ -45,24 +34,11 @@ TEST(PrometheusTest, ScrapesTheServiceDuringAJobAndAnswersForItsProgress) {
   ASSERT_TRUE(c.up());
   Worker w0(c.grpc_address(), "w0", dir / "w0.log"), w1(c.grpc_address(), "w1", dir / "w1.log");
   ASSERT_TRUE(w0.up() && w1.up());
-  const int prom_port = FreePort();
-  std::ofstream(dir / "prometheus.yml")
-      << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-      << "scrape_configs:\n  - job_name: quant\n    static_configs:\n      - targets: ["
-      << "'127.0.0.1:" << c.http_port() << "', '127.0.0.1:" << w0.http_port() << "', '127.0.0.1:"
-      << w1.http_port() << "']\n";
-  std::vector<std::string> ignored;
-  pid_t prom = quant::testing::Spawn(
-      {"/usr/bin/prometheus", "--config.file=" + (dir / "prometheus.yml").string(),
-       "--storage.tsdb.path=" + (dir / "tsdb").string(),
-       "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
-      0, &ignored, (dir / "prometheus.log").string());
+  auto prometheus = std::make_unique<quant::testing::Prometheus>(
+      dir, std::vector<int>{c.http_port(), w0.http_port(), w1.http_port()});
+  const int prom_port = prometheus->port();
   // Prometheus up, and all three targets scraped.
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (Query(prom_port, "count(up == 1)") < 3 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  }
-  ASSERT_EQ(Query(prom_port, "count(up == 1)"), 3);
+  ASSERT_TRUE(prometheus->WaitForTargets(3));
   int rc = 0;
   const std::string submitted = quant::testing::RunCommand(
       std::string(QCTL_BINARY) + " submit --coordinator " + c.grpc_address() + " --token-file " +
@@ -71,22 +47,22 @@ TEST(PrometheusTest, ScrapesTheServiceDuringAJobAndAnswersForItsProgress) {
       &rc);
   ASSERT_EQ(rc, 0) << submitted;
   // Progress through Prometheus: tasks done grows while the job runs, then the job succeeds.
-  until = std::chrono::steady_clock::now() + std::chrono::seconds(600);
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(600);
   double done_midway = -1;
   while (std::chrono::steady_clock::now() < until &&
-         Query(prom_port, "quant_jobs{state=\"succeeded\"}") < 1) {
-    const double d = Query(prom_port, "quant_tasks{state=\"done\"}");
+         PromQuery(prom_port, "quant_jobs{state=\"succeeded\"}") < 1) {
+    const double d = PromQuery(prom_port, "quant_tasks{state=\"done\"}");
     if (d > 0 && done_midway < 0) done_midway = d;
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
-  EXPECT_EQ(Query(prom_port, "quant_jobs{state=\"succeeded\"}"), 1);
+  EXPECT_EQ(PromQuery(prom_port, "quant_jobs{state=\"succeeded\"}"), 1);
   EXPECT_GT(done_midway, 0) << "no progress seen while the job ran";
-  EXPECT_GE(Query(prom_port, "max_over_time(quant_tasks{state=\"done\"}[10m])"), done_midway);
-  EXPECT_GT(Query(prom_port, "sum(quant_exchange_bytes_total{direction=\"sent\"})"), 0);
-  EXPECT_GE(Query(prom_port, "sum(quant_worker_tasks_total{outcome=\"committed\"})"), 18);
+  EXPECT_GE(PromQuery(prom_port, "max_over_time(quant_tasks{state=\"done\"}[10m])"), done_midway);
+  EXPECT_GT(PromQuery(prom_port, "sum(quant_exchange_bytes_total{direction=\"sent\"})"), 0);
+  EXPECT_GE(PromQuery(prom_port, "sum(quant_worker_tasks_total{outcome=\"committed\"})"), 18);
   std::printf("progress seen midway: %.0f tasks done; committed by the workers: %.0f\n",
-              done_midway, Query(prom_port, "sum(quant_worker_tasks_total{outcome=\"committed\"})"));
-  quant::testing::KillNine(&prom);
+              done_midway, PromQuery(prom_port, "sum(quant_worker_tasks_total{outcome=\"committed\"})"));
+  prometheus.reset();
   fs::remove_all(dir);
 }
 

@@ -85,9 +85,9 @@ inline void KillNine(pid_t* pid) {
 // One coordinator process; its stdout's first two lines give the gRPC and HTTP addresses.
 class Coordinator {
  public:
-  // A 30 s lease unless `extra` gives --lease-seconds.
+  // A 30 s lease unless `extra` gives --lease-seconds; stderr to `log` when given.
   Coordinator(const fs::path& state, const fs::path& token_file,
-              std::vector<std::string> extra = {}) {
+              std::vector<std::string> extra = {}, const fs::path& log = {}) {
     std::vector<std::string> args = {COORDINATOR_BINARY, "--state", state.string(),
                                      "--token-file", token_file.string()};
     if (std::find(extra.begin(), extra.end(), "--lease-seconds") == extra.end()) {
@@ -95,7 +95,7 @@ class Coordinator {
     }
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<std::string> lines;
-    pid_ = Spawn(args, 2, &lines);
+    pid_ = Spawn(args, 2, &lines, log.string());
     for (const std::string& s : lines) {
       if (s.rfind("grpc ", 0) == 0) grpc_ = s.substr(5);
       if (s.rfind("http ", 0) == 0) http_port_ = std::stoi(s.substr(s.rfind(':') + 1));
