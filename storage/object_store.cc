@@ -125,9 +125,8 @@ class LocalStore final : public ObjectStore {
 
   static absl::StatusOr<std::string> ReadWhole(const ByteSource& file, uint64_t max_bytes) {
     if (file.size() > max_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(file.label(), ": ", file.size(),
-                                                     " bytes is larger than the limit of ",
-                                                     max_bytes));
+      return absl::InvalidArgumentError(absl::StrCat(
+          file.label(), ": ", file.size(), " bytes is larger than the limit of ", max_bytes));
     }
     std::string text(file.size(), '\0');
     RETURN_IF_ERROR(file.ReadAt(0, text.size(), reinterpret_cast<uint8_t*>(text.data())));
@@ -166,9 +165,8 @@ class S3Object final : public ByteSource {
   uint64_t size() const override { return size_; }
   absl::Status ReadAt(uint64_t offset, uint64_t length, uint8_t* dst) const override {
     if (offset + length > size_) {
-      return absl::OutOfRangeError(absl::StrCat(label_, ": bytes [", offset, ", ",
-                                                offset + length, ") are past its end (", size_,
-                                                " bytes)"));
+      return absl::OutOfRangeError(absl::StrCat(label_, ": bytes [", offset, ", ", offset + length,
+                                                ") are past its end (", size_, " bytes)"));
     }
     if (length <= kParallelReadPart) return ReadPart(offset, length, dst);
     // Parts of kParallelReadPart, kParallelReads at a time.
@@ -340,11 +338,9 @@ absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(const std::string& 
     ASSIGN_OR_RETURN(std::unique_ptr<S3Client> client, S3Client::Create(config));
     std::string prefix = parsed.second;
     while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
-    const std::string root = absl::StrCat("s3://", parsed.first, prefix.empty() ? "" : "/",
-                                          prefix);
-    return std::unique_ptr<ObjectStore>(new S3Store(root, std::shared_ptr<S3Client>(
-                                                              std::move(client)),
-                                                    parsed.first, prefix));
+    const std::string root = absl::StrCat("s3://", parsed.first, prefix.empty() ? "" : "/", prefix);
+    return std::unique_ptr<ObjectStore>(
+        new S3Store(root, std::shared_ptr<S3Client>(std::move(client)), parsed.first, prefix));
   }
 #else
 void SetS3Defaults(const S3Config&) {}
@@ -355,8 +351,8 @@ absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(const std::string& 
         location, ": this build has no s3:// support (libcurl was not found when it was built)"));
   }
 #endif
-  std::string dir = location.starts_with(kFileScheme) ? location.substr(kFileScheme.size())
-                                                      : location;
+  std::string dir =
+      location.starts_with(kFileScheme) ? location.substr(kFileScheme.size()) : location;
   dir = StripTrailingSlashes(dir);
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) {
@@ -374,16 +370,16 @@ absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(const std::string& 
 absl::StatusOr<std::string> DescribeFiles(const ObjectStore& store) {
   ASSIGN_OR_RETURN(std::vector<StoreEntry> entries, store.List());
   std::string text;
-  for (const StoreEntry& e : entries) absl::StrAppend(&text, e.name, ":", e.size, ":", e.version, "|");
+  for (const StoreEntry& e : entries)
+    absl::StrAppend(&text, e.name, ":", e.size, ":", e.version, "|");
   return text;
 }
 
 absl::StatusOr<bool> LocationExists(const std::string& location) {
   if (!IsS3Location(location)) {
     std::error_code ec;
-    const std::string path = location.starts_with(kFileScheme)
-                                 ? location.substr(kFileScheme.size())
-                                 : location;
+    const std::string path =
+        location.starts_with(kFileScheme) ? location.substr(kFileScheme.size()) : location;
     return fs::exists(fs::symlink_status(path, ec));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenObjectStore(location));
@@ -391,8 +387,7 @@ absl::StatusOr<bool> LocationExists(const std::string& location) {
   return !entries.empty();
 }
 
-absl::StatusOr<uint64_t> PublishDirectory(const std::string& local_dir,
-                                          const std::string& location,
+absl::StatusOr<uint64_t> PublishDirectory(const std::string& local_dir, const std::string& location,
                                           const std::string& last_file, bool replace) {
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> source, OpenObjectStore(local_dir));
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> target, OpenObjectStore(location));

@@ -148,7 +148,8 @@ TEST_F(S3StoreTest, ALargeTensorIsReadInParallelParts) {
   t.dtype = DType::kF32;
   t.shape = {5, 1 << 21};  // 40 MiB: three parts
   t.bytes.resize(5ull << 23);
-  for (size_t i = 0; i < t.bytes.size(); ++i) t.bytes[i] = static_cast<uint8_t>(i * 2654435761u >> 24);
+  for (size_t i = 0; i < t.bytes.size(); ++i)
+    t.bytes[i] = static_cast<uint8_t>(i * 2654435761u >> 24);
   SafetensorsWriter w;
   ASSERT_TRUE(w.Add("w", t).ok());
   ASSERT_TRUE(w.Write((local / "x.safetensors").string()).ok());

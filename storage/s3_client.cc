@@ -11,8 +11,8 @@
 #include <sstream>
 #include <thread>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status.h"
 
@@ -31,7 +31,8 @@ std::string Sha256Hex(std::string_view data) {
 std::string UriEncode(std::string_view s, bool keep_slash) {
   std::string out;
   for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
+        (keep_slash && c == '/')) {
       out += static_cast<char>(c);
     } else {
       absl::StrAppendFormat(&out, "%%%02X", c);
@@ -42,14 +43,6 @@ std::string UriEncode(std::string_view s, bool keep_slash) {
 
 // A canonical query string: parameters sorted by name, names and values encoded, "name=" for
 // an empty value (what SigV4 signs, so libcurl and the server agree).
-std::string Query(std::map<std::string, std::string> params) {
-  std::string q;
-  for (const auto& [k, v] : params) {
-    absl::StrAppend(&q, q.empty() ? "" : "&", UriEncode(k, false), "=", UriEncode(v, false));
-  }
-  return q;
-}
-
 size_t OnBody(char* p, size_t size, size_t n, void* out) {
   static_cast<std::string*>(out)->append(p, size * n);
   return size * n;
@@ -111,6 +104,14 @@ std::vector<std::string> XmlValues(std::string_view xml, std::string_view tag) {
   return values;
 }
 
+std::string S3QueryString(const std::map<std::string, std::string>& params) {
+  std::string q;
+  for (const auto& [k, v] : params) {
+    absl::StrAppend(&q, q.empty() ? "" : "&", UriEncode(k, false), "=", UriEncode(v, false));
+  }
+  return q;
+}
+
 absl::StatusOr<std::pair<std::string, std::string>> ParseS3Url(std::string_view url) {
   if (!url.starts_with("s3://")) {
     return absl::InvalidArgumentError(std::string(url) + ": not an s3:// URL");
@@ -129,7 +130,8 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseS3Url(std::string_view 
 absl::StatusOr<S3Config> ResolveS3Config(S3Config c) {
   const std::string home = EnvOr("HOME");
   const std::string profile = EnvOr("AWS_PROFILE", "default");
-  auto creds = IniSection(EnvOr("AWS_SHARED_CREDENTIALS_FILE", home + "/.aws/credentials"), profile);
+  auto creds =
+      IniSection(EnvOr("AWS_SHARED_CREDENTIALS_FILE", home + "/.aws/credentials"), profile);
   auto conf = IniSection(EnvOr("AWS_CONFIG_FILE", home + "/.aws/config"),
                          profile == "default" ? "default" : "profile " + profile);
   if (c.access_key.empty()) c.access_key = EnvOr("AWS_ACCESS_KEY_ID", creds["aws_access_key_id"]);
@@ -166,15 +168,19 @@ absl::StatusOr<std::unique_ptr<S3Client>> S3Client::Create(const S3Config& confi
 
 S3Client::~S3Client() = default;
 
-absl::StatusOr<S3Client::Response> S3Client::Request(const std::string& method,
-                                                     const std::string& bucket,
-                                                     const std::string& key,
-                                                     const std::string& query,
-                                                     std::string_view body,
-                                                     const std::string& range,
-                                                     const std::string& what) {
-  const std::string url = absl::StrCat(config_.endpoint, "/", bucket, "/", UriEncode(key, true),
-                                       query.empty() ? "" : "?", query);
+absl::StatusOr<S3Client::Response> S3Client::Request(
+    const std::string& method, const std::string& bucket, const std::string& key,
+    const std::string& query, std::string_view body, const std::string& range,
+    const std::string& what) {
+  std::string url;
+  const size_t scheme_end = config_.endpoint.find("://");
+  if (config_.virtual_hosted && scheme_end != std::string::npos && !bucket.empty()) {
+    url = absl::StrCat(config_.endpoint.substr(0, scheme_end + 3), bucket, ".",
+                       config_.endpoint.substr(scheme_end + 3), "/", UriEncode(key, true));
+  } else {
+    url = absl::StrCat(config_.endpoint, "/", bucket, "/", UriEncode(key, true));
+  }
+  if (!query.empty()) absl::StrAppend(&url, "?", query);
   const std::string sigv4 = absl::StrCat("aws:amz:", config_.region, ":s3");
   const std::string userpwd = absl::StrCat(config_.access_key, ":", config_.secret_key);
   const std::string payload_hash = Sha256Hex(body);
@@ -188,6 +194,9 @@ absl::StatusOr<S3Client::Response> S3Client::Request(const std::string& method,
     Response r;
     curl_slist* headers = nullptr;
     headers = curl_slist_append(headers, ("x-amz-content-sha256: " + payload_hash).c_str());
+    if (!config_.amz_date.empty()) {
+      headers = curl_slist_append(headers, ("x-amz-date: " + config_.amz_date).c_str());
+    }
     if (!config_.session_token.empty()) {
       headers =
           curl_slist_append(headers, ("x-amz-security-token: " + config_.session_token).c_str());
@@ -242,8 +251,8 @@ absl::StatusOr<S3Client::Response> S3Client::Request(const std::string& method,
     }
     return r;
   }
-  return absl::UnavailableError(absl::StrCat(what, ": ", last_error, " after ",
-                                             config_.max_attempts, " attempts"));
+  return absl::UnavailableError(
+      absl::StrCat(what, ": ", last_error, " after ", config_.max_attempts, " attempts"));
 }
 
 absl::Status S3Client::Put(const std::string& bucket, const std::string& key,
@@ -284,21 +293,22 @@ absl::StatusOr<std::vector<S3ListedObject>> S3Client::ListObjects(const std::str
   for (int page = 0; page < 100000; ++page) {
     std::map<std::string, std::string> q = {{"list-type", "2"}, {"prefix", prefix}};
     if (!token.empty()) q["continuation-token"] = token;
-    auto r = Request("GET", bucket, "", Query(q), "", "", "LIST s3://" + bucket + "/" + prefix);
+    auto r =
+        Request("GET", bucket, "", S3QueryString(q), "", "", "LIST s3://" + bucket + "/" + prefix);
     if (!r.ok()) return r.status();
     std::vector<std::string> keys = XmlValues(r->body, "Key");
     const std::vector<std::string> sizes = XmlValues(r->body, "Size");
     std::vector<std::string> etags = XmlValues(r->body, "ETag");
     if (keys.size() != sizes.size() || keys.size() != etags.size()) {
-      return absl::DataLossError(absl::StrCat("LIST s3://", bucket, "/", prefix, ": ",
-                                              keys.size(), " keys but ", sizes.size(),
-                                              " sizes and ", etags.size(), " ETags"));
+      return absl::DataLossError(absl::StrCat("LIST s3://", bucket, "/", prefix, ": ", keys.size(),
+                                              " keys but ", sizes.size(), " sizes and ",
+                                              etags.size(), " ETags"));
     }
     for (size_t i = 0; i < keys.size(); ++i) {
       uint64_t size = 0;
       if (!absl::SimpleAtoi(sizes[i], &size)) {
-        return absl::DataLossError(absl::StrCat("LIST s3://", bucket, "/", prefix,
-                                                ": size of ", keys[i], " is not a number"));
+        return absl::DataLossError(absl::StrCat("LIST s3://", bucket, "/", prefix, ": size of ",
+                                                keys[i], " is not a number"));
       }
       objects.push_back({std::move(keys[i]), size, std::move(etags[i])});
     }
@@ -316,7 +326,7 @@ absl::Status S3Client::Delete(const std::string& bucket, const std::string& key)
 
 absl::StatusOr<std::string> S3Client::StartUpload(const std::string& bucket,
                                                   const std::string& key) {
-  auto r = Request("POST", bucket, key, Query({{"uploads", ""}}), "", "",
+  auto r = Request("POST", bucket, key, S3QueryString({{"uploads", ""}}), "", "",
                    "CreateMultipartUpload s3://" + bucket + "/" + key);
   if (!r.ok()) return r.status();
   const auto id = XmlValues(r->body, "UploadId");
@@ -328,8 +338,8 @@ absl::StatusOr<std::string> S3Client::UploadPart(const std::string& bucket, cons
                                                  const std::string& upload_id, int part,
                                                  std::string_view data) {
   auto r = Request("PUT", bucket, key,
-                   Query({{"partNumber", std::to_string(part)}, {"uploadId", upload_id}}), data,
-                   "", absl::StrCat("UploadPart ", part, " s3://", bucket, "/", key));
+                   S3QueryString({{"partNumber", std::to_string(part)}, {"uploadId", upload_id}}),
+                   data, "", absl::StrCat("UploadPart ", part, " s3://", bucket, "/", key));
   if (!r.ok()) return r.status();
   return r->etag;
 }
@@ -343,14 +353,14 @@ absl::Status S3Client::CompleteUpload(const std::string& bucket, const std::stri
                     "</ETag></Part>");
   }
   xml += "</CompleteMultipartUpload>";
-  return Request("POST", bucket, key, Query({{"uploadId", upload_id}}), xml, "",
+  return Request("POST", bucket, key, S3QueryString({{"uploadId", upload_id}}), xml, "",
                  "CompleteMultipartUpload s3://" + bucket + "/" + key)
       .status();
 }
 
 absl::Status S3Client::AbortUpload(const std::string& bucket, const std::string& key,
                                    const std::string& upload_id) {
-  return Request("DELETE", bucket, key, Query({{"uploadId", upload_id}}), "", "",
+  return Request("DELETE", bucket, key, S3QueryString({{"uploadId", upload_id}}), "", "",
                  "AbortMultipartUpload s3://" + bucket + "/" + key)
       .status();
 }

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +27,11 @@ struct S3Config {
   std::string session_token;  // optional (temporary credentials)
   int max_attempts = 5;       // per request, with exponential backoff from 0.2 s
   double timeout_seconds = 300;
+  // https://<bucket>.<endpoint host>/<key> instead of <endpoint>/<bucket>/<key>.
+  bool virtual_hosted = false;
+  // Sent as x-amz-date, which libcurl then signs with instead of the clock: for reproducible
+  // signatures (the SigV4 test vectors). Empty in use.
+  std::string amz_date;
 };
 
 // Fills what `config` leaves empty from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -33,6 +39,10 @@ struct S3Config {
 // [AWS_PROFILE or default] sections of ~/.aws/credentials and ~/.aws/config (or the files
 // AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE name). InvalidArgument when no credentials.
 absl::StatusOr<S3Config> ResolveS3Config(S3Config config);
+
+// A query string sorted by name and URI-encoded as SigV4's canonical query has it (libcurl 7.88
+// signs the query as sent, unsorted, so the client always sends it sorted).
+std::string S3QueryString(const std::map<std::string, std::string>& params);
 
 // "s3://bucket/key/with/slashes" -> {bucket, key}; InvalidArgument naming the URL otherwise.
 absl::StatusOr<std::pair<std::string, std::string>> ParseS3Url(std::string_view url);

@@ -302,10 +302,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   ASSIGN_OR_RETURN(const uint64_t header_bytes,
                    ParseSafetensorsHeaderLength(prefix, file_size, path));
   std::string header_json(header_bytes, '\0');
-  RETURN_IF_ERROR(
-      source->ReadAt(8, header_bytes, reinterpret_cast<uint8_t*>(header_json.data())));
+  RETURN_IF_ERROR(source->ReadAt(8, header_bytes, reinterpret_cast<uint8_t*>(header_json.data())));
   ASSIGN_OR_RETURN(SafetensorsHeader header, ParseSafetensorsHeader(header_json, file_size, path));
-  return std::unique_ptr<SafetensorsFile>(new SafetensorsFile(std::move(source), std::move(header)));
+  return std::unique_ptr<SafetensorsFile>(
+      new SafetensorsFile(std::move(source), std::move(header)));
 }
 
 const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
@@ -319,8 +319,8 @@ absl::StatusOr<HostTensor> SafetensorsFile::Read(const TensorInfo& info) const {
   const uint64_t file_size = source_->size();
   if (info.begin > info.end || info.end > file_size || info.begin < header_.data_start) {
     return Invalid(path, absl::StrCat("tensor ", Quote(info.name), ": byte range [", info.begin,
-                                       ", ", info.end, ") is outside the data section [",
-                                       header_.data_start, ", ", file_size, ")"));
+                                      ", ", info.end, ") is outside the data section [",
+                                      header_.data_start, ", ", file_size, ")"));
   }
   for (int64_t d : info.shape) {
     if (d < 0) return Invalid(path, absl::StrCat("tensor ", Quote(info.name), ": negative dim"));
@@ -328,7 +328,7 @@ absl::StatusOr<HostTensor> SafetensorsFile::Read(const TensorInfo& info) const {
   const uint64_t size = info.end - info.begin;
   if (size != static_cast<uint64_t>(NumElements(info.shape) * DTypeSize(info.dtype))) {
     return Invalid(path, absl::StrCat("tensor ", Quote(info.name),
-                                       ": byte range does not match its shape and dtype"));
+                                      ": byte range does not match its shape and dtype"));
   }
   HostTensor t;
   t.dtype = info.dtype;

@@ -75,8 +75,8 @@ TEST(S3ServiceTest, AModelFromS3QuantizedByTheServiceToS3) {
   std::ofstream(dir / "token") << "t0ken\n";
   const std::vector<std::string> s3_flags = {"--s3-endpoint", s3.endpoint()};
   std::vector<std::string> coordinator_flags = s3_flags;
-  coordinator_flags.insert(coordinator_flags.end(), {"--roots", "s3://" + kBucket + "/," +
-                                                                    std::string(QUANT_SHARED_DIR)});
+  coordinator_flags.insert(coordinator_flags.end(),
+                           {"--roots", "s3://" + kBucket + "/," + std::string(QUANT_SHARED_DIR)});
   Coordinator c(dir / "state.db", dir / "token", coordinator_flags, dir / "coordinator.log");
   ASSERT_TRUE(c.up());
   Worker w0(c.grpc_address(), "w0", dir / "w0.log", s3_flags);
@@ -86,19 +86,18 @@ TEST(S3ServiceTest, AModelFromS3QuantizedByTheServiceToS3) {
   ASSERT_TRUE(prometheus.WaitForTargets(3));
 
   const std::string qctl = std::string(QCTL_BINARY) + " ";
-  const std::string auth = " --coordinator " + c.grpc_address() + " --token-file " +
-                           (dir / "token").string();
-  const std::string submitted = RunCommand(
-      qctl + "submit" + auth + " --model " + model + " --out " + result +
-          " --method gsq --bits 2 --steps 30 --calib-tokens 8192 --expert-shards 2",
-      &rc);
+  const std::string auth =
+      " --coordinator " + c.grpc_address() + " --token-file " + (dir / "token").string();
+  const std::string submitted =
+      RunCommand(qctl + "submit" + auth + " --model " + model + " --out " + result +
+                     " --method gsq --bits 2 --steps 30 --calib-tokens 8192 --expert-shards 2",
+                 &rc);
   ASSERT_EQ(rc, 0) << submitted;
   std::printf("$ qctl submit ... --model %s --out %s\n%s", model.c_str(), result.c_str(),
               submitted.c_str());
 
   // Progress through Prometheus while the job runs.
-  const std::string progress =
-      "sum(quant_tasks{state=\"done\"}) / sum(quant_tasks)";
+  const std::string progress = "sum(quant_tasks{state=\"done\"}) / sum(quant_tasks)";
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(900);
   double midway = -1;
   while (std::chrono::steady_clock::now() < until &&
@@ -128,9 +127,8 @@ TEST(S3ServiceTest, AModelFromS3QuantizedByTheServiceToS3) {
   const std::string listing = RunCommand(aws + "s3 ls --recursive " + result + "/", &rc);
   ASSERT_EQ(rc, 0) << listing;
   std::printf("$ aws s3 ls --recursive %s/\n%s", result.c_str(), listing.c_str());
-  out = RunCommand(aws + "s3 cp --recursive --only-show-errors " + result + " " +
-                       (dir / "back").string(),
-                   &rc);
+  out = RunCommand(
+      aws + "s3 cp --recursive --only-show-errors " + result + " " + (dir / "back").string(), &rc);
   ASSERT_EQ(rc, 0) << out;
   const auto manifest = nlohmann::json::parse(ReadFile(dir / "back/quant_manifest.json"));
   int checked = 0;
@@ -144,8 +142,9 @@ TEST(S3ServiceTest, AModelFromS3QuantizedByTheServiceToS3) {
   EXPECT_GE(checked, 5);
   const auto report = nlohmann::json::parse(ReadFile(dir / "back/report.json"));
   ASSERT_TRUE(report.contains("eval")) << report.dump();
-  std::printf("aws-downloaded files matching the manifest's SHA-256: %d; report: KL %.5f, EAR %.5f\n",
-              checked, report["eval"]["kl"][0].get<double>(), report["eval"]["ear"][0].get<double>());
+  std::printf(
+      "aws-downloaded files matching the manifest's SHA-256: %d; report: KL %.5f, EAR %.5f\n",
+      checked, report["eval"]["kl"][0].get<double>(), report["eval"]["ear"][0].get<double>());
   // The job's log through qctl, and a resubmission refused: the output prefix now exists.
   const std::string logs = RunCommand(qctl + "logs" + auth + " 1", &rc);
   EXPECT_EQ(rc, 0) << logs;

@@ -28,10 +28,10 @@ class S3Servers {
     const std::string tests = std::string(QUANT_SOURCE_DIR) + "/tests/s3";
     const int s3rver_port = FreePort();
     // s3rver exits on EPIPE when its stdout closes: it writes to its log file.
-    s3rver_ = Spawn({"node", tests + "/node_modules/s3rver/bin/s3rver.js", "-d", dir + "/data",
-                     "-a", "127.0.0.1", "-p", std::to_string(s3rver_port),
-                     "--configure-bucket", bucket},
-                    dir + "/s3rver.log", nullptr);
+    s3rver_ =
+        Spawn({"node", tests + "/node_modules/s3rver/bin/s3rver.js", "-d", dir + "/data", "-a",
+               "127.0.0.1", "-p", std::to_string(s3rver_port), "--configure-bucket", bucket},
+              dir + "/s3rver.log", nullptr);
     std::string line;
     proxy_ = Spawn({"python3", tests + "/sigv4_proxy.py", "--upstream-port",
                     std::to_string(s3rver_port), "--access-key", "S3RVER", "--secret-key", secret},
