@@ -12,6 +12,10 @@
 
 #include "kernels/gptq_block_cuda.h"
 #endif
+#if defined(QUANT_TORCH_CUDA)
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 
 namespace quant::quant {
@@ -26,25 +30,24 @@ at::Tensor Fake(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& 
 // the block's start, exactly what the column loop reads), then kernels/gptq_block.cu quantizes
 // the block's columns for every row of every member in one launch (the CPU path's column loop
 // would be ~10 launches per column), and its codes go to their (possibly permuted) columns.
+// group_of_col [cols] int32 and orig_cols [cols] int64 (undefined: no permutation) are on the
+// GPU, made once per batch: no host-to-device copy (a stream sync) per block.
 template <typename GroupParams>
 absl::Status BlockCuda(const at::Tensor& w, const at::Tensor& w0, at::Tensor& w1,
                        at::Tensor& err1, const at::Tensor& hinv1, const at::Tensor& scales,
                        const at::Tensor& zero_f, at::Tensor& codes, GroupParams& group_params,
-                       const std::vector<int64_t>& perm_host, bool static_groups, int64_t i1,
-                       int64_t group, int maxq) {
+                       const at::Tensor& group_of_col, const at::Tensor& orig_cols,
+                       bool static_groups, int64_t i1, int64_t group, int maxq) {
 #if defined(QUANT_WITH_CUDA)
   const int64_t batch = w.size(0), rows = w.size(1), cols = w.size(2), count = w1.size(2);
-  std::vector<int32_t> group_of_col(count);
-  std::vector<int64_t> orig_cols(count);
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t col = i1 + i;
-    orig_cols[i] = perm_host.empty() ? col : perm_host[col];
-    group_of_col[i] = static_cast<int32_t>(orig_cols[i] / group);
-    if (!static_groups && col % group == 0) {
-      group_params(w.narrow(2, col, std::min<int64_t>(group, cols - col)), col / group);
+  if (!static_groups) {
+    for (int64_t col = i1; col < i1 + count; ++col) {
+      if (col % group == 0) {
+        group_params(w.narrow(2, col, std::min<int64_t>(group, cols - col)), col / group);
+      }
     }
   }
-  at::Tensor goc = at::tensor(at::ArrayRef<int32_t>(group_of_col), at::kInt).to(w.device());
+  at::Tensor goc = group_of_col.narrow(0, i1, count);
   at::Tensor u = hinv1.contiguous();
   at::Tensor block_codes = at::empty({batch, rows, count}, codes.options());
   kernels::GptqBlockArgs a;
@@ -64,17 +67,55 @@ absl::Status BlockCuda(const at::Tensor& w, const at::Tensor& w0, at::Tensor& w1
   if (cudaError_t e = kernels::GptqBlockCuda(a, nullptr); e != cudaSuccess) {
     return absl::InternalError(absl::StrCat("GPTQ block on CUDA: ", cudaGetErrorString(e)));
   }
-  if (perm_host.empty()) {
+  if (!orig_cols.defined()) {
     codes.narrow(2, i1, count).copy_(block_codes);
   } else {
-    at::Tensor idx = at::tensor(at::ArrayRef<int64_t>(orig_cols), at::kLong).to(w.device());
-    codes.index_copy_(2, idx, block_codes);
+    codes.index_copy_(2, orig_cols.narrow(0, i1, count), block_codes);
   }
   return absl::OkStatus();
 #else
   return absl::FailedPreconditionError("GPTQ on CUDA: this build has no CUDA kernels");
 #endif
 }
+
+#if defined(QUANT_TORCH_CUDA)
+// Each matrix's potrf on one of `count` CUDA streams (libtorch's pool), joined back into the
+// current stream before returning: independent factorizations overlap their latency-bound panel
+// steps. l and k are the current stream's; info [D] int32.
+absl::StatusOr<at::Tensor> CholeskyOnStreams(const at::Tensor& k, at::Tensor& l, int count) {
+  const c10::cuda::CUDAStream main = c10::cuda::getCurrentCUDAStream();
+  cudaEvent_t event;
+  if (cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess ||
+      cudaEventRecord(event, main.stream()) != cudaSuccess) {
+    return absl::InternalError("GPTQ: CUDA event for the Cholesky streams");
+  }
+  std::vector<c10::cuda::CUDAStream> side;
+  for (int s = 0; s < count; ++s) {
+    side.push_back(c10::cuda::getStreamFromPool());
+    if (cudaStreamWaitEvent(side.back().stream(), event, 0) != cudaSuccess) {
+      cudaEventDestroy(event);
+      return absl::InternalError("GPTQ: CUDA stream wait for the Cholesky streams");
+    }
+  }
+  std::vector<at::Tensor> infos;
+  for (int64_t d = 0; d < k.size(0); ++d) {
+    const c10::cuda::CUDAStreamGuard guard(side[d % count]);
+    auto [ld, id] = at::linalg_cholesky_ex(k.select(0, d));
+    l.select(0, d).copy_(ld);
+    id.record_stream(main);  // read on the main stream below
+    infos.push_back(id);
+  }
+  for (const c10::cuda::CUDAStream& s : side) {  // the main stream waits for every side stream
+    if (cudaEventRecord(event, s.stream()) != cudaSuccess ||
+        cudaStreamWaitEvent(main.stream(), event, 0) != cudaSuccess) {
+      cudaEventDestroy(event);
+      return absl::InternalError("GPTQ: CUDA join of the Cholesky streams");
+    }
+  }
+  cudaEventDestroy(event);  // released once its last record completes
+  return at::stack(infos);
+}
+#endif
 
 // The CUDA path's update matrix from one Cholesky. GPTQ's column loop with U = chol(H^-1) (upper,
 // H^-1 = U^T U) leaves W - Q = E U (W the weights before any update, Q dequantized, E the scaled
@@ -83,36 +124,105 @@ absl::Status BlockCuda(const at::Tensor& w, const at::Tensor& w0, at::Tensor& w1
 // sum_{i<j} E_i U_ij, is quantized from W_j + (1/R_jj) sum_{i<j} (W - Q)_i R_ij. The block kernel
 // (GptqBlockArgs::w0) and the trailing GEMMs apply w_j -= e_i V_ij with e_i = (W - Q)_i and
 // V_ij = -R_ij / R_jj for i < j. Only V's strict upper triangle is read (its diagonal is 1).
-// h [D, n, n] is consumed (its memory goes before the factor's arrives).
-absl::StatusOr<at::Tensor> UpdateMatrixOneCholesky(at::Tensor h, bool per_matrix) {
-  at::Tensor k = h.flip({1, 2});  // J H J
-  h.reset();
-  at::Tensor l, info;
-  if (per_matrix) {
-    l = at::empty_like(k);
-    std::vector<at::Tensor> infos;
-    for (int64_t d = 0; d < k.size(0); ++d) {
-      auto [ld, id] = at::linalg_cholesky_ex(k.select(0, d));
-      l.select(0, d).copy_(ld);
-      infos.push_back(id);
-    }
-    info = at::stack(infos);
+// h [D, n, n] (contiguous) is consumed: the blocked route factors it in place; the others flip
+// it and free it before the factor's memory arrives.
+absl::StatusOr<at::Tensor> UpdateMatrixOneCholesky(at::Tensor h, const GptqOptions& options) {
+  at::Tensor r, info;
+  if (options.cuda_cholesky_block > 0) {
+    info = ReversedCholeskyBlocked(h, options.cuda_cholesky_block,
+                                   std::min(options.cuda_cholesky_leaf,
+                                            options.cuda_cholesky_block));
+    r = std::move(h);
   } else {
-    std::tie(l, info) = at::linalg_cholesky_ex(k);
+    at::Tensor k = h.flip({1, 2});  // J H J
+    h.reset();
+    at::Tensor l;
+    if (options.cuda_cholesky_per_matrix) {
+      l = at::empty_like(k);
+#if defined(QUANT_TORCH_CUDA)
+      if (options.cuda_cholesky_streams > 1 && k.is_cuda()) {
+        ASSIGN_OR_RETURN(info, CholeskyOnStreams(k, l, options.cuda_cholesky_streams));
+      }
+#endif
+      if (!info.defined()) {
+        std::vector<at::Tensor> infos;
+        for (int64_t d = 0; d < k.size(0); ++d) {
+          auto [ld, id] = at::linalg_cholesky_ex(k.select(0, d));
+          l.select(0, d).copy_(ld);
+          infos.push_back(id);
+        }
+        info = at::stack(infos);
+      }
+    } else {
+      std::tie(l, info) = at::linalg_cholesky_ex(k);
+    }
+    k.reset();
+    r = l.flip({1, 2});  // R = J L J
   }
-  k.reset();
   if (info.max().item<int64_t>() != 0) {  // the one host sync of the factorization
     return absl::InvalidArgumentError(
         "GPTQ: a damped Hessian is not positive definite (raise damp)");
   }
-  at::Tensor dinv = l.diagonal(0, 1, 2).reciprocal();  // [D, n]: 1 / L_bb
-  // In the flipped indices a = n-1-i, b = n-1-j: V'_ab = -L_ab / L_bb.
-  l.mul_(dinv.unsqueeze(1)).neg_();
-  l.diagonal(0, 1, 2).fill_(1.0);
-  return l.flip({1, 2});
+  at::Tensor neg_dinv = r.diagonal(0, 1, 2).reciprocal().neg_();  // [D, n]: -1 / R_jj
+  r.mul_(neg_dinv.unsqueeze(1));  // column j times -1 / R_jj
+  r.diagonal(0, 1, 2).fill_(1.0);
+  return r;
+}
+
+// R^-1 for a batch of upper triangular R [D, b, b] (only the upper triangle read):
+// [[R1, R2], [0, R3]]^-1 = [[R1^-1, -R1^-1 R2 R3^-1], [0, R3^-1]], halving down to `leaf`
+// columns, where a triangular solve against I gives the inverse. Contiguous result.
+at::Tensor UpperInverse(const at::Tensor& r, int64_t leaf) {
+  const int64_t d = r.size(0), b = r.size(1);
+  if (b <= leaf) {
+    at::Tensor eye = at::eye(b, r.options()).expand({d, b, b});
+    return at::linalg_solve_triangular(r, eye, /*upper=*/true);
+  }
+  const int64_t h = b / 2;
+  at::Tensor out = at::zeros({d, b, b}, r.options());
+  at::Tensor i1 = UpperInverse(r.narrow(1, 0, h).narrow(2, 0, h), leaf);
+  at::Tensor i3 = UpperInverse(r.narrow(1, h, b - h).narrow(2, h, b - h), leaf);
+  out.narrow(1, 0, h).narrow(2, 0, h).copy_(i1);
+  out.narrow(1, h, b - h).narrow(2, h, b - h).copy_(i3);
+  out.narrow(1, 0, h).narrow(2, h, b - h).copy_(
+      at::bmm(at::bmm(i1, r.narrow(1, 0, h).narrow(2, h, b - h)), i3).neg_());
+  return out;
 }
 
 }  // namespace
+
+at::Tensor ReversedCholeskyBlocked(const at::Tensor& a, int64_t block, int64_t leaf) {
+  const int64_t d = a.size(0), n = a.size(1);
+  at::Tensor info = at::zeros({d}, a.options().dtype(at::kInt));
+  for (int64_t j1 = n; j1 > 0;) {
+    const int64_t j0 = std::max<int64_t>(0, j1 - block), b = j1 - j0;
+    // A = [[A11, A12], [A12^T, A22]] with A22 the b x b corner: A22 = R22 R22^T,
+    // A12 = R12 R22^T, and A11 - R12 R12^T is what is left to factor.
+    at::Tensor a22 = a.narrow(1, j0, b).narrow(2, j0, b);
+    if (b <= leaf) {  // R22 = J chol(J A22 J) J; cuSOLVER reads the flipped lower = A22's upper
+      auto [l, leaf_info] = at::linalg_cholesky_ex(a22.flip({1, 2}));
+      a22.copy_(l.flip({1, 2}));
+      info.add_(leaf_info.ne(0));
+    } else {
+      info.add_(ReversedCholeskyBlocked(a22, std::max(leaf, block / 4), leaf).ne(0));
+    }
+    if (j0 > 0) {
+      at::Tensor a12 = a.narrow(1, 0, j0).narrow(2, j0, b);  // [D, j0, b]
+      at::Tensor r12 = at::bmm(a12, UpperInverse(a22, leaf).transpose(1, 2));  // A12 R22^-T
+      a12.copy_(r12);
+      a.narrow(1, j0, b).narrow(2, 0, j0).zero_();
+      // The upper triangle of A11 -= R12 R12^T, a column panel at a time (rows down to the
+      // panel's diagonal tile, which is computed whole).
+      for (int64_t c0 = 0; c0 < j0; c0 += block) {
+        const int64_t c1 = std::min(c0 + block, j0);
+        a.narrow(1, 0, c1).narrow(2, c0, c1 - c0).baddbmm_(
+            r12.narrow(1, 0, c1), r12.narrow(1, c0, c1 - c0).transpose(1, 2), 1.0, -1.0);
+      }
+    }
+    j1 = j0;
+  }
+  return info;
+}
 
 void ComputeGroupParamsMse(const at::Tensor& w_group, const QuantScheme& scheme,
                            const GptqOptions& options, at::Tensor* scale, at::Tensor* zero) {
@@ -293,7 +403,7 @@ absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
   at::Tensor w_orig;  // one-Cholesky form: W before any update (the errors are W - Q)
   if (cuda && options_.cuda_one_cholesky) {
     w_orig = w.clone();
-    ASSIGN_OR_RETURN(hinv, UpdateMatrixOneCholesky(std::move(h), options_.cuda_cholesky_per_matrix));
+    ASSIGN_OR_RETURN(hinv, UpdateMatrixOneCholesky(std::move(h), options_));
   } else {
     at::Tensor l = at::linalg_cholesky(h);
     if (cuda) {  // the inverse from the factor directly (potri: a third of the solve's FLOPs)
@@ -314,6 +424,17 @@ absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
             options_.block_size;
     if (outer % group != 0) outer = cols;
   }
+  at::Tensor group_of_col, orig_cols;  // CUDA: per (permuted) column, on the GPU
+  if (cuda) {
+    std::vector<int32_t> goc(cols);
+    for (int64_t c = 0; c < cols; ++c) {
+      goc[c] = static_cast<int32_t>((perm_host.empty() ? c : perm_host[c]) / group);
+    }
+    group_of_col = at::tensor(at::ArrayRef<int32_t>(goc), at::kInt).to(w.device());
+    if (!perm_host.empty()) {
+      orig_cols = at::tensor(at::ArrayRef<int64_t>(perm_host), at::kLong).to(w.device());
+    }
+  }
   for (int64_t o1 = 0; o1 < cols; o1 += outer) {
     const int64_t o2 = std::min(o1 + outer, cols);
     const bool spans = o2 < cols;
@@ -329,7 +450,7 @@ absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
         at::Tensor w0;  // the block's weights before any update (one-Cholesky form)
         if (w_orig.defined()) w0 = w_orig.narrow(2, i1, count).contiguous();
         RETURN_IF_ERROR(BlockCuda(w, w0, w1, err1, hinv1, scales, zero_f, codes, group_params,
-                                  perm_host, static_groups, i1, group, maxq));
+                                  group_of_col, orig_cols, static_groups, i1, group, maxq));
       } else {
         for (int64_t i = 0; i < count; ++i) {
           const int64_t col = i1 + i;

@@ -24,9 +24,16 @@ struct GptqOptions {
   // for Cholesky, inverse and Cholesky again; the same updates in exact arithmetic. Off: the
   // reference's route.
   bool cuda_one_cholesky = true;
-  // Factor the Hessians one at a time (cuSOLVER potrf) rather than in one batched call
-  // (potrfBatched, which libtorch picks for a batch); docs/benchmarks.md has both timed.
+  // How the one-Cholesky route factors the Hessians. cuda_cholesky_block > 0: all of them at
+  // once, blocked (ReversedCholeskyBlocked below): diagonal blocks of this many columns, the
+  // panels and trailing updates as batched fp32 GEMMs over every Hessian. 0: cuSOLVER's potrf
+  // on each whole flipped Hessian, one at a time (cuda_cholesky_per_matrix, spread over
+  // cuda_cholesky_streams CUDA streams) or in one batched call (potrfBatched, which libtorch
+  // picks for a batch). docs/benchmarks.md has them timed.
+  int cuda_cholesky_block = 512;
+  int cuda_cholesky_leaf = 128;  // the blocked route's smallest diagonal block (cuSOLVER there)
   bool cuda_cholesky_per_matrix = true;
+  int cuda_cholesky_streams = 1;
   // Columns between full-width trailing updates (a multiple of block_size; 0: after every
   // block, as the reference): inside it each block updates only the rest of this span, so W is
   // swept cols / cuda_outer_block times with GEMMs of depth cuda_outer_block instead of
@@ -39,6 +46,16 @@ struct GptqOptions {
 // that won. Without search it equals ComputeGroupParams.
 void ComputeGroupParamsMse(const at::Tensor& w_group, const QuantScheme& scheme,
                            const GptqOptions& options, at::Tensor* scale, at::Tensor* zero);
+
+// The reversed Cholesky factor of each matrix of a [D, n, n] float32 batch: R upper triangular
+// with A = R R^T (R = J chol(J A J) J, J the reversal), written in place over a's upper triangle
+// (its strict lower triangle zeroed); only a's upper triangle is read. Right-looking from the
+// bottom-right corner in diagonal blocks of `block` columns (each factored the same way with a
+// quarter of the block, down to `leaf`, where the flipped block goes to linalg_cholesky_ex), the
+// panels through the diagonal block's inverse and the trailing updates as batched GEMMs over all
+// D matrices in column panels of `block`. Returns info [D] int32 (0: every leaf was positive
+// definite). Preconditions: a contiguous in its last two dimensions, block >= leaf >= 1.
+at::Tensor ReversedCholeskyBlocked(const at::Tensor& a, int64_t block, int64_t leaf);
 
 class GptqQuantizer : public Quantizer {
  public:

@@ -4,12 +4,13 @@
 // group 128, min/max grid (no MSE search), no act-order: the worker's GptqQuantizer::QuantizeBatch
 // on CUDA tensors (Cholesky factors through ATen, the column blocks through
 // kernels/gptq_block.cu, the trailing updates as batched GEMMs), one batch per projection,
-// under several GptqOptions (one JSON line each), then the factorizations and the block kernel
-// alone. Floor, measured in the same run: the FLOPs of the factorization that the options run
-// (one Cholesky of the flipped Hessian: 1/3 n^3; the reference's Cholesky, inverse, Cholesky:
+// under several GptqOptions (one JSON line each; the first is the previous default, whose codes
+// and loss the others are compared with), then the factorizations and the block kernel alone.
+// Floor, measured in the same run: the FLOPs of the factorization that the options run (one
+// Cholesky of the flipped Hessian: 1/3 n^3; the reference's Cholesky, inverse, Cholesky:
 // 4/3 n^3; once per distinct Hessian) and of the trailing updates (rows x cols^2 per linear) at
-// the fp32 GEMM rate of a 8192^3 at::matmul (TF32 off). Each line also gives the default's codes
-// and GPTQ loss tr(dW H dW^T) against the reference route's (same inputs).
+// the fp32 GEMM rate of a 8192^3 at::matmul (TF32 off). Each line after the first also gives its
+// codes' agreement with the first's and the first's GPTQ loss tr(dW H dW^T) over its own.
 // Usage: gptq_kimi_bench [experts] [tokens]; JSON lines.
 #include <ATen/ATen.h>
 #include <cuda_runtime_api.h>
@@ -34,6 +35,8 @@ struct Config {
   bool one_cholesky;
   bool per_matrix;
   int outer_block;
+  int cholesky_block;  // 0: cuSOLVER on whole matrices
+  int streams;
 };
 
 // tr(dW H dW^T) summed over members, dW = W - dequantized codes (group 128, symmetric zero).
@@ -106,12 +109,12 @@ int main(int argc, char** argv) {
   h_gate_up.insert(h_gate_up.end(), h_in.begin(), h_in.end());
   const std::vector<at::Tensor>* ws[2] = {&w_gate_up, &w_down};
   const std::vector<at::Tensor>* hs[2] = {&h_gate_up, &h_down};
-  // The default first (its codes are kept), the reference's factorization last (the most memory).
+  // The previous default first (its codes are kept and compared with the others').
   const Config configs[] = {
-      {"default: one Cholesky per matrix, spans of 1024", true, true, 1024},
-      {"one batched Cholesky (potrfBatched), spans of 1024", true, false, 1024},
-      {"one Cholesky per matrix, no spans", true, true, 0},
-      {"reference factorization (Cholesky, inverse, Cholesky), spans of 1024", false, true, 1024},
+      {"before: cuSOLVER potrf per matrix, spans of 1024", true, true, 1024, 0, 1},
+      {"cuSOLVER potrf per matrix on 4 streams, spans of 1024", true, true, 1024, 0, 4},
+      {"default: blocked reversed Cholesky 512 (leaf 128), spans of 1024", true, true, 1024, 512,
+       1},
   };
   std::vector<quant::quant::QuantizedWeight> kept[2];
   for (const Config& c : configs) {
@@ -120,6 +123,8 @@ int main(int argc, char** argv) {
     options.cuda_one_cholesky = c.one_cholesky;
     options.cuda_cholesky_per_matrix = c.per_matrix;
     options.cuda_outer_block = c.outer_block;
+    options.cuda_cholesky_block = c.cholesky_block;
+    options.cuda_cholesky_streams = c.streams;
     const quant::quant::GptqQuantizer gptq(options);
     // Warm-up on two experts (cuSOLVER and cuBLAS handles, kernel loads).
     (void)gptq.QuantizeBatch({w_down[0], w_down[1]}, {h_down[0], h_down[1]}, scheme);
@@ -153,8 +158,8 @@ int main(int argc, char** argv) {
     } else {
       char buf[256];
       std::snprintf(buf, sizeof(buf),
-                    ",\"default_codes_same_gate_up\":%.4f,\"default_codes_same_down\":%.4f,"
-                    "\"default_loss_over_this_gate_up\":%.5f,\"default_loss_over_this_down\":%.5f",
+                    ",\"codes_same_as_first_gate_up\":%.4f,\"codes_same_as_first_down\":%.4f,"
+                    "\"loss_first_over_this_gate_up\":%.5f,\"loss_first_over_this_down\":%.5f",
                     SameCodes(kept[0], q[0]), SameCodes(kept[1], q[1]),
                     GptqLoss(kept[0], w_gate_up, h_gate_up) / GptqLoss(q[0], w_gate_up, h_gate_up),
                     GptqLoss(kept[1], w_down, h_down) / GptqLoss(q[1], w_down, h_down));
@@ -174,33 +179,37 @@ int main(int argc, char** argv) {
   }
   kept[0].clear();
   kept[1].clear();
-  // The factorizations alone on the 48 gate/up Hessians, as QuantizeBatch runs them.
+  // The factorizations alone on the 48 gate/up Hessians, as QuantizeBatch runs them: the flipped
+  // Hessians through cuSOLVER's potrf one at a time and the blocked reversed Cholesky for several
+  // block and leaf sizes; each timed on its second run.
   {
     at::Tensor h = at::stack(h_in, 0);
     h.diagonal(0, 1, 2).add_(0.01 * h.diagonal(0, 1, 2).mean(1, true));
-    double s[3];
-    for (int v = 0; v < 3; ++v) {
-      cudaDeviceSynchronize();
-      const auto t0 = std::chrono::steady_clock::now();
-      if (v == 0) {
-        at::Tensor l = at::linalg_cholesky(h);
-        at::Tensor hinv = at::linalg_cholesky(at::cholesky_inverse(l), /*upper=*/true);
-      } else if (v == 1) {
-        at::Tensor k = h.flip({1, 2});
-        for (int64_t d = 0; d < k.size(0); ++d) (void)at::linalg_cholesky_ex(k.select(0, d));
-      } else {
-        (void)at::linalg_cholesky_ex(h.flip({1, 2}));
+    const double useful = experts * n1 * n1 * n1 / 3.0;
+    struct Variant {
+      int streams, block, leaf;
+    };
+    for (const Variant& v : {Variant{1, 0, 0}, Variant{0, 512, 128}, Variant{0, 512, 64}, Variant{0, 256, 64},
+                             Variant{0, 1024, 128}, Variant{0, 1024, 256}}) {
+      double s = 0;
+      for (int rep = 0; rep < 2; ++rep) {
+        at::Tensor a = h.clone();
+        cudaDeviceSynchronize();
+        const auto t0 = std::chrono::steady_clock::now();
+        if (v.block > 0) {
+          (void)quant::quant::ReversedCholeskyBlocked(a, v.block, v.leaf);
+        } else {
+          at::Tensor k = a.flip({1, 2});
+          for (int64_t d = 0; d < k.size(0); ++d) (void)at::linalg_cholesky_ex(k.select(0, d));
+        }
+        s = Seconds(t0);
       }
-      s[v] = Seconds(t0);
+      std::printf(
+          "{\"bench\":\"gptq_kimi_factor_gate_up\",\"streams\":%d,\"block\":%d,\"leaf\":%d,"
+          "\"s\":%.4f,\"useful_tflops\":%.1f}\n",
+          v.streams, v.block, v.leaf, s, useful / s / 1e12);
+      std::fflush(stdout);
     }
-    const double c1 = experts * n1 * n1 * n1;
-    std::printf(
-        "{\"bench\":\"gptq_kimi_factor_gate_up\",\"reference_route_s\":%.3f,"
-        "\"reference_route_tflops\":%.1f,\"one_cholesky_per_matrix_s\":%.3f,"
-        "\"one_cholesky_per_matrix_tflops\":%.1f,\"one_cholesky_batched_s\":%.3f,"
-        "\"one_cholesky_batched_tflops\":%.1f}\n",
-        s[0], 4.0 / 3.0 * c1 / s[0] / 1e12, s[1], c1 / 3.0 / s[1] / 1e12, s[2],
-        c1 / 3.0 / s[2] / 1e12);
   }
   // The block kernel alone, on the gate+up (experts x 2 x 2048 rows) and down (experts x 7168)
   // shapes, times the blocks per batch (56 and 16).

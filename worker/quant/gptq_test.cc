@@ -136,3 +136,47 @@ TEST(GptqTest, BatchEqualsOneByOne) {
 
 }  // namespace
 }  // namespace quant::quant
+
+namespace quant::quant {
+namespace {
+
+// The blocked reversed Cholesky (the GPU's default factorization) against the plain route,
+// J chol(J A J) J, on odd sizes: n = 1, n below, at and above one block, n not a multiple of the
+// block or the leaf, and the diagonal blocks' own recursion (block / 4 above the leaf).
+TEST(GptqTest, ReversedCholeskyBlockedMatchesPlain) {
+  at::manual_seed(10);
+  struct Case {
+    int64_t n, block, leaf;
+  };
+  for (const Case& c : {Case{1, 4, 2}, Case{7, 16, 4}, Case{64, 16, 4}, Case{200, 48, 16},
+                        Case{301, 128, 8}, Case{130, 512, 128}}) {
+    const int64_t d = 3;
+    std::vector<at::Tensor> hs;
+    for (int64_t m = 0; m < d; ++m) {
+      at::Tensor h = CorrelatedHessian(c.n, 2 * c.n + 8);
+      h.diagonal().add_(0.01 * h.diagonal().mean());
+      hs.push_back(h);
+    }
+    at::Tensor a = at::stack(hs, 0).contiguous();
+    at::Tensor ref = at::linalg_cholesky(a.flip({1, 2})).flip({1, 2});
+    at::Tensor r = a.clone();
+    r.tril_(-1).mul_(1e30);  // the strict lower triangle is never read: poison it
+    r.add_(a.triu());
+    at::Tensor info = ReversedCholeskyBlocked(r, c.block, c.leaf);
+    EXPECT_EQ(info.abs().sum().item<int64_t>(), 0) << c.n;
+    EXPECT_TRUE(at::equal(r.tril(-1), at::zeros_like(r))) << c.n;
+    const double rel = ((r - ref).norm() / ref.norm()).item<double>();
+    const double fit = ((at::bmm(r, r.transpose(1, 2)) - a).norm() / a.norm()).item<double>();
+    EXPECT_LT(rel, 1e-4) << c.n << " " << c.block;
+    EXPECT_LT(fit, 1e-5) << c.n << " " << c.block;
+  }
+  // Not positive definite: reported, not hidden.
+  at::Tensor bad = at::eye(40).unsqueeze(0).repeat({2, 1, 1});
+  bad[1][3][3] = -1.0;
+  EXPECT_GT(ReversedCholeskyBlocked(bad, 16, 4)[1].item<int>(), 0);
+  EXPECT_EQ(ReversedCholeskyBlocked(at::eye(40).unsqueeze(0).contiguous(), 16, 4)[0].item<int>(),
+            0);
+}
+
+}  // namespace
+}  // namespace quant::quant
