@@ -230,6 +230,7 @@ void DequantFp8Blocks_ref(const uint8_t* fp8, int64_t rows, int64_t cols, const 
 }
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
+  if (dir.starts_with("file://")) return Open(LocalPathOf(dir));
   auto ckpt = std::unique_ptr<Checkpoint>(new Checkpoint());
   ckpt->dir_ = dir;
   if (IsS3Location(dir)) {

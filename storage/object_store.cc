@@ -303,6 +303,11 @@ std::string ObjectStore::Label(std::string_view name) const { return Join(root_,
 
 bool IsS3Location(std::string_view location) { return location.starts_with(kS3Scheme); }
 
+std::string LocalPathOf(std::string_view location) {
+  if (location.starts_with(kFileScheme)) location.remove_prefix(kFileScheme.size());
+  return std::string(location);
+}
+
 absl::StatusOr<std::unique_ptr<ByteSource>> OpenLocalFile(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, path + ": cannot open");
@@ -351,9 +356,7 @@ absl::StatusOr<std::unique_ptr<ObjectStore>> OpenObjectStore(const std::string& 
         location, ": this build has no s3:// support (libcurl was not found when it was built)"));
   }
 #endif
-  std::string dir =
-      location.starts_with(kFileScheme) ? location.substr(kFileScheme.size()) : location;
-  dir = StripTrailingSlashes(dir);
+  const std::string dir = StripTrailingSlashes(LocalPathOf(location));
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
@@ -378,9 +381,7 @@ absl::StatusOr<std::string> DescribeFiles(const ObjectStore& store) {
 absl::StatusOr<bool> LocationExists(const std::string& location) {
   if (!IsS3Location(location)) {
     std::error_code ec;
-    const std::string path =
-        location.starts_with(kFileScheme) ? location.substr(kFileScheme.size()) : location;
-    return fs::exists(fs::symlink_status(path, ec));
+    return fs::exists(fs::symlink_status(LocalPathOf(location), ec));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenObjectStore(location));
   ASSIGN_OR_RETURN(std::vector<StoreEntry> entries, store->List());

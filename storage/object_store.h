@@ -32,6 +32,9 @@ absl::StatusOr<std::unique_ptr<ByteSource>> OpenLocalFile(const std::string& pat
 
 // True for "s3://..." (the only remote scheme).
 bool IsS3Location(std::string_view location);
+// "file:///data/m" -> "/data/m"; anything else as it is. Locations given by users pass through
+// this before they are used as paths.
+std::string LocalPathOf(std::string_view location);
 
 // Endpoint and region for every s3:// location this process opens, from flags (--s3-endpoint,
 // --s3-region); what they leave empty, and the credentials, come from the standard AWS

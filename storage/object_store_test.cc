@@ -57,6 +57,12 @@ TEST(LocalStoreTest, ListsReadsAndNamesMissingFiles) {
             absl::StatusCode::kNotFound);
   EXPECT_EQ(OpenObjectStore((dir / "a.bin").string()).status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LocalPathOf("file://" + dir.string()), dir.string());
+  EXPECT_EQ(LocalPathOf("s3://b/p"), "s3://b/p");
+  EXPECT_TRUE(*LocationExists("file://" + dir.string()));
+  auto via_url = Checkpoint::Open("file://" + kModel);
+  ASSERT_TRUE(via_url.ok()) << via_url.status();
+  EXPECT_EQ((*via_url)->store().root(), kModel);
   EXPECT_TRUE(*LocationExists(dir.string()));
   EXPECT_FALSE(*LocationExists((dir / "absent").string()));
   fs::remove_all(dir);

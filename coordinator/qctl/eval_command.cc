@@ -25,6 +25,8 @@ nlohmann::json IntervalJson(const eval::Interval& i) {
 }
 
 int Run(EvalFlags& f) {
+  f.job.model_dir = storage::LocalPathOf(f.job.model_dir);  // file:// taken as the path
+  f.job.reference_dir = storage::LocalPathOf(f.job.reference_dir);
   if (!f.fake_quant.empty()) {
     f.fq.method = f.fake_quant;
     f.job.fake_quant = f.fq;

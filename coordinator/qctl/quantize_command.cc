@@ -180,6 +180,8 @@ absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, bool no_eval, bool n
                               double bits) {
   spec.evaluate = !no_eval;
   spec.channel_fallback = !no_fallback;
+  spec.model_dir = storage::LocalPathOf(spec.model_dir);  // file:// taken as the path
+  spec.out_dir = storage::LocalPathOf(spec.out_dir);
   if (!spec.slq && spec.target_ear > 0) {
     return absl::InvalidArgumentError("--target-ear needs --slq");
   }
