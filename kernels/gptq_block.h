@@ -30,6 +30,9 @@ struct GptqBlockArgs {
   // error each column spreads is w0 - dequant(q), w0 the weights before any GPTQ update
   // ([members, rows, count]); V's diagonal is not read.
   const float* w0 = nullptr;
+  // Row strides in elements (0: count), so that the caller can pass views of wider matrices (the
+  // block's columns of W, of the weights before any update, of a span's errors) with no copy.
+  int64_t ld_w = 0, ld_w0 = 0, ld_err = 0, ld_codes = 0;
 };
 
 inline constexpr int64_t kGptqMaxBlock = 128;

@@ -22,8 +22,10 @@ T* Dev(const std::vector<T>& v) { return ToDevice(v); }
 template <typename T>
 std::vector<T> Host(const T* d, size_t n) { return ToHost(d, n); }
 
+// pad > 0: w, w0, err and codes are views of wider row-major matrices (row strides count + pad,
+// + 2 pad, + 3 pad and + pad); the columns past count must come back untouched.
 bool GptqCase(int64_t members, int64_t rows, int64_t count, int64_t group, int bits,
-              std::mt19937& rng, bool with_w0 = false) {
+              std::mt19937& rng, bool with_w0 = false, int64_t pad = 0) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t groups = (count + group - 1) / group;
   std::vector<int32_t> goc(count);
@@ -37,11 +39,14 @@ bool GptqCase(int64_t members, int64_t rows, int64_t count, int64_t group, int b
       }
     }
   }
-  std::vector<float> w(members * rows * count), scales(members * rows * groups),
+  const int64_t ld_w = count + pad, ld_w0 = count + 2 * pad, ld_err = count + 3 * pad;
+  const int64_t ld_codes = count + pad;
+  std::vector<float> w(members * rows * ld_w), scales(members * rows * groups),
       zeros(members * rows * groups);
   for (float& x : w) x = 0.05f * normal(rng);
-  std::vector<float> w0 = w;  // the pre-update weights (one-Cholesky form): w plus noise
-  for (float& x : w0) x += 0.01f * normal(rng);
+  // The pre-update weights (one-Cholesky form): w plus noise.
+  std::vector<float> w0(members * rows * ld_w0);
+  for (size_t k = 0; k < w0.size(); ++k) w0[k] = w[k % w.size()] + 0.01f * normal(rng);
   for (float& s : scales) s = (rng() & 1 ? 1.0f : -1.0f) * (0.01f + 0.02f * std::fabs(normal(rng)));
   for (float& z : zeros) z = static_cast<float>(rng() % (1u << bits));
   GptqBlockArgs a;
@@ -50,8 +55,14 @@ bool GptqCase(int64_t members, int64_t rows, int64_t count, int64_t group, int b
   a.count = count;
   a.groups = groups;
   a.maxq = (1 << bits) - 1;
-  std::vector<float> w_ref = w, err_ref(w.size());
-  std::vector<uint8_t> codes_ref(w.size());
+  a.ld_w = ld_w;
+  a.ld_w0 = ld_w0;
+  a.ld_err = ld_err;
+  a.ld_codes = ld_codes;
+  // Outputs poisoned alike on both sides (so untouched padding compares equal).
+  const size_t n_err = members * rows * ld_err, n_codes = members * rows * ld_codes;
+  std::vector<float> w_ref = w, err_ref(n_err, 3.0e38f);
+  std::vector<uint8_t> codes_ref(n_codes, 0xee);
   a.group_of_col = goc.data();
   a.hinv = u.data();
   a.scales = scales.data();
@@ -67,16 +78,17 @@ bool GptqCase(int64_t members, int64_t rows, int64_t count, int64_t group, int b
   d.scales = Dev(scales);
   d.zeros = Dev(zeros);
   d.w = Dev(w);
-  d.codes = Dev(std::vector<uint8_t>(w.size(), 0xff));
-  d.err = Dev(std::vector<float>(w.size(), NAN));
+  d.codes = Dev(std::vector<uint8_t>(n_codes, 0xee));
+  d.err = Dev(std::vector<float>(n_err, 3.0e38f));
   if (with_w0) d.w0 = Dev(w0);
   CHECK_CUDA(GptqBlockCuda(d, nullptr));
   CHECK_CUDA(cudaDeviceSynchronize());
-  const bool ok = Host(d.w, w.size()) == w_ref && Host(d.codes, w.size()) == codes_ref &&
-                  Host(d.err, w.size()) == err_ref;
-  std::printf("gptq block %lld x %lld x %lld g%lld %d-bit%s: %s\n", (long long)members,
+  const bool ok = Host(d.w, w.size()) == w_ref && Host(d.codes, n_codes) == codes_ref &&
+                  Host(d.err, n_err) == err_ref;
+  std::printf("gptq block %lld x %lld x %lld g%lld %d-bit%s%s: %s\n", (long long)members,
               (long long)rows, (long long)count, (long long)group, bits,
-              with_w0 ? " (w0)" : "", ok ? "bit-identical" : "FAIL");
+              with_w0 ? " (w0)" : "", pad > 0 ? (" (strided +" + std::to_string(pad) + ")").c_str() : "",
+              ok ? "bit-identical" : "FAIL");
   if (with_w0) CHECK_CUDA(cudaFree(const_cast<float*>(d.w0)));
   for (const void* p : {(const void*)d.group_of_col, (const void*)d.hinv, (const void*)d.scales,
                         (const void*)d.zeros, (const void*)d.w, (const void*)d.codes,
@@ -124,6 +136,11 @@ int main(int argc, char** argv) {
   ok = GptqCase(3, 130, 96, 32, 4, rng, /*with_w0=*/true) && ok;
   ok = GptqCase(2, 513, 13, 8, 3, rng, /*with_w0=*/true) && ok;
   ok = GptqCase(4, 2048, 128, 128, 3, rng, /*with_w0=*/true) && ok;
+  // Views of wider matrices: 16-byte-aligned strides (the vector path) and odd ones.
+  ok = GptqCase(2, 300, 128, 128, 3, rng, /*with_w0=*/true, /*pad=*/8) && ok;
+  ok = GptqCase(2, 300, 128, 64, 4, rng, /*with_w0=*/false, /*pad=*/8) && ok;
+  ok = GptqCase(3, 130, 96, 32, 4, rng, /*with_w0=*/true, /*pad=*/3) && ok;
+  ok = GptqCase(2, 77, 13, 8, 3, rng, /*with_w0=*/true, /*pad=*/5) && ok;
   if (gptq_only) {
     std::printf("%s\n", ok ? "gptq block: all bit-identical" : "FAIL");
     return ok ? 0 : 1;

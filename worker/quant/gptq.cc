@@ -31,7 +31,9 @@ at::Tensor Fake(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& 
 // the block's columns for every row of every member in one launch (the CPU path's column loop
 // would be ~10 launches per column), and its codes go to their (possibly permuted) columns.
 // group_of_col [cols] int32 and orig_cols [cols] int64 (undefined: no permutation) are on the
-// GPU, made once per batch: no host-to-device copy (a stream sync) per block.
+// GPU, made once per batch: no host-to-device copy (a stream sync) per block. w1, err1 and w0 may
+// be views of wider matrices (last dimension contiguous): the kernel takes their row strides, so
+// no block is copied out or back; without a permutation the codes go straight into `codes`.
 template <typename GroupParams>
 absl::Status BlockCuda(const at::Tensor& w, const at::Tensor& w0, at::Tensor& w1,
                        at::Tensor& err1, const at::Tensor& hinv1, const at::Tensor& scales,
@@ -49,7 +51,14 @@ absl::Status BlockCuda(const at::Tensor& w, const at::Tensor& w0, at::Tensor& w1
   }
   at::Tensor goc = group_of_col.narrow(0, i1, count);
   at::Tensor u = hinv1.contiguous();
-  at::Tensor block_codes = at::empty({batch, rows, count}, codes.options());
+  at::Tensor block_codes = orig_cols.defined() ? at::empty({batch, rows, count}, codes.options())
+                                               : codes.narrow(2, i1, count);
+  const at::Tensor* views[] = {&w1, &err1, &w0, &block_codes};
+  for (const at::Tensor* t : views) {
+    if (t->defined() && (t->stride(2) != 1 || t->stride(0) != rows * t->stride(1))) {
+      return absl::InternalError("GPTQ block on CUDA: a block view with unexpected strides");
+    }
+  }
   kernels::GptqBlockArgs a;
   a.members = batch;
   a.rows = rows;
@@ -64,14 +73,14 @@ absl::Status BlockCuda(const at::Tensor& w, const at::Tensor& w0, at::Tensor& w1
   a.codes = block_codes.data_ptr<uint8_t>();
   a.err = err1.data_ptr<float>();
   if (w0.defined()) a.w0 = w0.data_ptr<float>();
+  a.ld_w = w1.stride(1);
+  a.ld_err = err1.stride(1);
+  a.ld_codes = block_codes.stride(1);
+  if (w0.defined()) a.ld_w0 = w0.stride(1);
   if (cudaError_t e = kernels::GptqBlockCuda(a, nullptr); e != cudaSuccess) {
     return absl::InternalError(absl::StrCat("GPTQ block on CUDA: ", cudaGetErrorString(e)));
   }
-  if (!orig_cols.defined()) {
-    codes.narrow(2, i1, count).copy_(block_codes);
-  } else {
-    codes.index_copy_(2, orig_cols.narrow(0, i1, count), block_codes);
-  }
+  if (orig_cols.defined()) codes.index_copy_(2, orig_cols.narrow(0, i1, count), block_codes);
   return absl::OkStatus();
 #else
   return absl::FailedPreconditionError("GPTQ on CUDA: this build has no CUDA kernels");
@@ -343,14 +352,14 @@ absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
     if (!equal) members_of.clear();
   }
   at::Tensor w;  // [B, rows, cols], or stacked [D, k rows, cols]
-  if (!members_of.empty()) {
-    std::vector<at::Tensor> stacked;
-    for (const auto& ms : members_of) {
-      std::vector<at::Tensor> parts;
-      for (int64_t m : ms) parts.push_back(ws[m]);
-      stacked.push_back(at::cat(parts, 0));
+  if (!members_of.empty()) {  // one copy of each member into its place
+    const int64_t k = static_cast<int64_t>(members_of[0].size());
+    w = at::empty({static_cast<int64_t>(members_of.size()), k * rows, cols}, ws[0].options());
+    for (size_t d = 0; d < members_of.size(); ++d) {
+      for (int64_t t = 0; t < k; ++t) {
+        w.select(0, static_cast<int64_t>(d)).narrow(0, t * rows, rows).copy_(ws[members_of[d][t]]);
+      }
     }
-    w = at::stack(stacked, 0).contiguous();
   } else {
     w = at::stack(ws, 0).contiguous();
   }
@@ -442,13 +451,21 @@ absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
     for (int64_t i1 = o1; i1 < o2; i1 += options_.block_size) {
       const int64_t i2 = std::min<int64_t>(i1 + options_.block_size, o2);
       const int64_t count = i2 - i1;
-      at::Tensor w1 = w.narrow(2, i1, count).clone();
-      at::Tensor err1 = at::zeros_like(w1);
+      // On the GPU the kernel works on W's block in place (its columns are not read again) and
+      // writes its errors straight into the span's; the CPU path works on copies.
+      at::Tensor w1, err1;
+      if (cuda) {
+        w1 = w.narrow(2, i1, count);
+        err1 = spans ? err_span.narrow(2, i1 - o1, count) : at::empty({nb, nr, count}, w.options());
+      } else {
+        w1 = w.narrow(2, i1, count).clone();
+        err1 = at::zeros_like(w1);
+      }
       const at::Tensor slab = per_member(hinv.narrow(1, i1, count));  // [B, count, cols]
       at::Tensor hinv1 = slab.narrow(2, i1, count);
       if (cuda) {
         at::Tensor w0;  // the block's weights before any update (one-Cholesky form)
-        if (w_orig.defined()) w0 = w_orig.narrow(2, i1, count).contiguous();
+        if (w_orig.defined()) w0 = w_orig.narrow(2, i1, count);
         RETURN_IF_ERROR(BlockCuda(w, w0, w1, err1, hinv1, scales, zero_f, codes, group_params,
                                   group_of_col, orig_cols, static_groups, i1, group, maxq));
       } else {
@@ -481,7 +498,7 @@ absl::StatusOr<std::vector<QuantizedWeight>> GptqQuantizer::QuantizeBatch(
           w.narrow(2, i2, cols - i2).sub_(at::bmm(err1, slab.narrow(2, i2, cols - i2)));
         }
       }
-      if (spans) err_span.narrow(2, i1 - o1, count).copy_(err1);
+      if (spans && !cuda) err_span.narrow(2, i1 - o1, count).copy_(err1);
     }
     if (spans) {
       const at::Tensor span_rows = per_member(hinv.narrow(1, o1, o2 - o1));  // [B, span, cols]
