@@ -52,6 +52,15 @@ TEST(PlanInput, OutputsGoToTheScratchExceptTheCheckpointAndTheReport) {
   EXPECT_EQ(TaskOutputPaths("/s/job-1", "/out/x", t, 2).attempt, "/out/x.attempt.e2");
   t.kind = TaskKind::kEvaluate;
   EXPECT_EQ(TaskOutputPaths("/s/job-1", "/out/x", t, 2).committed, "/out/x/report.json");
+  // An s3:// output is written and evaluated in the job's scratch, then published from there.
+  EXPECT_EQ(LocalOutDir("/s/job-1", "s3://b/out/x"), "/s/job-1/out");
+  EXPECT_EQ(TaskOutputPaths("/s/job-1", "s3://b/out/x", t, 2).committed,
+            "/s/job-1/out/report.json");
+  t.kind = TaskKind::kWrite;
+  EXPECT_EQ(TaskOutputPaths("/s/job-1", "s3://b/out/x", t, 2).committed, "/s/job-1/out");
+  EXPECT_EQ(TaskOutputPaths("/s/job-1", "s3://b/out/x", t, 2).attempt, "/s/job-1/out.attempt.e2");
+  t.kind = TaskKind::kPublish;
+  EXPECT_EQ(TaskOutputPaths("/s/job-1", "s3://b/out/x", t, 2).committed, "/s/job-1/publish");
 }
 
 TEST(PlanInput, TheEstimateSplitsTheExpertsOverTheGang) {

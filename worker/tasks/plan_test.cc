@@ -57,6 +57,27 @@ TEST(Plan, CountsPerMethod) {
   PlanInput no_eval = FourLayers(true, 1);
   no_eval.evaluate = false;
   EXPECT_EQ(count(PlanQuantizeJob(no_eval), TaskKind::kEvaluate), 0);
+  EXPECT_EQ(count(gsq, TaskKind::kPublish), 0);
+}
+
+TEST(Plan, AnS3OutputIsPublishedLastAfterWriteAndEvaluate) {
+  PlanInput in = FourLayers(true, 2);
+  in.publish = true;
+  for (bool evaluate : {true, false}) {
+    in.evaluate = evaluate;
+    const Plan plan = PlanQuantizeJob(in);
+    const Task& last = plan.tasks.back();
+    ASSERT_EQ(last.kind, TaskKind::kPublish);
+    EXPECT_EQ(last.Name(), "publish");
+    std::vector<TaskKind> deps;
+    for (int64_t d : last.deps) deps.push_back(plan.tasks[d].kind);
+    std::vector<TaskKind> want = {TaskKind::kWrite};
+    if (evaluate) want.push_back(TaskKind::kEvaluate);
+    EXPECT_EQ(deps, want);
+  }
+  TaskKind kind;
+  ASSERT_TRUE(ParseTaskKind("publish", &kind));
+  EXPECT_EQ(kind, TaskKind::kPublish);
 }
 
 TEST(Plan, NamesAndJson) {

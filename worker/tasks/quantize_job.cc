@@ -152,7 +152,10 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   const Plan plan = PlanQuantizeJob(plan_input);
   const std::string quantize_phase = spec.method == "rtn" ? "rtn" : "gptq";
   for (const Task& task : plan.tasks) {
-    if (task.kind == TaskKind::kWrite || task.kind == TaskKind::kEvaluate) continue;  // below
+    if (task.kind == TaskKind::kWrite || task.kind == TaskKind::kEvaluate ||
+        task.kind == TaskKind::kPublish) {
+      continue;  // below
+    }
     std::string phase;
     absl::Status status;
     ResetPeakRss();
@@ -179,10 +182,13 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
         phase = "gsq";
         status = RunGsqTask(job, task.shard, task.shards);
         break;
-      default:
+      case TaskKind::kPropagate:
         phase = task.probe_pass ? "probe" : "propagate";
         status = task.probe_pass ? RunProbePropagateTask(job, task.layer)
                                  : RunPropagateTask(job, task.layer);
+        break;
+      default:
+        status = absl::InternalError("not a layer task");
         break;
     }
     if (!status.ok()) {
