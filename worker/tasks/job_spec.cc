@@ -268,12 +268,12 @@ absl::Status ValidateSpecFields(const QuantizeJobSpec& s, bool name_flags) {
                                                " native: vLLM's fused MoE kernels take one "
                                                "scheme for all experts of a layer"));
   }
-  if (s.expert_aggregation != "sum" && s.expert_aggregation != "scale" &&
-      s.expert_aggregation != "power") {
+  if (!s.expert_aggregation.empty() && s.expert_aggregation != "sum" &&
+      s.expert_aggregation != "scale" && s.expert_aggregation != "power") {
     return n.Bad("expert_aggregation",
                  absl::StrCat("\"", s.expert_aggregation.substr(0, 32), "\": expected sum, scale or power"));
   }
-  if (s.expert_aggregation != "sum" && !s.per_expert_bits) {
+  if (!s.expert_aggregation.empty() && !s.per_expert_bits) {
     return n.Bad("expert_aggregation", "needs " + n.Name("per_expert_bits"));
   }
   if (s.slq) {

@@ -57,8 +57,9 @@ struct QuantizeJobSpec {
   bool per_expert_bits = false;
   // With per_expert_bits: how the experts of one layer and projection add up in the solve
   // (worker/tasks/slq_expert_model.h): "sum" of their single-expert probes, or calibrated by one
-  // tied probe per layer, projection and bitwidth: "scale" or "power".
-  std::string expert_aggregation = "sum";
+  // tied probe per layer, projection and bitwidth: "scale" or "power". "" is "scale", chosen by
+  // measurement (docs/results.md, "Per-expert bits with a per-layer calibration").
+  std::string expert_aggregation;
   // Expert-parallel shards of each MoE layer (the service's gang size): GSQ tasks per layer,
   // and workers that calibrate and propagate a layer together, each holding its own experts.
   // Not part of the result: any value gives the same checkpoint.

@@ -95,7 +95,7 @@ std::string TiedUnitOfExpert(const std::string& unit) {
 
 absl::StatusOr<ExpertAggregation> ParseExpertAggregation(const std::string& name) {
   if (name == "sum") return ExpertAggregation::kSum;
-  if (name == "scale") return ExpertAggregation::kScale;
+  if (name == "scale" || name.empty()) return ExpertAggregation::kScale;
   if (name == "power") return ExpertAggregation::kPower;
   return absl::InvalidArgumentError(
       absl::StrCat("expert aggregation \"", name, "\": expected sum, scale or power"));

@@ -100,6 +100,7 @@ TEST(SlqExpertModel, ParsesNames) {
     EXPECT_EQ(*back, a);
   }
   EXPECT_FALSE(ParseExpertAggregation("Power").ok());
+  EXPECT_EQ(*ParseExpertAggregation(""), ExpertAggregation::kScale);  // the measured default
 }
 
 TEST(SlqExpertModel, PowerFitRecoversTheLaw) {
