@@ -30,7 +30,9 @@ def quantize(model, out_dir, cache, extra, allocation=None, evaluate=True):
         cmd += ["--slq-allocation", allocation]
     if not evaluate:
         cmd += ["--no-eval"]
-    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError("qctl failed (%d): %s" % (done.returncode, done.stderr.strip()[-2000:]))
     return cmd, json.load(open(os.path.join(out_dir, "report.json")))
 
 

@@ -7,8 +7,9 @@
 2. SLQ against uniform at equal code bits: unpaired 95% intervals (as the job reports them)
    and a paired bootstrap of the difference over the same evaluation windows.
 
-Usage: bench/slq_per_layer.py DIR [PNG_PREFIX]
-DIR holds slq-per-layer.jsonl and additivity-MODEL.jsonl(.probes.json).
+Usage: bench/slq_per_layer.py MATRIX.jsonl PNG_PREFIX [MODEL ADDITIVITY.jsonl PROBES.json]...
+MATRIX.jsonl: the gpu-slq-per-layer.sh rows (quantize_matrix.py); PROBES.json: the probe table
+slq_per_expert_additivity.py wrote (OUT.probes.json); the scatter goes to PNG_PREFIX-MODEL.png.
 """
 import json
 import math
@@ -127,12 +128,9 @@ def paired(a, b, samples=1000, seed=0x5eed):
     return out  # [(dKL, lo, hi), (dEAR, lo, hi)]
 
 
-def additivity(d, model_name, png_prefix):
-    path = os.path.join(d, f"additivity-{model_name}.jsonl")
-    if not os.path.exists(path + ".probes.json"):
-        return None
-    pj = json.load(open(path + ".probes.json"))
-    rows = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+def additivity(model_name, path, probes_path, png_prefix):
+    pj = json.load(open(probes_path))
+    rows = [json.loads(line) for line in open(path)]
     kl_m = Model(pj["probes"], pj["units"], "kl")
     ear_m = Model(pj["probes"], pj["units"], "ear2")
     print(f"\n## {model_name}: per-layer fits (exponent r for KL and for squared 1-EAR)")
@@ -173,7 +171,7 @@ def additivity(d, model_name, png_prefix):
     script = f"""
 set terminal pngcairo size 1100,500
 set output '{png_prefix}-{model_name}.png'
-set multiplot layout 1,2 title '{model_name}: per-expert SLQ additivity, {len(rows)} random allocations (GPTQ asym, GPU)'
+set multiplot layout 1,2 title '{model_name}: per-expert SLQ additivity, {len(rows)} random allocations (GPTQ asym)'
 set key left top
 f(x) = x
 set xlabel 'predicted KL'
@@ -195,8 +193,8 @@ unset multiplot
     return result
 
 
-def versus_uniform(d):
-    rows = [json.loads(line) for line in open(os.path.join(d, "slq-per-layer.jsonl"))]
+def versus_uniform(matrix):
+    rows = [json.loads(line) for line in open(matrix)]
     uniform = {}
     for r in rows:
         model, method, bits, grid, scope = r["config"].split(":")[:5]
@@ -224,12 +222,11 @@ def versus_uniform(d):
 
 
 def main():
-    d = sys.argv[1]
-    png_prefix = sys.argv[2] if len(sys.argv) > 2 else os.path.join(d, "slq-per-expert-additivity")
-    for m in ("tiny-deepseek-v3", "tiny-qwen3-moe"):
-        additivity(d, m, png_prefix)
-    if os.path.exists(os.path.join(d, "slq-per-layer.jsonl")):
-        versus_uniform(d)
+    matrix, png_prefix = sys.argv[1:3]
+    rest = sys.argv[3:]
+    for i in range(0, len(rest) - 2, 3):
+        additivity(rest[i], rest[i + 1], rest[i + 2], png_prefix)
+    versus_uniform(matrix)
 
 
 if __name__ == "__main__":
