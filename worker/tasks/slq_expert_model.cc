@@ -103,9 +103,12 @@ absl::StatusOr<ExpertAggregation> ParseExpertAggregation(const std::string& name
 
 std::string ExpertAggregationName(ExpertAggregation a) {
   switch (a) {
-    case ExpertAggregation::kSum: return "sum";
-    case ExpertAggregation::kScale: return "scale";
-    case ExpertAggregation::kPower: return "power";
+    case ExpertAggregation::kSum:
+      return "sum";
+    case ExpertAggregation::kScale:
+      return "scale";
+    case ExpertAggregation::kPower:
+      return "power";
   }
   return "?";
 }
@@ -169,8 +172,8 @@ absl::StatusOr<SlqAllocation> SolveWithExpertModel(const std::vector<SlqUnitTabl
   for (const ExpertGroup& g : groups) {
     for (size_t r : g.rows) {
       for (size_t k = 0; k < scaled[r].bits.size(); ++k) {
-        scaled[r].loss[k] = ScaleOf(table, g, scaled[r].bits[k]) * LossAt(table[r],
-                                                                           scaled[r].bits[k]);
+        scaled[r].loss[k] =
+            ScaleOf(table, g, scaled[r].bits[k]) * LossAt(table[r], scaled[r].bits[k]);
       }
     }
   }

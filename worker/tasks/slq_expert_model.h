@@ -39,7 +39,7 @@ std::string ExpertAggregationName(ExpertAggregation a);
 // bitwidth (the same quantity as the rows' loss: KL, or squared 1 - EAR).
 struct ExpertGroup {
   std::string tied_unit;
-  std::vector<size_t> rows;        // indices into the table
+  std::vector<size_t> rows;         // indices into the table
   std::map<int, double> tied_loss;  // bits -> loss of the tied probe
   // Fitted (kPower): exponent r in [kMinPower, kMaxPower]; r = 1 is kSum.
   double power = 1.0;
@@ -50,8 +50,9 @@ inline constexpr double kMinPower = 0.25, kMaxPower = 4.0;  // the search range 
 // Groups the rows of `table` whose unit has a tied unit in `tied_loss` (unit -> bits -> loss);
 // rows without one stay outside every group (added as they are). Fits kPower's r per group
 // over the bitwidths where both the tied probe and the rows' sum are positive.
-std::vector<ExpertGroup> GroupExperts(const std::vector<SlqUnitTable>& table,
-                                      const std::map<std::string, std::map<int, double>>& tied_loss);
+std::vector<ExpertGroup> GroupExperts(
+    const std::vector<SlqUnitTable>& table,
+    const std::map<std::string, std::map<int, double>>& tied_loss);
 
 // Per bitwidth: the sum of the group's single-expert losses over its tied probe's (how much the
 // plain sum overstates the layer at a uniform allocation; bitwidths without a tied probe or

@@ -53,7 +53,9 @@ std::vector<SlqUnitTable> ExampleTable(std::mt19937& rng) {
     for (int e = 0; e < 3; ++e) {
       SlqUnitTable row{"model.layers." + std::to_string(layer) + ".mlp.experts." +
                            std::to_string(e) + ".gate_up",
-                       100, {2, 3, 4}, {}};
+                       100,
+                       {2, 3, 4},
+                       {}};
       const double s = u(rng) * (layer == 1 ? 1.0 : 0.5);
       for (int b : row.bits) row.loss.push_back(s * std::pow(2.0, -2.0 * b) * u(rng));
       table.push_back(row);
@@ -146,19 +148,20 @@ TEST(SlqExpertModel, ScaleSolveIsTheSolveOfTheScaledTable) {
     for (int e = 0; e < 2; ++e) {
       table.push_back({"model.layers." + std::to_string(layer) + ".mlp.experts." +
                            std::to_string(e) + ".down_proj",
-                       100, {2, 4}, {0.04, 0.01}});
+                       100,
+                       {2, 4},
+                       {0.04, 0.01}});
     }
   }
   std::map<std::string, std::map<int, double>> tied;
   tied["model.layers.1.mlp.experts.down_proj"] = {{2, 0.02}, {4, 0.005}};  // sum 0.08 / 0.02
   tied["model.layers.2.mlp.experts.down_proj"] = {{2, 0.08}, {4, 0.02}};
   const auto groups = GroupExperts(table, tied);
-  auto a = SolveWithExpertModel(table, groups, ExpertAggregation::kScale, false, 3.0,
-                                BruteForceSolve());
+  auto a =
+      SolveWithExpertModel(table, groups, ExpertAggregation::kScale, false, 3.0, BruteForceSolve());
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->bits, (std::vector<int>{2, 2, 4, 4}));
-  EXPECT_NEAR(PredictedLoss(table, groups, ExpertAggregation::kScale, a->bits), 0.02 + 0.02,
-              1e-12);
+  EXPECT_NEAR(PredictedLoss(table, groups, ExpertAggregation::kScale, a->bits), 0.02 + 0.02, 1e-12);
 }
 
 // The power model's solve: never worse under the model than its (kScale) start, within the
@@ -225,8 +228,8 @@ TEST(SlqExpertModel, SumIgnoresTheGroups) {
   const auto table = ExampleTable(rng);
   const auto tied = TiedFromPowerLaw(table, {{"model.layers.1.mlp.experts.gate_up", 2.0}});
   const auto groups = GroupExperts(table, tied);
-  auto a = SolveWithExpertModel(table, groups, ExpertAggregation::kSum, false, 3.0,
-                                BruteForceSolve());
+  auto a =
+      SolveWithExpertModel(table, groups, ExpertAggregation::kSum, false, 3.0, BruteForceSolve());
   auto b = BruteForceSolve()(table, false, 3.0);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(a->bits, b->bits);

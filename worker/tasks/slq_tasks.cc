@@ -262,8 +262,7 @@ absl::Status RunProbePropagateTask(JobState& job, int layer) {
 absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
   const QuantizeJobSpec& spec = job.spec;
   const bool target = spec.target_ear > 0;
-  ASSIGN_OR_RETURN(const ExpertAggregation model,
-                   ParseExpertAggregation(spec.expert_aggregation));
+  ASSIGN_OR_RETURN(const ExpertAggregation model, ParseExpertAggregation(spec.expert_aggregation));
   // The budget mode minimises the KL; the target mode the bits under the EAR model
   // (slq_files.h): the units' squared 1 - EAR add up, so a target E is the limit
   // sum ear_loss^2 <= ((1 - E) / kEarMargin)^2 on an additive table, like KL. Per-expert units
@@ -300,8 +299,8 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
   if (target && spec.slq_allocation.empty()) {
     std::vector<int> least;  // every unit at its least-loss option
     for (const SlqUnitTable& row : table) {
-      least.push_back(row.bits[std::min_element(row.loss.begin(), row.loss.end()) -
-                               row.loss.begin()]);
+      least.push_back(
+          row.bits[std::min_element(row.loss.begin(), row.loss.end()) - row.loss.begin()]);
     }
     const double best = PredictedLoss(table, groups, model, least);
     if (1.0 - PredictedEarLoss(best) < spec.target_ear) {
@@ -315,8 +314,7 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
       spec.slq_allocation.empty()
           ? SolveWithExpertModel(
                 table, groups, model, target,
-                target ? std::pow((1.0 - spec.target_ear) / kEarMargin, 2) : spec.slq_budget,
-                solve)
+                target ? std::pow((1.0 - spec.target_ear) / kEarMargin, 2) : spec.slq_budget, solve)
           : ReadAllocation(spec.slq_allocation, table);
 
   job.solve_seconds =
