@@ -71,8 +71,11 @@ def run(config):
             row["slq"] = {k: q.get(k) for k in (
                 "mode", "budget_bits", "target_ear", "average_bits", "predicted_kl",
                 "predicted_ear", "predicted_ear_summed", "ear_per_root_kl", "ear_model", "probes_run",
-                "probes_cached", "exact", "optimality_gap")}
+                "probes_cached", "exact", "optimality_gap", "predicted_kl_summed",
+                "expert_aggregation", "expert_groups")}
             row["slq"]["bits"] = {u["unit"]: u["bits"] for u in q["units"]}
+        if "eval_windows" in report:  # per window: paired comparisons between rows
+            row["eval_windows"] = report["eval_windows"]
         if gsq:
             row["gsq_changed_fraction"] = sum(u["gsq_changed_fraction"] for u in gsq) / len(gsq)
         return row

@@ -24,6 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 const std::string kShared = QUANT_SHARED_DIR;
 const std::string kQwen = kShared + "/models/tiny-qwen3-moe";
+const std::string kDeepseek = kShared + "/models/tiny-deepseek-v3";
 
 struct RunResult {
   int exit_code = -1;
@@ -304,6 +305,11 @@ TEST_F(QctlTest, QuantizeSlqBadOptions) {
                      {"--per-expert-bits", "--export native"});
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --slq-bits 1,4 --bits 3")),
                      {"--slq-bits", "1"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --bits 3 --per-expert-bits --export native"
+                                                 " --expert-aggregation max")),
+                     {"--expert-aggregation", "max"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--slq --bits 3 --expert-aggregation scale")),
+                     {"--expert-aggregation", "--per-expert-bits"});
   ExpectOneLineError(
       Qctl(Quantize(tmp_ / "out", "--slq --slq-allocation " + (tmp_ / "none.json").string())),
       {"none.json", "cannot read"});
@@ -350,6 +356,37 @@ TEST_F(QctlTest, QuantizeSlqUsesTheProbeCache) {
     EXPECT_EQ(u["bits"], unit_bits.at(layer + (down ? "experts.down_proj" : "experts.gate_up")))
         << name;
   }
+}
+
+// Per-expert SLQ: the tied expert units are probed too (cached with the rest) and calibrate the
+// solve; the report names each layer's fit, and the calibrated prediction differs from the sum.
+TEST_F(QctlTest, QuantizeSlqPerExpertCalibratesWithTiedProbes) {
+  const std::string common =
+      " --method gptq --slq --slq-bits 2,4 --bits 3 --grid asym --per-expert-bits --export native"
+      " --probe-windows 1 --calib-tokens 1024 --no-eval --probe-cache " + (tmp_ / "cache").string();
+  RunResult first = Qctl("quantize --model " + kDeepseek + " --out " + (tmp_ / "a").string() +
+                         common);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  RunResult second = Qctl("quantize --model " + kDeepseek + " --out " + (tmp_ / "b").string() +
+                          common + " --expert-aggregation sum");
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  const nlohmann::json a = nlohmann::json::parse(Slurp(tmp_ / "a" / "report.json"))["slq"];
+  const nlohmann::json b = nlohmann::json::parse(Slurp(tmp_ / "b" / "report.json"))["slq"];
+  // tiny-deepseek-v3: 3 MoE layers x 16 experts x (gate_up, down) = 96 units, plus 6 tied units
+  // that only calibrate, at 2 bitwidths; the second run reads them all from the cache.
+  EXPECT_EQ(a["probes_run"], (96 + 6) * 2);
+  EXPECT_EQ(b["probes_cached"], (96 + 6) * 2);
+  EXPECT_EQ(a["units"].size(), 96u);
+  EXPECT_EQ(a["expert_aggregation"], "scale");
+  EXPECT_EQ(b["expert_aggregation"], "sum");
+  ASSERT_EQ(a["expert_groups"].size(), 6u);
+  for (const auto& g : a["expert_groups"]) {
+    EXPECT_EQ(g["experts"], 16);
+    EXPECT_EQ(g["kl_sum_over_tied"].size(), 2u) << g;
+  }
+  EXPECT_LE(a["average_bits"].get<double>(), 3.0 + 1e-12);
+  EXPECT_NE(a["predicted_kl"].get<double>(), a["predicted_kl_summed"].get<double>());
+  EXPECT_DOUBLE_EQ(b["predicted_kl"].get<double>(), b["predicted_kl_summed"].get<double>());
 }
 
 }  // namespace

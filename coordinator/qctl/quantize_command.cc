@@ -136,6 +136,9 @@ void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, b
       ->capture_default_str();
   sub->add_flag("--per-expert-bits", spec->per_expert_bits,
                "With --slq: each routed expert's bits chosen apart (needs --export native)");
+  sub->add_option("--expert-aggregation", spec->expert_aggregation,
+                  "With --per-expert-bits: how a layer's experts add up in the solve: sum, or "
+                  "calibrated by one tied probe per layer: scale (default) or power");
   sub->add_option("--slq-allocation", spec->slq_allocation,
                   "With --slq: a JSON file {unit: bits} used instead of the solve");
   sub->add_option("--probe-cache", spec->probe_cache_dir,

@@ -214,6 +214,7 @@ absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
   result.forward_seconds = Seconds(forward_start);
   result.forward_tokens = n_windows * options.window_tokens;
   result.summary = Summarize(stats, options.bootstrap_samples);
+  result.window_stats = stats;
   if (options.fake_quant) {
     result.fake_quant_summary += absl::StrCat(": ", *fq_count, " linears quantized");
   }

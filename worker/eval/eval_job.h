@@ -45,6 +45,7 @@ struct EvalJobOptions {
 
 struct EvalJobResult {
   EvalSummary summary;
+  std::vector<WindowStats> window_stats;  // per evaluation window, in order (paired comparisons)
   int64_t text_bytes = 0;
   int64_t text_tokens = 0;
   double tokenize_seconds = 0;

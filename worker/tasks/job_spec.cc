@@ -24,6 +24,7 @@ const std::map<std::string, std::string>& Flags() {
       {"device", "--device"}, {"steps", "--steps"}, {"window_tokens", "--window-tokens"},
       {"calib_tokens", "--calib-tokens"}, {"batch_windows", "--batch"}, {"damp", "--damp"},
       {"threads", "--threads"}, {"per_expert_bits", "--per-expert-bits"}, {"slq", "--slq"},
+      {"expert_aggregation", "--expert-aggregation"},
       {"slq_bits", "--slq-bits"}, {"target_ear", "--target-ear"}, {"slq_budget", "--bits"},
       {"probe_windows", "--probe-windows"}, {"expert_shards", "--expert-shards"}};
   return *m;
@@ -140,7 +141,8 @@ nlohmann::json QuantizeJobSpec::ToJson() const {
           {"calib_inputs", calib_inputs}, {"device", device}, {"slq", slq},
           {"slq_budget", slq_budget}, {"target_ear", target_ear},
           {"slq_bits", slq_bits}, {"probe_windows", probe_windows},
-          {"slq_allocation", slq_allocation}, {"per_expert_bits", per_expert_bits}};
+          {"slq_allocation", slq_allocation}, {"per_expert_bits", per_expert_bits},
+          {"expert_aggregation", expert_aggregation}};
 }
 
 nlohmann::json ServiceJson(const QuantizeJobSpec& spec) {
@@ -203,6 +205,8 @@ absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text) {
            [&](const json& v, const std::string& k) { return Take(v, k, &s.slq_allocation); }},
           {"per_expert_bits",
            [&](const json& v, const std::string& k) { return Take(v, k, &s.per_expert_bits); }},
+          {"expert_aggregation",
+           [&](const json& v, const std::string& k) { return Take(v, k, &s.expert_aggregation); }},
           {"eval_text", [&](const json& v, const std::string& k) { return Take(v, k, &s.eval_text); }},
           {"evaluate", [&](const json& v, const std::string& k) { return Take(v, k, &s.evaluate); }},
           {"threads", [&](const json& v, const std::string& k) { return Take(v, k, &s.threads); }},
@@ -263,6 +267,14 @@ absl::Status ValidateSpecFields(const QuantizeJobSpec& s, bool name_flags) {
     return n.Bad("per_expert_bits", absl::StrCat("needs ", n.Name("export"),
                                                " native: vLLM's fused MoE kernels take one "
                                                "scheme for all experts of a layer"));
+  }
+  if (!s.expert_aggregation.empty() && s.expert_aggregation != "sum" &&
+      s.expert_aggregation != "scale" && s.expert_aggregation != "power") {
+    return n.Bad("expert_aggregation",
+                 absl::StrCat("\"", s.expert_aggregation.substr(0, 32), "\": expected sum, scale or power"));
+  }
+  if (!s.expert_aggregation.empty() && !s.per_expert_bits) {
+    return n.Bad("expert_aggregation", "needs " + n.Name("per_expert_bits"));
   }
   if (s.slq) {
     if (s.slq_bits.empty()) return n.Bad("slq_bits", "has no candidate bitwidth");

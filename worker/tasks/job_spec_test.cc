@@ -21,6 +21,7 @@ TEST(JobSpec, FullSpecRoundTrips) {
   s.slq_budget = 3.5;
   s.per_expert_bits = true;
   s.export_format = "native";
+  s.expert_aggregation = "power";
   nlohmann::json j = s.ToJson();
   j["out"] = s.out_dir;
   auto back = SpecFromJson(j.dump());
@@ -50,6 +51,9 @@ TEST(JobSpec, EachFailureModeNamesTheField) {
       {Spec(R"(, "target_ear": 0.9)"), "\"target_ear\": needs \"slq\""},
       {Spec(R"(, "per_expert_bits": true, "slq": true, "slq_budget": 3)"),
        "\"per_expert_bits\": needs \"export\" native"},
+      {Spec(R"(, "expert_aggregation": "max")"), "\"expert_aggregation\": \"max\": expected sum"},
+      {Spec(R"(, "expert_aggregation": "scale")"),
+       "\"expert_aggregation\": needs \"per_expert_bits\""},
       {Spec(R"(, "channel_fallback": "yes")"), "\"channel_fallback\": must be true or false"},
       {Spec(R"(, "expert_shards": 0)"), "\"expert_shards\": must be in 1..4096"},
       {Spec(R"(, "expert_shards": 2, "scope": "all")"),

@@ -111,6 +111,9 @@ struct JobState {
   ProbeTable probes;                        // SLQ unit key -> bits -> score
   std::map<std::string, int64_t> unit_params;          // SLQ unit key -> weights
   std::map<std::string, std::vector<std::string>> unit_members;  // key -> full tensor names
+  // --per-expert-bits: the tied expert units (one per layer and projection), probed only to
+  // calibrate how their experts add up in the solve (slq_expert_model.h); never solved.
+  std::vector<std::string> calibration_units;
   at::Tensor probe_windows;                 // int64 [N, T]: the probes' calibration windows
   std::vector<at::Tensor> probe_hidden;     // their inputs to the current layer (original model)
   at::Tensor probe_reference;               // the original model's final-normed hidden [N, T, H]

@@ -243,6 +243,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
                      }));
     result.evaluated = true;
     result.eval = er.summary;
+    result.eval_windows = er.window_stats;
     add_phase("eval", Since(t0));
   }
   result.slq = job.solve_report;

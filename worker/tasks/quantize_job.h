@@ -55,6 +55,11 @@ struct QuantizeJobSpec {
   // instead of one tied unit per layer; needs the native export (vLLM's fused MoE kernels take
   // one scheme for all experts of a layer).
   bool per_expert_bits = false;
+  // With per_expert_bits: how the experts of one layer and projection add up in the solve
+  // (worker/tasks/slq_expert_model.h): "sum" of their single-expert probes, or calibrated by one
+  // tied probe per layer, projection and bitwidth: "scale" or "power". "" is "scale", chosen by
+  // measurement (docs/results.md, "Per-expert bits with a per-layer calibration").
+  std::string expert_aggregation;
   // Expert-parallel shards of each MoE layer (the service's gang size): GSQ tasks per layer,
   // and workers that calibrate and propagate a layer together, each holding its own experts.
   // Not part of the result: any value gives the same checkpoint.
@@ -80,6 +85,7 @@ struct QuantizeJobResult {
   std::string container_note;
   bool evaluated = false;
   eval::EvalSummary eval;
+  std::vector<eval::WindowStats> eval_windows;  // per window: two runs compare paired by window
   std::vector<PhaseTiming> phases;
   // Every task the planner ran, in order: its name (e.g. "L3/gsq") and seconds (device work
   // included: the GPU is synchronised at each task's end).

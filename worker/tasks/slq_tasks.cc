@@ -15,6 +15,7 @@
 #include "common/status.h"
 #include "storage/object_store.h"
 #include "worker/eval/eval_pipeline.h"
+#include "worker/tasks/slq_expert_model.h"
 #include "worker/tasks/slq_files.h"
 #include "worker/quant/scope.h"
 
@@ -115,6 +116,11 @@ absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows
   }
   for (const auto& [layer, locals] : locals_of_layer) {
     const std::string prefix = absl::StrCat("model.layers.", layer, ".");
+    if (spec.per_expert_bits) {
+      for (const auto& [key, members] : SlqUnitsOfLayer(locals, /*per_expert=*/false)) {
+        if (key.starts_with("mlp.experts.")) job.calibration_units.push_back(prefix + key);
+      }
+    }
     for (const auto& [key, members] : SlqUnitsOfLayer(locals, spec.per_expert_bits)) {
       int64_t params = 0;
       for (const std::string& local : members) {
@@ -136,7 +142,10 @@ absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows
     RETURN_IF_ERROR(LoadProbeCache(job));
   }
   job.probes_complete = true;
-  for (const auto& [unit, params] : job.unit_params) {
+  std::vector<std::string> to_probe;
+  for (const auto& [unit, params] : job.unit_params) to_probe.push_back(unit);
+  to_probe.insert(to_probe.end(), job.calibration_units.begin(), job.calibration_units.end());
+  for (const std::string& unit : to_probe) {
     for (int bits : spec.slq_bits) {
       const bool have = job.probes.count(unit) && job.probes[unit].count(bits);
       job.probes_complete = job.probes_complete && have;
@@ -171,7 +180,12 @@ absl::Status RunProbeTask(JobState& job) {
   if (ls.capture == nullptr) return absl::FailedPreconditionError("probe before calibrate");
   const QuantizeJobSpec& spec = job.spec;
   const model::ModelConfig& config = job.model->config();
-  const auto units = SlqUnitsOfLayer(ls.names, spec.per_expert_bits);
+  auto units = SlqUnitsOfLayer(ls.names, spec.per_expert_bits);
+  if (spec.per_expert_bits) {  // and the tied expert units that calibrate them
+    for (const auto& [key, locals] : SlqUnitsOfLayer(ls.names, /*per_expert=*/false)) {
+      if (key.starts_with("mlp.experts.")) units[key] = locals;
+    }
+  }
   // The rest of the model, original, loaded once for all of this layer's probes.
   std::vector<model::LayerWeights> rest;
   std::optional<model::Model::Head> head;
@@ -246,28 +260,47 @@ absl::Status RunProbePropagateTask(JobState& job, int layer) {
 absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
   const QuantizeJobSpec& spec = job.spec;
   const bool target = spec.target_ear > 0;
-  // The budget mode minimises the summed KL; the target mode the bits under the EAR model
+  ASSIGN_OR_RETURN(const ExpertAggregation model, ParseExpertAggregation(spec.expert_aggregation));
+  // The budget mode minimises the KL; the target mode the bits under the EAR model
   // (slq_files.h): the units' squared 1 - EAR add up, so a target E is the limit
-  // sum ear_loss^2 <= ((1 - E) / kEarMargin)^2 on an additive table, like KL.
-  std::vector<SlqUnitTable> table;
+  // sum ear_loss^2 <= ((1 - E) / kEarMargin)^2 on an additive table, like KL. Per-expert units
+  // add up inside their layer as `model` says (slq_expert_model.h), for either quantity.
+  std::vector<SlqUnitTable> kl_table, ear_table;  // ear_table: squared 1 - EAR
   for (const auto& [unit, params] : job.unit_params) {
     SlqUnitTable row;
     row.unit = unit;
     row.params = params;
+    SlqUnitTable ear_row = row;
     for (const auto& [bits, p] : job.probes.at(unit)) {
       if (std::find(spec.slq_bits.begin(), spec.slq_bits.end(), bits) == spec.slq_bits.end()) {
         continue;  // a cached bitwidth this job does not offer
       }
       row.bits.push_back(bits);
-      row.loss.push_back(target ? p.ear_loss * p.ear_loss : p.kl);
+      row.loss.push_back(p.kl);
+      ear_row.bits.push_back(bits);
+      ear_row.loss.push_back(p.ear_loss * p.ear_loss);
     }
-    table.push_back(std::move(row));
+    kl_table.push_back(std::move(row));
+    ear_table.push_back(std::move(ear_row));
   }
-  if (target && spec.slq_allocation.empty()) {
-    double best = 0;  // every unit at its least-loss option
-    for (const SlqUnitTable& row : table) {
-      if (!row.loss.empty()) best += *std::min_element(row.loss.begin(), row.loss.end());
+  std::map<std::string, std::map<int, double>> tied_kl, tied_ear;
+  for (const std::string& unit : job.calibration_units) {
+    for (const auto& [bits, p] : job.probes.at(unit)) {
+      tied_kl[unit][bits] = p.kl;
+      tied_ear[unit][bits] = p.ear_loss * p.ear_loss;
     }
+  }
+  const std::vector<ExpertGroup> kl_groups = GroupExperts(kl_table, tied_kl);
+  const std::vector<ExpertGroup> ear_groups = GroupExperts(ear_table, tied_ear);
+  const std::vector<SlqUnitTable>& table = target ? ear_table : kl_table;
+  const std::vector<ExpertGroup>& groups = target ? ear_groups : kl_groups;
+  if (target && spec.slq_allocation.empty()) {
+    std::vector<int> least;  // every unit at its least-loss option
+    for (const SlqUnitTable& row : table) {
+      least.push_back(
+          row.bits[std::min_element(row.loss.begin(), row.loss.end()) - row.loss.begin()]);
+    }
+    const double best = PredictedLoss(table, groups, model, least);
     if (1.0 - PredictedEarLoss(best) < spec.target_ear) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "--target-ear %g: out of reach: the candidate bitwidths give at most a predicted EAR "
@@ -277,8 +310,9 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<SlqAllocation> solution =
       spec.slq_allocation.empty()
-          ? solve(table, target,
-                  target ? std::pow((1.0 - spec.target_ear) / kEarMargin, 2) : spec.slq_budget)
+          ? SolveWithExpertModel(
+                table, groups, model, target,
+                target ? std::pow((1.0 - spec.target_ear) / kEarMargin, 2) : spec.slq_budget, solve)
           : ReadAllocation(spec.slq_allocation, table);
 
   job.solve_seconds =
@@ -288,17 +322,38 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
     return absl::InternalError("SLQ solve: one bitwidth per unit expected");
   }
   nlohmann::json units = nlohmann::json::array();
-  double predicted_kl = 0, predicted_ear_loss = 0, squared_ear_losses = 0;
+  double summed_kl = 0, predicted_ear_loss = 0;
   for (size_t i = 0; i < table.size(); ++i) {
     const int bits = solution->bits[i];
     const ProbeScore& p = job.probes.at(table[i].unit).at(bits);
-    predicted_kl += p.kl;
+    summed_kl += p.kl;
     predicted_ear_loss += p.ear_loss;
-    squared_ear_losses += p.ear_loss * p.ear_loss;
     for (const std::string& name : job.unit_members.at(table[i].unit)) job.unit_bits[name] = bits;
     units.push_back({{"unit", table[i].unit}, {"bits", bits}, {"params", table[i].params},
                      {"probe_kl", p.kl}, {"probe_ear_loss", p.ear_loss}});
   }
+  // Per layer and projection: the fitted exponent and how much the plain sum overstates.
+  auto ratios = [](const std::map<int, double>& by_bits) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [bits, x] : by_bits) j[std::to_string(bits)] = x;
+    return j;
+  };
+  nlohmann::json expert_groups = nlohmann::json::array();
+  for (size_t g = 0; g < kl_groups.size(); ++g) {
+    nlohmann::json row = {{"tied_unit", kl_groups[g].tied_unit},
+                          {"experts", kl_groups[g].rows.size()},
+                          {"kl_power", kl_groups[g].power},
+                          {"kl_fit_rms_log", kl_groups[g].fit_rms_log},
+                          {"kl_sum_over_tied", ratios(SumOverTied(kl_table, kl_groups[g]))}};
+    if (g < ear_groups.size() && ear_groups[g].tied_unit == kl_groups[g].tied_unit) {
+      row["ear2_power"] = ear_groups[g].power;
+      row["ear2_fit_rms_log"] = ear_groups[g].fit_rms_log;
+      row["ear2_sum_over_tied"] = ratios(SumOverTied(ear_table, ear_groups[g]));
+    }
+    expert_groups.push_back(std::move(row));
+  }
+  const double predicted_kl = PredictedLoss(kl_table, kl_groups, model, solution->bits);
+  const double squared_ear_losses = PredictedLoss(ear_table, ear_groups, model, solution->bits);
   job.solve_report = {
       {"mode", !spec.slq_allocation.empty() ? "allocation" : target ? "target-ear" : "budget"},
       {"budget_bits", target ? nlohmann::json() : nlohmann::json(spec.slq_budget)},
@@ -306,8 +361,11 @@ absl::Status RunSolveTask(JobState& job, const SlqSolveFn& solve) {
       {"candidate_bits", spec.slq_bits},
       {"average_bits", solution->average_bits},
       {"predicted_kl", predicted_kl},
+      {"predicted_kl_summed", summed_kl},
       {"predicted_ear", 1.0 - PredictedEarLoss(squared_ear_losses)},
       {"ear_model", absl::StrFormat("%.2f sqrt(sum of the units' squared 1 - EAR)", kEarMargin)},
+      {"expert_aggregation", ExpertAggregationName(model)},
+      {"expert_groups", expert_groups},
       {"predicted_ear_summed", 1.0 - predicted_ear_loss},
       {"exact", solution->exact},
       {"optimality_gap", solution->optimality_gap},
