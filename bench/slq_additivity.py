@@ -39,7 +39,7 @@ def spearman(a, b):
     cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
     va = sum((x - ma) ** 2 for x in ra) ** 0.5
     vb = sum((y - mb) ** 2 for y in rb) ** 0.5
-    return cov / (va * vb)
+    return cov / (va * vb) if va > 0 and vb > 0 else float("nan")
 
 
 def quantize(model, out_dir, cache, extra, allocation=None, evaluate=True):
