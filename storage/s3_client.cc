@@ -166,7 +166,27 @@ absl::StatusOr<std::unique_ptr<S3Client>> S3Client::Create(const S3Config& confi
   return std::unique_ptr<S3Client>(new S3Client(std::move(c)));
 }
 
-S3Client::~S3Client() = default;
+S3Client::~S3Client() {
+  for (void* h : idle_handles_) curl_easy_cleanup(static_cast<CURL*>(h));
+}
+
+void* S3Client::TakeHandle() {
+  {
+    std::lock_guard<std::mutex> lock(handles_mu_);
+    if (!idle_handles_.empty()) {
+      void* h = idle_handles_.back();
+      idle_handles_.pop_back();
+      curl_easy_reset(static_cast<CURL*>(h));  // options cleared, the open connection kept
+      return h;
+    }
+  }
+  return curl_easy_init();
+}
+
+void S3Client::KeepHandle(void* handle) {
+  std::lock_guard<std::mutex> lock(handles_mu_);
+  idle_handles_.push_back(handle);
+}
 
 absl::StatusOr<S3Client::Response> S3Client::Request(
     const std::string& method, const std::string& bucket, const std::string& key,
@@ -189,7 +209,7 @@ absl::StatusOr<S3Client::Response> S3Client::Request(
     if (attempt > 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200 << std::min(attempt - 1, 6)));
     }
-    CURL* curl = curl_easy_init();
+    CURL* curl = static_cast<CURL*>(TakeHandle());
     if (curl == nullptr) return absl::InternalError("libcurl: no handle");
     Response r;
     curl_slist* headers = nullptr;
@@ -227,7 +247,11 @@ absl::StatusOr<S3Client::Response> S3Client::Request(
     curl_easy_getinfo(curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
     r.content_length = length > 0 ? static_cast<uint64_t>(length) : 0;
     curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
+    if (rc == CURLE_OK) {
+      KeepHandle(curl);
+    } else {
+      curl_easy_cleanup(curl);
+    }
     if (rc != CURLE_OK) {
       last_error = curl_easy_strerror(rc);
       continue;  // transport errors and timeouts are retried

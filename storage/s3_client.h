@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -102,7 +103,13 @@ class S3Client {
                                    const std::string& key, const std::string& query,
                                    std::string_view body, const std::string& range,
                                    const std::string& what);
+  // libcurl handles between requests: each keeps its connection open, so a run of ranged reads
+  // does not pay a TCP connect apiece. A handle that saw a transport error is not kept.
+  void* TakeHandle();
+  void KeepHandle(void* handle);
   S3Config config_;
+  std::mutex handles_mu_;
+  std::vector<void*> idle_handles_;
   // Atomic: a client is shared by concurrent ranged reads.
   std::atomic<uint64_t> bytes_sent_ = 0, bytes_received_ = 0;
 };
