@@ -53,6 +53,17 @@ TEST(LocalStoreTest, ListsReadsAndNamesMissingFiles) {
     EXPECT_NE(missing.status().message().find(dir.string() + "/nope.json"), std::string::npos);
     EXPECT_EQ((*store)->Read("b.json", 3).status().code(), absl::StatusCode::kInvalidArgument);
   }
+  // Publishing into another local directory: every file, stale ones removed with replace.
+  const fs::path target = dir.string() + "-published";
+  fs::create_directories(target);
+  WriteText(target / "stale.bin", "old");
+  auto sent = PublishDirectory(dir.string(), target.string(), "b.json", /*replace=*/true);
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(*sent, 6u + 8u);
+  EXPECT_FALSE(fs::exists(target / "stale.bin"));
+  std::ifstream copied(target / "a.bin");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(copied), {}), "abcdef");
+  fs::remove_all(target);
   EXPECT_EQ(OpenObjectStore((dir / "absent").string()).status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(OpenObjectStore((dir / "a.bin").string()).status().code(),
