@@ -108,4 +108,29 @@ TEST_P(QctlCudaTest, SameModelAsOnTheCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Methods, QctlCudaTest, ::testing::Values("gptq", "gsq"));
 
+// A second run onto the first's output replaces it (the old directory is swapped out, then
+// removed). With the pip torch, whose libtorch.so exports copies of libstdc++'s filesystem
+// functions, that removal jumped to address 0 until every program listed libstdc++ first
+// (CMakeLists.txt).
+TEST(QctlCudaOverwriteTest, ReplacesItsOwnOutput) {
+  const fs::path tmp = fs::temp_directory_path() / ("qctl_cuda_overwrite_" +
+                                                    std::to_string(::getpid()));
+  fs::create_directories(tmp);
+  const std::string args = "quantize --model " + kQwen + " --method rtn --bits 4 --no-eval " +
+                           "--overwrite --device cuda --out " + (tmp / "out").string();
+  const QctlRun first = Qctl(args, tmp);
+  if (first.exit_code != 0 && first.err.find("no CUDA") != std::string::npos) {
+    fs::remove_all(tmp);
+    GTEST_SKIP() << "no CUDA here: " << first.err;
+  }
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const fs::path marker = tmp / "out" / "from-the-first-run";
+  std::ofstream(marker) << "x";
+  const QctlRun second = Qctl(args, tmp);
+  EXPECT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_FALSE(fs::exists(marker));  // the first output was replaced, not merged into
+  EXPECT_TRUE(fs::exists(tmp / "out" / "config.json"));
+  fs::remove_all(tmp);
+}
+
 }  // namespace
