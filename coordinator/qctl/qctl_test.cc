@@ -263,6 +263,36 @@ TEST_F(QctlTest, QuantizeBadModel) {
   EXPECT_FALSE(fs::exists(tmp_ / "out"));
 }
 
+// --profile: a missing directory is one error line before any work; where this libtorch cannot
+// write a trace (Debian's has no Kineto) that too is one line before any work; where it can, the
+// trace holds the job's layer tasks and the evaluation as scopes.
+TEST_F(QctlTest, QuantizeProfile) {
+  ExpectOneLineError(
+      Qctl(Quantize(tmp_ / "out", "--method rtn --no-eval --profile " +
+                                      (tmp_ / "no" / "such" / "t.json").string())),
+      {"--profile", "no such directory"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+  const fs::path trace = tmp_ / "t.json";
+  std::ifstream in(kShared + "/data/eval/kjv_val.txt");
+  std::string text(3000, '\0');
+  in.read(text.data(), text.size());
+  std::ofstream(tmp_ / "short.txt") << text;
+  RunResult r = Qctl(Quantize(tmp_ / "out", "--method rtn --calib-tokens 2048 --eval-text " +
+                                                (tmp_ / "short.txt").string() + " --profile " +
+                                                trace.string()));
+  if (r.exit_code != 0) {
+    ExpectOneLineError(r, {"--profile", "Kineto"});
+    EXPECT_FALSE(fs::exists(tmp_ / "out"));
+    EXPECT_FALSE(fs::exists(trace));
+    GTEST_SKIP() << "this libtorch writes no trace: " << r.err;
+  }
+  const std::string json = Slurp(trace);
+  EXPECT_NE(json.find("\"traceEvents\""), std::string::npos);
+  for (const char* scope : {"\"L0/calibrate\"", "\"L0/quantize\"", "\"eval\"", "\"write\""}) {
+    EXPECT_NE(json.find(scope), std::string::npos) << scope;
+  }
+}
+
 // A small end-to-end job per method: 8 calibration windows, a few GSQ steps; both exports are
 // then read back by `qctl eval` against the original.
 TEST_F(QctlTest, QuantizeSmallJobsAndEvaluateBothExports) {

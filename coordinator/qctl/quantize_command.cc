@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 
 #include "absl/strings/str_format.h"
@@ -12,6 +13,7 @@
 #include "coordinator/slq/solver.h"
 #include "storage/s3_flags.h"
 #include "worker/tasks/quantize_job.h"
+#include "worker/tasks/torch_profile.h"
 
 namespace quant::qctl {
 namespace {
@@ -36,13 +38,45 @@ absl::StatusOr<tasks::SlqAllocation> Solve(const std::vector<tasks::SlqUnitTable
   return a;
 }
 
-int Run(tasks::QuantizeJobSpec& spec) {
+// --profile FILE: its directory must exist before the job starts, not after it has run.
+absl::Status CheckProfilePath(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path parent = fs::absolute(path).parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(parent, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--profile: %s: no such directory", parent.string()));
+  }
+  if (fs::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrFormat("--profile: %s is a directory", path));
+  }
+  return absl::OkStatus();
+}
+
+int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path) {
   const bool tty = isatty(STDERR_FILENO) != 0;
+  std::unique_ptr<tasks::TorchProfile> profile;
+  if (!profile_path.empty()) {
+    absl::StatusOr<std::unique_ptr<tasks::TorchProfile>> started =
+        tasks::TorchProfile::Start(profile_path, spec.device == "cuda");
+    if (!started.ok()) {
+      PrintError(std::string(started.status().message()));
+      return 1;
+    }
+    profile = std::move(*started);
+  }
   auto result = tasks::RunQuantizeJob(spec, tty ? tasks::ProgressFn(PrintProgress)
                                                 : tasks::ProgressFn(), Solve);
   if (!result.ok()) {
     PrintError(std::string(result.status().message()));
     return 1;
+  }
+  if (profile != nullptr) {
+    if (absl::Status s = profile->Save(profile_path); !s.ok()) {
+      PrintError(std::string(s.message()));
+      return 1;
+    }
+    std::printf("profile    %s\n", profile_path.c_str());
   }
   const tasks::QuantizeJobResult& r = *result;
   std::printf("wrote      %s (%s export, %lld quantized linears)\n", r.out_dir.c_str(),
@@ -208,15 +242,21 @@ Runner AddQuantizeCommand(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("quantize", "Quantize a checkpoint in this process");
   AddJobOptions(sub, spec.get(), no_eval.get(), no_fallback.get(), bits.get());
   sub->add_flag("--overwrite", spec->overwrite, "Replace an existing output directory");
+  auto profile = std::make_shared<std::string>();
+  sub->add_option("--profile", *profile,
+                  "Record the job with the torch profiler (CPU, and GPU kernels with --device "
+                  "cuda) into this Chrome-trace JSON file; bench/trace_summary.py sums it");
   auto s3 = std::make_shared<storage::S3Flags>();
   s3->AddTo(sub);
-  return [spec, no_eval, no_fallback, bits, s3]() {
-    if (absl::Status s = FinishJobOptions(*spec, *no_eval, *no_fallback, *bits); !s.ok()) {
+  return [spec, no_eval, no_fallback, bits, s3, profile]() {
+    absl::Status s = FinishJobOptions(*spec, *no_eval, *no_fallback, *bits);
+    if (s.ok() && !profile->empty()) s = CheckProfilePath(*profile);
+    if (!s.ok()) {
       PrintError(std::string(s.message()));
       return 1;
     }
     s3->Apply();
-    return Run(*spec);
+    return Run(*spec, *profile);
   };
 }
 

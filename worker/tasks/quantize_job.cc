@@ -34,6 +34,7 @@
 #include "worker/tasks/plan.h"
 #include "worker/tasks/plan_input.h"
 #include "worker/tasks/task_state.h"
+#include "worker/tasks/torch_profile.h"
 #include "worker/tasks/slq_tasks.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -160,6 +161,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     absl::Status status;
     ResetPeakRss();
     t0 = Clock::now();
+    const ProfileScope scope(task.Name());
     switch (task.kind) {
       case TaskKind::kCalibrate:
         phase = task.probe_pass ? "probe" : "calibrate";
@@ -211,6 +213,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   // when out_dir is an s3:// prefix.
   ResetPeakRss();
   t0 = Clock::now();
+  ProfileScope write_scope("write");
   StagingDir staging;
   std::string out = spec.out_dir;
   if (storage::IsS3Location(spec.out_dir)) {
@@ -225,6 +228,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   ASSIGN_OR_RETURN(quant::ExportStats stats,
                    quant::ExportCheckpoint(job.model->checkpoint(), units, export_options));
   add_phase("write", Since(t0));
+  write_scope.End();
   result.out_dir = spec.out_dir;
   result.units = static_cast<int64_t>(units.size());
   SetExportStats(stats, &result);
@@ -237,6 +241,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   if (spec.evaluate) {
     ResetPeakRss();
     t0 = Clock::now();
+    ProfileScope eval_scope("eval");
     ASSIGN_OR_RETURN(eval::EvalJobResult er,
                      eval::RunEvalJob(EvalOptionsFor(spec, out), [&](const std::string& phase, int64_t d, int64_t t) {
                        if (progress) progress("eval " + phase, d, t);
@@ -245,6 +250,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     result.eval = er.summary;
     result.eval_windows = er.window_stats;
     add_phase("eval", Since(t0));
+    eval_scope.End();
   }
   result.slq = job.solve_report;
   for (const char* name :

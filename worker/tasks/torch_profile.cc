@@ -1,0 +1,98 @@
+#include "worker/tasks/torch_profile.h"
+
+#include <c10/util/Exception.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
+
+#include <cstdio>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace quant::tasks {
+namespace {
+
+namespace prof = torch::profiler::impl;
+
+bool Readable(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  std::fclose(f);
+  return true;
+}
+
+absl::Status Enable(const std::set<prof::ActivityType>& activities) {
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
+  try {
+    torch::autograd::profiler::prepareProfiler(config, activities);
+    torch::autograd::profiler::enableProfiler(config, activities);
+  } catch (const c10::Error& e) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--profile: this libtorch cannot profile: ", e.what_without_backtrace()));
+  }
+  return absl::OkStatus();
+}
+
+// Stops the profiler and saves its trace to `path`; false where nothing was written.
+bool DisableAndSave(const std::string& path) {
+  std::unique_ptr<torch::autograd::profiler::ProfilerResult> result =
+      torch::autograd::profiler::disableProfiler();
+  if (result == nullptr) return false;
+  result->save(path);
+  return Readable(path);  // Kineto reports a failed write only in its log
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TorchProfile>> TorchProfile::Start(const std::string& path,
+                                                                  bool cuda) {
+  std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
+  if (cuda) activities.insert(prof::ActivityType::CUDA);
+  RETURN_IF_ERROR(Enable(activities));
+  const std::string probe = absl::StrCat(path, ".probe");
+  bool saved = false;
+  try {
+    saved = DisableAndSave(probe);
+  } catch (const c10::Error&) {
+    saved = false;
+  }
+  std::remove(probe.c_str());
+  if (!saved) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--profile: this libtorch writes no trace to ", path,
+        " (it is built without the Kineto profiler; the pip torch has it)"));
+  }
+  RETURN_IF_ERROR(Enable(activities));
+  std::unique_ptr<TorchProfile> p(new TorchProfile());
+  p->running_ = true;
+  return p;
+}
+
+TorchProfile::~TorchProfile() {
+  if (running_) {
+    try {
+      torch::autograd::profiler::disableProfiler();
+    } catch (const c10::Error&) {
+      // Leaving: nothing to save.
+    }
+  }
+}
+
+absl::Status TorchProfile::Save(const std::string& path) {
+  if (!running_) return absl::FailedPreconditionError("--profile: the profiler is not running");
+  running_ = false;
+  const std::string tmp = absl::StrCat(path, ".tmp");
+  bool saved = false;
+  try {
+    saved = DisableAndSave(tmp);
+  } catch (const c10::Error&) {
+    saved = false;
+  }
+  if (!saved || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return absl::InternalError(absl::StrCat("--profile: cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace quant::tasks
