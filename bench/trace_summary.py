@@ -58,6 +58,7 @@ def summarize(trace, top):
             layer_wall[layer][kind] += b - a
     phase_gpu = defaultdict(float)
     phase_count = defaultdict(int)
+    phase_copies = defaultdict(lambda: [0, 0.0])  # gpu_memcpy / gpu_memset events, seconds
     phase_intervals = defaultdict(list)
     layer_gpu = defaultdict(lambda: defaultdict(float))
     kernels = defaultdict(lambda: [0, 0.0])
@@ -75,6 +76,9 @@ def summarize(trace, top):
         kind, layer = phase_of(scope) if scope else ("outside the job's scopes", -1)
         phase_gpu[kind] += dur
         phase_count[kind] += 1
+        if e["cat"] != "kernel":
+            phase_copies[kind][0] += 1
+            phase_copies[kind][1] += dur
         phase_intervals[kind].append((e["ts"], e["ts"] + dur))
         if layer >= 0:
             layer_gpu[layer][kind] += dur
@@ -89,6 +93,7 @@ def summarize(trace, top):
             "phase": kind, "wall_s": wall / 1e6, "gpu_s": phase_gpu[kind] / 1e6,
             "gpu_busy_s": union_length(phase_intervals[kind]) / 1e6,
             "gpu_events": phase_count[kind],
+            "copies": phase_copies[kind][0], "copies_s": phase_copies[kind][1] / 1e6,
             "mean_event_us": phase_gpu[kind] / phase_count[kind] if phase_count[kind] else 0.0})
     for layer in sorted(layer_wall):
         out["layers"].append({"layer": layer,
@@ -116,13 +121,14 @@ def main():
     s = summarize(trace, a.top)
     print("trace %.2f s; GPU events %d taking %.3f s" % (s["trace_span_s"], s["gpu_events"],
                                                      s["gpu_time_s"]))
-    print("| phase | wall s (scopes) | GPU s | GPU busy s | busy / wall | GPU events | mean us |")
-    print("|---|---|---|---|---|---|---|")
+    print("| phase | wall s (scopes) | GPU s | GPU busy s | busy / wall | GPU events | mean us "
+          "| of which copies | copies s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for p in s["phases"]:
         busy = p["gpu_busy_s"] / p["wall_s"] if p["wall_s"] else float("nan")
-        print("| %s | %.3f | %.3f | %.3f | %.0f%% | %d | %.1f |" % (
+        print("| %s | %.3f | %.3f | %.3f | %.0f%% | %d | %.1f | %d | %.3f |" % (
             p["phase"], p["wall_s"], p["gpu_s"], p["gpu_busy_s"], 100 * busy, p["gpu_events"],
-            p["mean_event_us"]))
+            p["mean_event_us"], p["copies"], p["copies_s"]))
     kinds = sorted({k for l in s["layers"] for k in l["wall_s"]})
     print("\n| layer | " + " | ".join("%s wall / GPU s" % k for k in kinds) + " |")
     print("|---|" + "---|" * len(kinds))

@@ -2,7 +2,7 @@
 # Issue 11's "where the time goes" for the tiny models on one GPU: each model quantized with GSQ
 # 3-bit on CUDA twice, once plain (the phase times of report.json) and once under the torch
 # (Kineto) profiler (`qctl quantize --profile`), whose trace bench/trace_summary.py sums per phase,
-# per layer and per kernel. Traces are kept gzipped.
+# per layer and per kernel. The traces stay in /tmp (tens of MB each).
 # Usage (on the GPU machine, after scripts/gpu-build.sh qctl, with its LD_LIBRARY_PATH):
 #   QUANT_SHARED=DIR bash scripts/gpu-profile.sh OUTDIR
 set -euo pipefail
@@ -11,11 +11,10 @@ QCTL="${QCTL:-build-gpu/coordinator/qctl/qctl}"
 mkdir -p "$OUT"
 for m in tiny-qwen3-moe tiny-deepseek-v3; do
   args=(quantize --model "$QUANT_SHARED/models/$m" --method gsq --bits 3 --device cuda --overwrite)
-  "$QCTL" "${args[@]}" --out "/tmp/profile-plain-$m" > "$OUT/plain-$m.txt"
+  "$QCTL" "${args[@]}" --out "/tmp/profile-plain-$m" > "$OUT/qctl-$m.txt"
   python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({'model': sys.argv[2], 'phases': r.get('phases'), 'eval': r.get('eval', {}).get('kl')}))" \
     "/tmp/profile-plain-$m/report.json" "$m" >> "$OUT/plain-phases.jsonl"
-  "$QCTL" "${args[@]}" --out "/tmp/profile-$m" --profile "/tmp/trace-$m.json" > "$OUT/profiled-$m.txt"
+  "$QCTL" "${args[@]}" --out "/tmp/profile-$m" --profile "/tmp/trace-$m.json" >> "$OUT/qctl-$m.txt"
   python3 bench/trace_summary.py "/tmp/trace-$m.json" --json "$OUT/summary-$m.json" \
     | tee "$OUT/summary-$m.md"
-  gzip -c "/tmp/trace-$m.json" > "$OUT/trace-$m.json.gz"
 done
