@@ -22,7 +22,8 @@ QCTL = os.environ.get("QCTL", os.path.join(ROOT, "build", "coordinator", "qctl",
 SHARED = os.environ.get("QUANT_SHARED") or os.path.normpath(os.path.join(ROOT, "..", "shared"))
 
 
-def quantize(model, out_dir, cache, extra, allocation=None, evaluate=True):
+def command(model, out_dir, cache, extra, allocation=None, evaluate=True):
+    """The qctl command line of one per-expert SLQ job (also scripts/gpu-crash-probe.py's)."""
     cmd = [QCTL, "quantize", "--model", os.path.join(SHARED, "models", model), "--out", out_dir,
            "--method", "gptq", "--grid", "asym", "--slq", "--bits", "4", "--per-expert-bits",
            "--export", "native", "--probe-cache", cache, "--overwrite"] + extra
@@ -30,6 +31,11 @@ def quantize(model, out_dir, cache, extra, allocation=None, evaluate=True):
         cmd += ["--slq-allocation", allocation]
     if not evaluate:
         cmd += ["--no-eval"]
+    return cmd
+
+
+def quantize(model, out_dir, cache, extra, allocation=None, evaluate=True):
+    cmd = command(model, out_dir, cache, extra, allocation, evaluate)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError("qctl failed (%d): %s" % (done.returncode, done.stderr.strip()[-2000:]))

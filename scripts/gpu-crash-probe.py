@@ -17,19 +17,9 @@ import sys
 import tempfile
 import time
 
-QCTL = os.environ["QCTL"]
-SHARED = os.environ["QUANT_SHARED"]
-
-
-def command(model, out_dir, cache, extra, allocation=None, evaluate=True):
-    cmd = [QCTL, "quantize", "--model", os.path.join(SHARED, "models", model), "--out", out_dir,
-           "--method", "gptq", "--grid", "asym", "--slq", "--bits", "4", "--per-expert-bits",
-           "--export", "native", "--probe-cache", cache, "--overwrite"] + extra
-    if allocation:
-        cmd += ["--slq-allocation", allocation]
-    if not evaluate:
-        cmd += ["--no-eval"]
-    return cmd
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "bench"))
+from slq_per_expert_additivity import command  # noqa: E402  (reads QCTL and QUANT_SHARED)
 
 
 def main():

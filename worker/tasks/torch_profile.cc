@@ -35,10 +35,14 @@ absl::Status Enable(const std::set<prof::ActivityType>& activities) {
 
 // Stops the profiler and saves its trace to `path`; false where nothing was written.
 bool DisableAndSave(const std::string& path) {
-  std::unique_ptr<torch::autograd::profiler::ProfilerResult> result =
-      torch::autograd::profiler::disableProfiler();
-  if (result == nullptr) return false;
-  result->save(path);
+  try {
+    std::unique_ptr<torch::autograd::profiler::ProfilerResult> result =
+        torch::autograd::profiler::disableProfiler();
+    if (result == nullptr) return false;
+    result->save(path);
+  } catch (const c10::Error&) {
+    return false;
+  }
   return Readable(path);  // Kineto reports a failed write only in its log
 }
 
@@ -50,17 +54,13 @@ absl::StatusOr<std::unique_ptr<TorchProfile>> TorchProfile::Start(const std::str
   if (cuda) activities.insert(prof::ActivityType::CUDA);
   RETURN_IF_ERROR(Enable(activities));
   const std::string probe = absl::StrCat(path, ".probe");
-  bool saved = false;
-  try {
-    saved = DisableAndSave(probe);
-  } catch (const c10::Error&) {
-    saved = false;
-  }
+  const bool saved = DisableAndSave(probe);
   std::remove(probe.c_str());
   if (!saved) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "--profile: this libtorch writes no trace to ", path,
-        " (it is built without the Kineto profiler; the pip torch has it)"));
+        "--profile: no trace could be written beside ", path,
+        " (an unwritable directory, or a libtorch without the Kineto profiler: Debian's has "
+        "none, the pip torch has it)"));
   }
   RETURN_IF_ERROR(Enable(activities));
   std::unique_ptr<TorchProfile> p(new TorchProfile());
@@ -82,13 +82,7 @@ absl::Status TorchProfile::Save(const std::string& path) {
   if (!running_) return absl::FailedPreconditionError("--profile: the profiler is not running");
   running_ = false;
   const std::string tmp = absl::StrCat(path, ".tmp");
-  bool saved = false;
-  try {
-    saved = DisableAndSave(tmp);
-  } catch (const c10::Error&) {
-    saved = false;
-  }
-  if (!saved || std::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (!DisableAndSave(tmp) || std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
     return absl::InternalError(absl::StrCat("--profile: cannot write ", path));
   }
