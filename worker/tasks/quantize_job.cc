@@ -34,8 +34,8 @@
 #include "worker/tasks/plan.h"
 #include "worker/tasks/plan_input.h"
 #include "worker/tasks/task_state.h"
-#include "worker/tasks/torch_profile.h"
 #include "worker/tasks/slq_tasks.h"
+#include "worker/tasks/torch_profile.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace quant::tasks {
