@@ -4,7 +4,6 @@
 // through Prometheus, the result listed and downloaded by /usr/bin/aws and checked against the
 // manifest's SHA-256 of every file; the secret appears in no log or output of ours.
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,6 +18,7 @@
 #include "coordinator/service/prometheus_test_util.h"
 #include "coordinator/service/service_test_util.h"
 #include "nlohmann/json.hpp"
+#include "tests/sha256_hex.h"
 #include "tests/s3/s3_servers.h"
 
 namespace {
@@ -26,6 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 using quant::testing::Coordinator;
 using quant::testing::RunCommand;
+using quant::testing::Sha256Hex;
 using quant::testing::Worker;
 const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
 const std::string kBucket = "quant";
@@ -34,19 +35,6 @@ const std::string kSecret = "e2e-Secret-Key-4b9f0c";  // distinctive: grepped fo
 std::string ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::string Sha256(const std::string& bytes) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &n, EVP_sha256(), nullptr);
-  std::string hex;
-  char buf[3];
-  for (unsigned int i = 0; i < n; ++i) {
-    std::snprintf(buf, sizeof(buf), "%02x", md[i]);
-    hex += buf;
-  }
-  return hex;
 }
 
 TEST(S3ServiceTest, AModelFromS3QuantizedByTheServiceToS3) {
@@ -135,7 +123,7 @@ TEST(S3ServiceTest, AModelFromS3QuantizedByTheServiceToS3) {
   for (const char* group : {"shards", "files"}) {
     for (const auto& f : manifest[group]) {
       const std::string name = f["file"].get<std::string>();
-      EXPECT_EQ(Sha256(ReadFile(dir / "back" / name)), f["sha256"].get<std::string>()) << name;
+      EXPECT_EQ(Sha256Hex(ReadFile(dir / "back" / name)), f["sha256"].get<std::string>()) << name;
       ++checked;
     }
   }

@@ -4,7 +4,6 @@
 // bits per parameter, fp8 sources, and the atomicity rules (no partial output, ever).
 #include "worker/quant/export.h"
 
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -21,10 +20,13 @@
 #include "gtest/gtest.h"
 #include "storage/checkpoint.h"
 #include "storage/packing.h"
+#include "tests/sha256_hex.h"
 #include "worker/model/model.h"
 
 namespace quant::quant {
 namespace {
+
+using ::quant::testing::Sha256Hex;
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -66,19 +68,6 @@ std::string ReadFile(const std::string& path) {
 }
 
 json ReadJson(const std::string& path) { return json::parse(ReadFile(path)); }
-
-std::string Sha256Hex(const std::string& bytes) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
-  std::string hex;
-  char buf[3];
-  for (unsigned int i = 0; i < len; ++i) {
-    std::snprintf(buf, sizeof(buf), "%02x", md[i]);
-    hex += buf;
-  }
-  return hex;
-}
 
 std::unique_ptr<storage::Checkpoint> OpenOrDie(const std::string& dir) {
   auto ckpt = storage::Checkpoint::Open(dir);
