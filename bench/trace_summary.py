@@ -9,6 +9,7 @@ Usage: bench/trace_summary.py TRACE.json [--top 15] [--json OUT.json]
 """
 import argparse
 import bisect
+import functools
 import json
 import re
 import sys
@@ -18,6 +19,7 @@ GPU_CATS = {"kernel", "gpu_memcpy", "gpu_memset"}
 LAUNCH_CATS = {"cuda_runtime", "cuda_driver"}
 
 
+@functools.lru_cache(maxsize=None)  # one parse per scope name, not per GPU event
 def phase_of(scope):
     """'L3/gsq[0/2]' -> ('gsq', 3); 'probe-pass/L1/calibrate' -> ('probe', 1); 'eval' -> ('eval', -1)."""
     m = re.match(r"(probe-pass/)?(?:L(\d+)/)?([a-z_]+)", scope)
