@@ -239,6 +239,79 @@ TEST_F(QctlTest, QuantizeOutputExists) {
   EXPECT_EQ(Slurp(tmp_ / "out" / "keep.txt"), "mine");
 }
 
+// The output location is checked before the model is read: each of these models has a config
+// that does not parse, so an error naming the output (not config.json) shows the order.
+class QctlOutputTest : public QctlTest {
+ protected:
+  fs::path BrokenModel() {
+    fs::path m = CopyModel(false);
+    std::ofstream(m / "config.json", std::ios::trunc) << "{not json";
+    return m;
+  }
+  RunResult QuantizeTo(const fs::path& model, const fs::path& out, const std::string& extra = "") {
+    return Qctl("quantize --model " + model.string() + " --out " + out.string() +
+                " --method rtn " + extra);
+  }
+};
+
+TEST_F(QctlOutputTest, MissingParentsAreCreatedBeforeTheModelIsRead) {
+  const fs::path out = tmp_ / "a" / "b" / "c" / "out";
+  ExpectOneLineError(QuantizeTo(BrokenModel(), out), {"config.json"});
+  EXPECT_TRUE(fs::is_directory(out.parent_path()));
+  EXPECT_FALSE(fs::exists(out));
+  // No probe or temporary directory is left beside it.
+  EXPECT_TRUE(fs::is_empty(out.parent_path()));
+}
+
+TEST_F(QctlOutputTest, OutputIsAFile) {
+  std::ofstream(tmp_ / "file") << "mine";
+  ExpectOneLineError(QuantizeTo(BrokenModel(), tmp_ / "file", "--overwrite"),
+                     {(tmp_ / "file").string(), "not a directory"});
+  EXPECT_EQ(Slurp(tmp_ / "file"), "mine");
+}
+
+TEST_F(QctlOutputTest, ParentIsAFile) {
+  std::ofstream(tmp_ / "file") << "mine";
+  ExpectOneLineError(QuantizeTo(BrokenModel(), tmp_ / "file" / "out"),
+                     {"cannot create its parent directory", "Not a directory"});
+  EXPECT_EQ(Slurp(tmp_ / "file"), "mine");
+}
+
+TEST_F(QctlOutputTest, OutputExistsWithoutOverwrite) {
+  fs::create_directories(tmp_ / "out");
+  std::ofstream(tmp_ / "out" / "keep.txt") << "mine";
+  ExpectOneLineError(QuantizeTo(BrokenModel(), tmp_ / "out"), {"already exists", "--overwrite"});
+  EXPECT_EQ(Slurp(tmp_ / "out" / "keep.txt"), "mine");
+}
+
+// Permission bits do not stop root, so as root the unwritable parent is sysfs (read-only to
+// everyone); otherwise a directory without write permission.
+TEST_F(QctlOutputTest, ParentNotWritable) {
+  fs::path parent = tmp_ / "locked";
+  if (::geteuid() == 0) {
+    parent = "/sys";
+  } else {
+    fs::create_directories(parent);
+    fs::permissions(parent, fs::perms::owner_read | fs::perms::owner_exec);
+  }
+  ExpectOneLineError(QuantizeTo(BrokenModel(), parent / "qctl-test-out"),
+                     {"cannot write in its parent directory", parent.string()});
+  EXPECT_FALSE(fs::exists(parent / "qctl-test-out"));
+  if (parent != "/sys") fs::permissions(parent, fs::perms::owner_all);
+}
+
+TEST_F(QctlOutputTest, OutputIsInsideOrContainsTheModel) {
+  const fs::path model = BrokenModel();
+  ExpectOneLineError(QuantizeTo(model, model, "--overwrite"), {"is the model directory"});
+  ExpectOneLineError(QuantizeTo(model, model / "quantized"), {"inside the model directory"});
+  ExpectOneLineError(QuantizeTo(model, tmp_, "--overwrite"), {"contains the model directory"});
+  // Through a symlink to the model directory, too.
+  fs::create_directory_symlink(model, tmp_ / "alias");
+  ExpectOneLineError(QuantizeTo(model, tmp_ / "alias" / "q"), {"inside the model directory"});
+  EXPECT_TRUE(fs::exists(model / "config.json"));
+  EXPECT_FALSE(fs::exists(model / "quantized"));
+}
+
 TEST_F(QctlTest, QuantizeCalibrationTooSmall) {
   std::ofstream(tmp_ / "calib.txt") << "In the beginning God created the heaven and the earth.";
   ExpectOneLineError(

@@ -20,6 +20,7 @@
 #include "common/file.h"
 #include "common/status.h"
 #include "storage/object_store.h"
+#include "storage/output_location.h"
 #include "worker/eval/eval_job.h"
 #include "worker/eval/eval_pipeline.h"
 #include "worker/model/calibration.h"
@@ -95,20 +96,20 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
     }
   }
   if (s.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  if (!storage::IsS3Location(s.out_dir)) {
+    // Local: the location's checks (and its missing parents) before the model is read.
+    return storage::PrepareLocalOutput(s.out_dir, s.model_dir, s.overwrite);
+  }
   ASSIGN_OR_RETURN(const bool out_exists, storage::LocationExists(s.out_dir));
   if (out_exists && !s.overwrite) {
     return absl::AlreadyExistsError(
         absl::StrCat(s.out_dir, ": output directory already exists (pass --overwrite)"));
   }
-  if (storage::IsS3Location(s.out_dir) || storage::IsS3Location(s.model_dir)) {
-    auto trim = [](std::string u) {
-      while (!u.empty() && u.back() == '/') u.pop_back();
-      return u;
-    };
-    if (trim(s.out_dir) == trim(s.model_dir)) {
-      return absl::InvalidArgumentError(absl::StrCat(s.out_dir, ": output would replace the model"));
-    }
-  } else if (fs::weakly_canonical(s.out_dir) == fs::weakly_canonical(s.model_dir)) {
+  auto trim = [](std::string u) {
+    while (!u.empty() && u.back() == '/') u.pop_back();
+    return u;
+  };
+  if (trim(s.out_dir) == trim(s.model_dir)) {
     return absl::InvalidArgumentError(absl::StrCat(s.out_dir, ": output would replace the model"));
   }
   return absl::OkStatus();
