@@ -72,6 +72,11 @@ absl::Status PrepareLocalOutput(const std::string& out_dir, const std::string& m
       return absl::AlreadyExistsError(
           absl::StrCat(out_dir, ": output directory already exists (pass --overwrite)"));
     }
+    if (!fs::is_empty(out, ec) && !fs::exists(out / kCheckpointManifest, ec)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          out_dir, ": holds files but no ", kCheckpointManifest,
+          "; --overwrite replaces only an empty directory or a checkpoint this tool wrote"));
+    }
   }
   const fs::path parent = out.parent_path();
   fs::create_directories(parent, ec);

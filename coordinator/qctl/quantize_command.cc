@@ -155,7 +155,8 @@ void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, b
                   "Model directory (Hugging Face layout) or s3://bucket/prefix")
       ->required();
   sub->add_option("--out", spec->out_dir,
-                  "Output directory or s3://bucket/prefix (must not exist or be empty)")
+                  "Output directory or s3://bucket/prefix (must not exist unless --overwrite; "
+                  "missing parents are created)")
       ->required();
   sub->add_option("--method", spec->method, "rtn, gptq or gsq")->capture_default_str();
   sub->add_option("--bits", *bits, "Bits per weight, 2-8 (with --slq: the average budget)")
@@ -241,7 +242,9 @@ Runner AddQuantizeCommand(CLI::App& app) {
   auto bits = std::make_shared<double>(4);
   CLI::App* sub = app.add_subcommand("quantize", "Quantize a checkpoint in this process");
   AddJobOptions(sub, spec.get(), no_eval.get(), no_fallback.get(), bits.get());
-  sub->add_flag("--overwrite", spec->overwrite, "Replace an existing output directory");
+  sub->add_flag("--overwrite", spec->overwrite,
+                "Replace an existing output directory: only an empty one or a checkpoint this "
+                "tool wrote (it holds quant_manifest.json); anything else is refused");
   auto profile = std::make_shared<std::string>();
   sub->add_option("--profile", *profile,
                   "Record the job with the torch profiler (CPU, and GPU kernels with --device "

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -19,6 +20,7 @@
 #include "coordinator/qctl/commands.h"
 #include "proto/quant.grpc.pb.h"
 #include "proto/tls.h"
+#include "storage/object_store.h"
 #include "worker/tasks/job_spec.h"
 
 namespace quant::qctl {
@@ -135,6 +137,14 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
       if (absl::Status s = FinishJobOptions(*spec, *no_eval, *no_fallback, *bits); !s.ok()) {
         PrintError(std::string(s.message()));
         return 1;
+      }
+      // The coordinator and the workers run elsewhere: local paths go out absolute, as this
+      // shell means them (the coordinator refuses relative ones).
+      for (std::string* path : {&spec->model_dir, &spec->out_dir, &spec->calib_path,
+                                &spec->eval_text, &spec->slq_allocation}) {
+        if (!path->empty() && !storage::IsS3Location(*path)) {
+          *path = std::filesystem::absolute(*path).lexically_normal().string();
+        }
       }
       const nlohmann::json j = tasks::ServiceJson(*spec);
       v1::SubmitRequest req;

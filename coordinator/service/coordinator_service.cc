@@ -9,10 +9,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/file.h"
 #include "common/status.h"
 #include "common/metrics.h"
+#include "storage/beneath.h"
 #include "storage/checkpoint.h"
+#include "storage/output_location.h"
 #include "worker/model/config.h"
 #include "worker/tasks/job_spec.h"
 #include "worker/tasks/plan.h"
@@ -67,40 +72,23 @@ absl::StatusOr<std::string> Fingerprint(const tasks::QuantizeJobSpec& spec,
   return absl::StrFormat("%016x", std::hash<std::string>{}(key));
 }
 
-// Whether `path` (symlinks and ".." resolved; the part that does not exist yet taken as written)
-// lies inside one of `roots`.
-// An s3:// location is inside an s3:// root that is a prefix of it at a "/" boundary.
-bool Inside(const std::string& path, const std::vector<std::string>& roots) {
-  if (storage::IsS3Location(path)) {
-    if (absl::StrContains(path, "/../") || absl::EndsWith(path, "/..")) return false;
-    for (std::string root : roots) {
-      while (root.size() > 5 && root.back() == '/') root.pop_back();
-      if (storage::IsS3Location(root) && (path == root || absl::StartsWith(path, root + "/"))) {
-        return true;
-      }
-    }
-    return false;
-  }
+// Whether two output locations name one place (trailing slashes and, for local paths, symlinks
+// and ".." resolved).
+bool SameLocation(std::string a, std::string b) {
+  while (a.size() > 1 && a.back() == '/') a.pop_back();
+  while (b.size() > 1 && b.back() == '/') b.pop_back();
+  if (storage::IsS3Location(a) || storage::IsS3Location(b)) return a == b;
   std::error_code ec;
-  const fs::path real = fs::weakly_canonical(fs::absolute(path, ec), ec);
-  if (ec) return false;
-  for (const std::string& root : roots) {
-    const fs::path r = fs::weakly_canonical(fs::absolute(root, ec), ec);
-    if (ec) continue;
-    auto rel = real.lexically_relative(r);
-    if (!rel.empty() && *rel.begin() != ".." && !rel.is_absolute()) return true;
-  }
-  return false;
+  const fs::path x = fs::weakly_canonical(a, ec), y = fs::weakly_canonical(b, ec);
+  return x.lexically_normal() == y.lexically_normal() ||
+         fs::path(a).lexically_normal() == fs::path(b).lexically_normal();
 }
 
 grpc::Status CheckRoots(const tasks::QuantizeJobSpec& spec, const std::vector<std::string>& roots) {
   if (roots.empty()) return grpc::Status::OK;
-  for (const auto& [field, path] : std::vector<std::pair<std::string, std::string>>{
-           {"model", spec.model_dir}, {"out", spec.out_dir}, {"calib", spec.calib_path},
-           {"eval_text", spec.evaluate ? spec.eval_text : ""},
-           {"slq_allocation", spec.slq_allocation}}) {
-    if (path.empty()) continue;
-    if (!Inside(path, roots)) {
+  for (const auto& [field, path] : tasks::SpecPaths(spec)) {
+    if (path.empty() || (field == "eval_text" && !spec.evaluate)) continue;
+    if (!storage::ResolvesInside(path, roots)) {
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                           absl::StrCat("job spec: \"", field, "\": ", path,
                                        " is outside the coordinator's allowed roots"));
@@ -138,17 +126,90 @@ grpc::Status CoordinatorService::CheckToken(grpc::ServerContext* ctx) const {
   return grpc::Status::OK;
 }
 
+grpc::Status CoordinatorService::CheckWorker(grpc::ServerContext* ctx,
+                                            const std::string& worker_id) const {
+  bool authenticated = options_.worker_token.empty() && options_.worker_cert_cn.empty();
+  if (!authenticated && !options_.worker_token.empty()) {
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("authorization");
+    const std::string expected = "Bearer " + options_.worker_token;
+    authenticated = it != md.end() && it->second.size() == expected.size() &&
+                    CRYPTO_memcmp(it->second.data(), expected.data(), expected.size()) == 0;
+  }
+  if (!authenticated && !options_.worker_cert_cn.empty()) {
+    // Set by gRPC only for a verified client certificate (the server requires mTLS then).
+    const std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+    for (const grpc::string_ref& cn : auth->FindPropertyValues("x509_common_name")) {
+      authenticated = authenticated || std::string_view(cn.data(), cn.size())
+                                           .starts_with(options_.worker_cert_cn);
+    }
+  }
+  if (!authenticated) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "workers must authenticate: a worker token (authorization: Bearer ...) "
+                        "or a worker client certificate");
+  }
+  if (worker_id.empty() || worker_id.size() > 128 || worker_id.find(',') != std::string::npos ||
+      tasks::HasControlCharacter(worker_id)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "worker_id: required, at most 128 bytes, no commas or control characters");
+  }
+  return grpc::Status::OK;
+}
+
+// "g/<job>/<task>/<epoch>/" of a key that CheckGangMember accepted.
+static std::string AttemptPrefix(const std::string& key) {
+  size_t end = 0;
+  for (int slash = 0; slash < 4; ++slash) end = key.find('/', end) + 1;
+  return key.substr(0, end);
+}
+
+grpc::Status CoordinatorService::CheckGangMember(const std::string& key,
+                                                 const std::string& worker) {
+  // "g/<job>/<task>/<epoch>/<rest>"
+  const std::vector<std::string> parts = absl::StrSplit(key, absl::MaxSplits('/', 4));
+  int64_t job_id = 0, task_id = 0, epoch = 0;
+  if (parts.size() != 5 || parts[0] != "g" || !absl::SimpleAtoi(parts[1], &job_id) ||
+      !absl::SimpleAtoi(parts[2], &task_id) || !absl::SimpleAtoi(parts[3], &epoch) ||
+      key.size() > 256) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "rendezvous key must be g/<job>/<task>/<epoch>/... (at most 256 bytes)");
+  }
+  absl::StatusOr<TaskRecord> task = state_->GetTask(job_id, task_id);
+  bool member = false;
+  if (task.ok() && task->status == TaskStatus::kLeased && task->epoch == epoch) {
+    for (absl::string_view holder : absl::StrSplit(task->worker, ',')) {
+      member = member || holder == worker;
+    }
+  }
+  if (!member) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        absl::StrCat("rendezvous: ", worker, " is not a member of a live attempt ",
+                                     "of job ", job_id, " task ", task_id, " epoch ", epoch));
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::SubmitRequest* req,
                                         v1::SubmitResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   if (auto s = CheckToken(ctx); !s.ok()) return s;
   const std::string& client_id = req->job().client_job_id();
-  if (client_id.empty() || client_id.size() > 128) {
+  if (client_id.empty() || client_id.size() > 128 || tasks::HasControlCharacter(client_id)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "client_job_id: required, at most 128 bytes");
+                        "client_job_id: required, at most 128 bytes, no control characters");
   }
   absl::StatusOr<tasks::QuantizeJobSpec> spec = tasks::SpecFromJson(req->job().spec_json());
   if (!spec.ok()) return ToGrpc(spec.status());
+  // A relative path would be resolved against this process's directory here and the worker's
+  // there: two different files. qctl submit sends absolute paths.
+  for (const auto& [field, path] : tasks::SpecPaths(*spec)) {
+    if (!path.empty() && !storage::IsS3Location(path) && !fs::path(path).is_absolute()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("job spec: \"", field, "\": ", path,
+                                       " is relative; the service takes absolute paths"));
+    }
+  }
   if (auto s = CheckRoots(*spec, options_.roots); !s.ok()) return s;
   if (spec->slq) {
     return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
@@ -179,6 +240,18 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
   bool client_id_known = false;
   for (const JobRecord& j : *before) client_id_known = client_id_known || j.client_id == client_id;
   if (!client_id_known) {
+    // Two live jobs writing one location: the later commit would find the earlier's checkpoint
+    // there and one of the two results would be lost while both reported success.
+    for (const JobRecord& j : *before) {
+      if (j.status != JobStatus::kRunning) continue;
+      absl::StatusOr<tasks::QuantizeJobSpec> other = tasks::SpecFromJson(j.spec_json);
+      if (other.ok() && SameLocation(other->out_dir, spec->out_dir)) {
+        return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                            absl::StrCat("job spec: \"out\": ", spec->out_dir,
+                                         " is the output of running job ", j.id, " (",
+                                         j.client_id, ")"));
+      }
+    }
     absl::StatusOr<bool> out_exists = storage::LocationExists(spec->out_dir);
     if (!out_exists.ok()) return ToGrpc(out_exists.status());
     if (*out_exists) {
@@ -287,12 +360,10 @@ grpc::Status CoordinatorService::Cancel(grpc::ServerContext* ctx, const v1::JobR
   return ToGrpc(cancelled);
 }
 
-grpc::Status CoordinatorService::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
+grpc::Status CoordinatorService::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                                           v1::RegisterResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
-  if (req->worker_id().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "worker_id is required");
-  }
+  if (auto s = CheckWorker(ctx, req->worker_id()); !s.ok()) return s;
   SawWorker(req->worker_id());
   metrics::Default().GetCounter("quant_worker_registrations_total", "Worker registrations.").Inc();
   resp->set_lease_seconds(options_.lease_seconds);
@@ -304,10 +375,7 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
                                        v1::LeaseResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   const std::string& worker = req->worker_id();
-  if (worker.empty() || worker.find(',') != std::string::npos || worker.size() > 128) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "worker_id: required, at most 128 bytes, no commas");
-  }
+  if (auto s = CheckWorker(ctx, worker); !s.ok()) return s;
   SawWorker(worker);
   // A long poll: a task that becomes ready within kLongPoll goes out at once, so idle workers
   // pick up a layer's parallel tasks together, and a gang forms from the workers asking.
@@ -350,6 +418,7 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
       if (!lease.ok()) return ToGrpc(lease.status());
       if (!lease->has_value()) continue;
       const quant::coordinator::Lease& l = **lease;
+      DropStoreKeys(job_id, task_id);  // an earlier attempt's rendezvous ends with it
       v1::TaskLease t;
       t.set_job_id(l.job_id);
       t.set_task_id(l.task_id);
@@ -361,6 +430,7 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
       t.set_shards((*task)->shards);
       t.set_spec_json(job->spec_json);
       t.set_job_dir(JobDir(l.job_id));
+      for (const std::string& root : options_.roots) t.add_roots(root);
       t.set_deadline_seconds(l.deadline - now);
       for (const std::string& m : members) t.add_gang(m);
       Log(l.job_id, "coordinator",
@@ -394,25 +464,40 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
   }
 }
 
-grpc::Status CoordinatorService::StoreSet(grpc::ServerContext*, const v1::StoreRequest* req,
+grpc::Status CoordinatorService::StoreSet(grpc::ServerContext* ctx, const v1::StoreRequest* req,
                                           v1::StoreResponse*) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
-  if (!req->key().starts_with("g/") || req->key().size() > 256 || req->value().size() > 65536) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "rendezvous key must start with g/ (at most 256 bytes), value at most "
-                        "64 KiB");
+  if (auto s = CheckWorker(ctx, req->worker_id()); !s.ok()) return s;
+  if (req->value().size() > kMaxStoreValueBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rendezvous value: at most 64 KiB");
   }
+  if (auto s = CheckGangMember(req->key(), req->worker_id()); !s.ok()) return s;
+  // Bounded per attempt: Gloo's and NCCL's rendezvous for a gang of g set about 2g keys of
+  // under 1 KiB each, so these limits leave room for gangs of 64 and then some.
+  const std::string attempt = AttemptPrefix(req->key());
   std::lock_guard<std::mutex> lock(store_mu_);
-  if (store_.size() >= 65536 && !store_.count(req->key())) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "rendezvous store is full");
+  size_t keys = 0, bytes = 0;
+  for (auto it = store_.lower_bound(attempt); it != store_.end() && it->first.starts_with(attempt);
+       ++it) {
+    if (it->first == req->key()) continue;
+    ++keys;
+    bytes += it->second.size();
+  }
+  if (keys + 1 > kMaxStoreKeysPerAttempt || bytes + req->value().size() > kMaxStoreBytesPerAttempt) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("rendezvous of ", attempt, " is full (at most ",
+                                     kMaxStoreKeysPerAttempt, " keys and ",
+                                     kMaxStoreBytesPerAttempt >> 20, " MiB)"));
   }
   store_[req->key()] = req->value();
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::StoreGet(grpc::ServerContext*, const v1::StoreRequest* req,
+grpc::Status CoordinatorService::StoreGet(grpc::ServerContext* ctx, const v1::StoreRequest* req,
                                           v1::StoreResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  if (auto s = CheckWorker(ctx, req->worker_id()); !s.ok()) return s;
+  if (auto s = CheckGangMember(req->key(), req->worker_id()); !s.ok()) return s;
   std::lock_guard<std::mutex> lock(store_mu_);
   auto it = store_.find(req->key());
   resp->set_found(it != store_.end());
@@ -428,26 +513,39 @@ void CoordinatorService::DropStoreKeys(int64_t job_id, int64_t task_id) {
   }
 }
 
-grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                            v1::HeartbeatResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  if (auto s = CheckWorker(ctx, req->worker_id()); !s.ok()) return s;
   metrics::Default().GetCounter("quant_heartbeats_total", "Worker heartbeats.").Inc();
   SawWorker(req->worker_id());
   const double now = Now();
   for (const v1::TaskLease& held : req->held()) {
-    if (!state_->Heartbeat(held.job_id(), held.task_id(), held.epoch(), now).ok()) {
+    if (!Holds(held.job_id(), held.task_id(), req->worker_id()) ||
+        !state_->Heartbeat(held.job_id(), held.task_id(), held.epoch(), now).ok()) {
       resp->add_revoked_task_ids(held.task_id());  // stale epoch or cancelled job: stop it
     }
   }
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::Complete(grpc::ServerContext*, const v1::CompleteRequest* req,
+grpc::Status CoordinatorService::Complete(grpc::ServerContext* ctx, const v1::CompleteRequest* req,
                                           v1::CompleteResponse* resp) {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
+  if (auto s = CheckWorker(ctx, req->worker_id()); !s.ok()) return s;
   std::lock_guard<std::mutex> lock(lease_mu_);
   const double now = Now();
   const int64_t job_id = req->job_id(), task_id = req->task_id(), epoch = req->epoch();
+  if (!Holds(job_id, task_id, req->worker_id())) {
+    // Not (or no longer) a holder: a late worker whose lease passed to another gang, or a
+    // worker naming a task it never held. Nothing of the task's state or outputs is touched.
+    resp->set_committed(false);
+    CountTask("stale");
+    Log(job_id, "coordinator",
+        absl::StrCat("task ", task_id, " epoch ", epoch, ": completion from ", req->worker_id(),
+                     ", not a holder of its lease: discarded"));
+    return grpc::Status::OK;
+  }
   // The job's spec and the task, read once for everything below.
   auto job = state_->GetJob(job_id);
   if (!job.ok()) return ToGrpc(job.status());
@@ -554,6 +652,15 @@ grpc::Status CoordinatorService::Logs(grpc::ServerContext*, const v1::JobRequest
   return grpc::Status::OK;
 }
 
+bool CoordinatorService::Holds(int64_t job_id, int64_t task_id, const std::string& worker) {
+  absl::StatusOr<TaskRecord> task = state_->GetTask(job_id, task_id);
+  if (!task.ok()) return false;
+  for (absl::string_view holder : absl::StrSplit(task->worker, ',')) {
+    if (holder == worker) return true;
+  }
+  return false;
+}
+
 void CoordinatorService::SawWorker(const std::string& id) {
   std::lock_guard<std::mutex> lock(workers_mu_);
   worker_seen_[id] = Now();
@@ -608,17 +715,41 @@ absl::StatusOr<const tasks::Task*> CoordinatorService::FindTask(int64_t job_id, 
 
 absl::Status CoordinatorService::CommitOutput(const tasks::Task& task,
                                               const tasks::TaskOutput& out) {
+  std::string attempt = out.attempt, committed = out.committed;
+  std::unique_ptr<storage::PinnedDir> pinned;
+  if (!options_.roots.empty() && task.kind == tasks::TaskKind::kWrite &&
+      !committed.starts_with(options_.scratch + "/")) {
+    // The user's output location: resolved beneath its root now, at use, so that a symlink put
+    // in place of a directory after the submission cannot move the checkpoint elsewhere.
+    ASSIGN_OR_RETURN(pinned, storage::OpenDirBeneath(options_.roots,
+                                                     fs::path(committed).parent_path().string(),
+                                                     /*create=*/true));
+    attempt = pinned->path() + "/" + fs::path(attempt).filename().string();
+    committed = pinned->path() + "/" + fs::path(committed).filename().string();
+  }
   std::error_code ec;
-  if (!fs::exists(out.attempt, ec)) {
+  if (!fs::exists(attempt, ec)) {
     return absl::DataLossError(absl::StrCat(task.Name(), ": the worker reported success but ",
                                             out.attempt, " is missing"));
   }
-  if (fs::is_directory(out.attempt) && fs::exists(out.committed, ec)) {
-    fs::remove_all(out.attempt, ec);  // committed before (a restart between commit and done)
+  if (fs::is_directory(attempt) && fs::exists(committed, ec)) {
+    // Committed before (a restart between the commit and its record), or something else is
+    // there: a checkpoint is the same one only if its manifest (per-shard checksums) is.
+    if (task.kind == tasks::TaskKind::kWrite) {
+      const std::string manifest = std::string("/") + storage::kCheckpointManifest;
+      absl::StatusOr<std::string> mine = ReadWholeFile(attempt + manifest, "manifest");
+      absl::StatusOr<std::string> there = ReadWholeFile(committed + manifest, "manifest");
+      if (!mine.ok() || !there.ok() || *mine != *there) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            task.Name(), ": commit: ", out.committed,
+            " already holds other content (another job's output?); not replacing it"));
+      }
+    }
+    fs::remove_all(attempt, ec);
     return absl::OkStatus();
   }
-  fs::create_directories(fs::path(out.committed).parent_path(), ec);
-  fs::rename(out.attempt, out.committed, ec);
+  if (pinned == nullptr) fs::create_directories(fs::path(committed).parent_path(), ec);
+  fs::rename(attempt, committed, ec);
   if (ec) return absl::DataLossError(absl::StrCat(task.Name(), ": commit: ", ec.message()));
   return absl::OkStatus();
 }

@@ -25,7 +25,13 @@
 namespace quant::coordinator {
 
 struct ServiceOptions {
-  std::string token;        // "" : no token required
+  std::string token;        // submit/cancel bearer token; "" : no token required
+  // How workers authenticate every Workers call (both may be set; either one suffices): a
+  // worker token (a bearer token distinct from `token`), and/or with mTLS a client certificate
+  // whose subject CN starts with `worker_cert_cn`. Both empty: workers are not checked (only
+  // allowed when `token` is empty too: a loopback or test setup; main() enforces it).
+  std::string worker_token;
+  std::string worker_cert_cn;
   // file:// confinement: when not empty, every path a job names (model, out, calib, allocation)
   // must resolve, symlinks and ".." followed, inside one of these directories.
   std::vector<std::string> roots;
@@ -73,6 +79,12 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
 
  private:
   grpc::Status CheckToken(grpc::ServerContext* ctx) const;
+  // Authenticates a Workers call (worker token or worker certificate) and checks `worker_id`'s
+  // form (1-128 bytes, printable, no commas).
+  grpc::Status CheckWorker(grpc::ServerContext* ctx, const std::string& worker_id) const;
+  // A rendezvous key "g/<job>/<task>/<epoch>/..." may be used only by a member of that task's
+  // live gang attempt: the task is leased at that epoch and `worker` is one of its holders.
+  grpc::Status CheckGangMember(const std::string& key, const std::string& worker);
   grpc::Status FillStatus(int64_t job_id, bool with_tasks, v1::JobStatus* out);
   std::string JobDir(int64_t job_id) const;
   // The job's plan (planned again from its stored spec after a restart).
@@ -104,6 +116,12 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
   std::mutex store_mu_;
   std::map<std::string, std::string> store_;
   void DropStoreKeys(int64_t job_id, int64_t task_id);
+  static constexpr size_t kMaxStoreValueBytes = 64 << 10;
+  static constexpr size_t kMaxStoreKeysPerAttempt = 256;
+  static constexpr size_t kMaxStoreBytesPerAttempt = 4 << 20;
+  // Whether `worker` is (one of) the holder(s) recorded for the task: its current lease's gang,
+  // or of a done task the gang that committed it (a late duplicate completion stays harmless).
+  bool Holds(int64_t job_id, int64_t task_id, const std::string& worker);
   static constexpr size_t kMaxLogLines = 10000;
   void Log(int64_t job_id, const std::string& source, const std::string& text);
   std::mutex logs_mu_;

@@ -29,6 +29,7 @@ namespace {
 namespace fs = std::filesystem;
 using quant::testing::Coordinator;
 const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
+const std::string kCalib = std::string(QUANT_SHARED_DIR) + "/data/calib/calib.txt";
 constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
 
 class CoordinatorTest : public ::testing::Test {
@@ -46,7 +47,7 @@ class CoordinatorTest : public ::testing::Test {
     quant::v1::SubmitRequest r;
     r.set_protocol(kProtocol);
     r.mutable_job()->set_client_job_id(client_id);
-    r.mutable_job()->set_spec_json(R"({"model": ")" + kModel + R"(", "out": ")" +
+    r.mutable_job()->set_spec_json(R"({"calib": ")" + kCalib + R"(", "model": ")" + kModel + R"(", "out": ")" +
                                    (tmp_ / "out").string() + R"(", "method": ")" + method +
                                    R"(", "bits": 3})");
     return r;
@@ -59,6 +60,7 @@ class CoordinatorTest : public ::testing::Test {
   bool LeaseAndComplete(Coordinator& c, const std::string& worker,
                                std::chrono::milliseconds hold = std::chrono::milliseconds(0)) {
     grpc::ClientContext lctx;
+    quant::testing::AuthorizeWorker(&lctx);
     quant::v1::LeaseRequest lr;
     lr.set_protocol(kProtocol);
     lr.set_worker_id(worker);
@@ -83,8 +85,10 @@ class CoordinatorTest : public ::testing::Test {
       fs::create_directories(attempt);
     }
     grpc::ClientContext cctx;
+    quant::testing::AuthorizeWorker(&cctx);
     quant::v1::CompleteRequest done;
     done.set_protocol(kProtocol);
+    done.set_worker_id(worker);
     done.set_job_id(lease.task().job_id());
     done.set_task_id(lease.task().task_id());
     done.set_epoch(lease.task().epoch());
@@ -92,10 +96,11 @@ class CoordinatorTest : public ::testing::Test {
     done.set_seconds(0.5);
     quant::v1::CompleteResponse cresp;
     EXPECT_TRUE(c.workers().Complete(&cctx, done, &cresp).ok());
-    EXPECT_TRUE(cresp.committed());
+    if (expect_commits_) EXPECT_TRUE(cresp.committed());
     return true;
   }
   fs::path tmp_;
+  bool expect_commits_ = true;  // LeaseAndComplete's completions commit
 };
 
 TEST_F(CoordinatorTest, RefusesOldProtocolsMissingTokensAndBadSpecs) {
@@ -189,6 +194,7 @@ TEST_F(CoordinatorTest, JobSurvivesKillNineOfTheCoordinator) {
                 grpc::StatusCode::ALREADY_EXISTS);
     }
     grpc::ClientContext rctx;
+    quant::testing::AuthorizeWorker(&rctx);
     quant::v1::RegisterRequest reg;
     reg.set_protocol(kProtocol);
     reg.set_worker_id("w0");
@@ -240,15 +246,16 @@ TEST_F(CoordinatorTest, JobPathsAreConfinedToTheRoots) {
   fs::create_directories(tmp_ / "elsewhere");
   fs::create_symlink(tmp_ / "elsewhere", allowed / "escape");           // a directory escape
   Coordinator c(tmp_ / "state.db", tmp_ / "token",
-                {"--roots", allowed.string() + "," + fs::path(kModel).parent_path().string()});
+                {"--roots", allowed.string() + "," + fs::path(kModel).parent_path().string() + "," +
+                                fs::path(kCalib).parent_path().string()});
   ASSERT_TRUE(c.up());
   auto submit = [&](const std::string& model, const std::string& out) {
     quant::v1::SubmitRequest r;
     r.set_protocol(kProtocol);
     r.set_dry_run(true);
     r.mutable_job()->set_client_job_id("x");
-    r.mutable_job()->set_spec_json(R"({"model": ")" + model + R"(", "out": ")" + out +
-                                   R"(", "method": "rtn", "bits": 3})");
+    r.mutable_job()->set_spec_json(R"({"calib": ")" + kCalib + R"(", "model": ")" + model +
+                                   R"(", "out": ")" + out + R"(", "method": "rtn", "bits": 3})");
     grpc::ClientContext ctx;
     Authorize(&ctx);
     quant::v1::SubmitResponse resp;
@@ -341,3 +348,231 @@ TEST_F(CoordinatorTest, QctlWatchFollowsAJobToTheEnd) {
 }
 
 }  // namespace
+
+// ---- The adversarial pass's attacks (docs/operations.md, "Security"), each against the real
+// coordinator. ----
+
+// Every Workers RPC needs a worker credential: none, or the submit token, is refused; before
+// this, anyone reaching the port could lease tasks (specs included), fail any job with three
+// Complete(ok=false) calls and fill the rendezvous store.
+TEST_F(CoordinatorTest, SecurityWorkersApiNeedsAWorkerCredential) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token");
+  ASSERT_TRUE(c.up());
+  quant::v1::SubmitResponse submitted;
+  {
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    ASSERT_TRUE(c.jobs().Submit(&ctx, Request("victim", "rtn"), &submitted).ok());
+  }
+  // (0) none, (1) the submit token, (2) a wrong worker token.
+  for (int who = 0; who < 3; ++who) {
+    auto ctx = [&] {
+      auto x = std::make_unique<grpc::ClientContext>();
+      if (who == 1) Authorize(x.get());
+      if (who == 2) x->AddMetadata("authorization", "Bearer w0rker-tokeX");
+      return x;
+    };
+    quant::v1::RegisterRequest reg;
+    reg.set_protocol(kProtocol);
+    reg.set_worker_id("stranger");
+    quant::v1::RegisterResponse rr;
+    EXPECT_EQ(c.workers().Register(ctx().get(), reg, &rr).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED) << who;
+    quant::v1::LeaseRequest lr;
+    lr.set_protocol(kProtocol);
+    lr.set_worker_id("stranger");
+    quant::v1::LeaseResponse lease;
+    EXPECT_EQ(c.workers().Lease(ctx().get(), lr, &lease).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED) << who;
+    EXPECT_FALSE(lease.has_task());
+    quant::v1::HeartbeatRequest hr;
+    hr.set_protocol(kProtocol);
+    hr.set_worker_id("stranger");
+    quant::v1::HeartbeatResponse hresp;
+    EXPECT_EQ(c.workers().Heartbeat(ctx().get(), hr, &hresp).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED) << who;
+    for (int i = 0; i < 3; ++i) {  // the sabotage: three failed completions
+      quant::v1::CompleteRequest done;
+      done.set_protocol(kProtocol);
+      done.set_worker_id("stranger");
+      done.set_job_id(submitted.job_id());
+      done.set_task_id(0);
+      done.set_epoch(1);
+      done.set_ok(false);
+      done.set_error("sabotaged by an unauthenticated client");
+      quant::v1::CompleteResponse cr;
+      EXPECT_EQ(c.workers().Complete(ctx().get(), done, &cr).error_code(),
+                grpc::StatusCode::UNAUTHENTICATED) << who;
+    }
+    quant::v1::StoreRequest sr;
+    sr.set_protocol(kProtocol);
+    sr.set_worker_id("stranger");
+    sr.set_key("g/1/0/1/x");
+    sr.set_value(std::string(65536, 'x'));
+    quant::v1::StoreResponse sresp;
+    EXPECT_EQ(c.workers().StoreSet(ctx().get(), sr, &sresp).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED) << who;
+    EXPECT_EQ(c.workers().StoreGet(ctx().get(), sr, &sresp).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED) << who;
+  }
+  // An authenticated worker that holds no lease of the task cannot fail it either.
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    quant::testing::AuthorizeWorker(&ctx);
+    quant::v1::CompleteRequest done;
+    done.set_protocol(kProtocol);
+    done.set_worker_id("not-the-holder");
+    done.set_job_id(submitted.job_id());
+    done.set_task_id(0);
+    done.set_epoch(1);
+    done.set_ok(false);
+    quant::v1::CompleteResponse cr;
+    ASSERT_TRUE(c.workers().Complete(&ctx, done, &cr).ok());
+    EXPECT_FALSE(cr.committed());
+  }
+  grpc::ClientContext sctx;
+  quant::v1::JobRequest jr;
+  jr.set_protocol(kProtocol);
+  jr.set_job_id(submitted.job_id());
+  quant::v1::JobStatus st;
+  ASSERT_TRUE(c.jobs().Status(&sctx, jr, &st).ok());
+  EXPECT_EQ(st.state(), quant::v1::JOB_RUNNING) << st.error();
+  for (const quant::v1::TaskStatus& t : st.tasks()) EXPECT_EQ(t.attempts(), 0) << t.name();
+  // The real worker token gets in.
+  grpc::ClientContext rctx;
+  quant::testing::AuthorizeWorker(&rctx);
+  quant::v1::RegisterRequest reg;
+  reg.set_protocol(kProtocol);
+  reg.set_worker_id("w0");
+  quant::v1::RegisterResponse rr;
+  EXPECT_TRUE(c.workers().Register(&rctx, reg, &rr).ok());
+}
+
+// The rendezvous store takes keys only from a member of a live gang attempt: 1,500 StoreSet
+// calls of 64 KiB each by an authenticated worker with no such lease store nothing.
+TEST_F(CoordinatorTest, SecurityRendezvousIsScopedToALiveGangAttempt) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token");
+  ASSERT_TRUE(c.up());
+  quant::v1::SubmitResponse submitted;
+  {
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    ASSERT_TRUE(c.jobs().Submit(&ctx, Request("job", "rtn"), &submitted).ok());
+  }
+  for (int i = 0; i < 1500; ++i) {
+    grpc::ClientContext ctx;
+    quant::testing::AuthorizeWorker(&ctx);
+    quant::v1::StoreRequest sr;
+    sr.set_protocol(kProtocol);
+    sr.set_worker_id("w0");
+    sr.set_key("g/" + std::to_string(submitted.job_id()) + "/0/1/k" + std::to_string(i));
+    sr.set_value(std::string(65536, 'x'));
+    quant::v1::StoreResponse sresp;
+    const grpc::Status s = c.workers().StoreSet(&ctx, sr, &sresp);
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  }
+  for (const std::string key : {"x", "g/", "g/a/b/c/d", "not/g/1/2/3"}) {
+    grpc::ClientContext ctx;
+    quant::testing::AuthorizeWorker(&ctx);
+    quant::v1::StoreRequest sr;
+    sr.set_protocol(kProtocol);
+    sr.set_worker_id("w0");
+    sr.set_key(key);
+    quant::v1::StoreResponse sresp;
+    EXPECT_EQ(c.workers().StoreGet(&ctx, sr, &sresp).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT) << key;
+  }
+}
+
+// The coordinator will not start half-guarded: a submit token without any worker credential,
+// or one token for both.
+TEST_F(CoordinatorTest, SecurityRefusesToStartWithUnauthenticatedWorkers) {
+  int rc = 0;
+  std::string out = quant::testing::RunCommand(
+      std::string(COORDINATOR_BINARY) + " --state " + (tmp_ / "a.db").string() +
+          " --token-file " + (tmp_ / "token").string(),
+      &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("workers would be unauthenticated"), std::string::npos) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  out = quant::testing::RunCommand(std::string(COORDINATOR_BINARY) + " --state " +
+                                       (tmp_ / "b.db").string() + " --token-file " +
+                                       (tmp_ / "token").string() + " --worker-token-file " +
+                                       (tmp_ / "token").string(),
+                                   &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("must differ"), std::string::npos) << out;
+}
+
+// Submit-time edges: relative paths (the coordinator's and the worker's working directories
+// differ), control characters in the client id (forged lines in `qctl list`/`logs`), a second
+// live job onto the same output, and a spec with no calibration text.
+TEST_F(CoordinatorTest, SecuritySubmitRefusesAmbiguousOrForgedInput) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token");
+  ASSERT_TRUE(c.up());
+  auto submit = [&](const std::string& id, const std::string& spec) {
+    quant::v1::SubmitRequest r;
+    r.set_protocol(kProtocol);
+    r.mutable_job()->set_client_job_id(id);
+    r.mutable_job()->set_spec_json(spec);
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    quant::v1::SubmitResponse resp;
+    return c.jobs().Submit(&ctx, r, &resp);
+  };
+  const std::string out = (tmp_ / "out").string();
+  auto spec = [&](const std::string& model, const std::string& o, int bits) {
+    return R"({"calib": ")" + kCalib + R"(", "model": ")" + model + R"(", "out": ")" + o +
+           R"(", "method": "rtn", "bits": )" + std::to_string(bits) + "}";
+  };
+  grpc::Status s = submit("rel", spec("models/tiny-deepseek-v3", out, 3));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("\"model\""), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("relative"), std::string::npos) << s.error_message();
+  s = submit("rel-out", spec(kModel, "out", 3));
+  EXPECT_NE(s.error_message().find("relative"), std::string::npos) << s.error_message();
+  s = submit("evil\n[coordinator] job 1 succeeded", spec(kModel, out, 3));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("control characters"), std::string::npos);
+  s = submit("ansi\x1b[2J", spec(kModel, out, 3));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  s = submit("nocalib", R"({"model": ")" + kModel + R"(", "out": ")" + out +
+                            R"(", "method": "rtn", "bits": 3})");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("\"calib\""), std::string::npos) << s.error_message();
+  ASSERT_TRUE(submit("first", spec(kModel, out, 3)).ok());
+  s = submit("second", spec(kModel, out + "/", 4));  // the same place, spelled otherwise
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_NE(s.error_message().find("running job"), std::string::npos) << s.error_message();
+  EXPECT_TRUE(submit("first", spec(kModel, out, 3)).ok());  // the same job again: idempotent
+}
+
+// A commit whose target already holds other content fails the task (and, after the retries,
+// the job) with one line; it was a no-op reported as "committed".
+TEST_F(CoordinatorTest, SecurityCommitOntoOtherContentFails) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token", {"--max-attempts", "1"});
+  ASSERT_TRUE(c.up());
+  quant::v1::SubmitResponse submitted;
+  {
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    ASSERT_TRUE(c.jobs().Submit(&ctx, Request("job", "rtn"), &submitted).ok());
+  }
+  // Another checkpoint lands at the output after the submission.
+  fs::create_directories(tmp_ / "out");
+  std::ofstream(tmp_ / "out" / "quant_manifest.json") << "{\"other\": true}\n";
+  expect_commits_ = false;  // the write task's will not
+  for (int i = 0; i < 100 && LeaseAndComplete(c, "w0"); ++i) {
+  }
+  grpc::ClientContext sctx;
+  quant::v1::JobRequest jr;
+  jr.set_protocol(kProtocol);
+  jr.set_job_id(submitted.job_id());
+  quant::v1::JobStatus st;
+  ASSERT_TRUE(c.jobs().Status(&sctx, jr, &st).ok());
+  EXPECT_EQ(st.state(), quant::v1::JOB_FAILED);
+  EXPECT_NE(st.error().find("already holds other content"), std::string::npos) << st.error();
+  std::ifstream in(tmp_ / "out" / "quant_manifest.json");
+  std::string kept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(kept, "{\"other\": true}\n");
+}

@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
+#include "common/file.h"
 #include "common/http_endpoints.h"
 #include "coordinator/service/coordinator_service.h"
 #include "proto/tls.h"
@@ -24,6 +26,13 @@ int main(int argc, char** argv) {
   app.add_option("--http-port", http_port, "HTTP port (0: any free one)")->capture_default_str();
   app.add_option("--state", state_path, "SQLite state file (created if missing)")->required();
   app.add_option("--token-file", token_file, "file holding the bearer token for submit/cancel");
+  std::string worker_token_file, worker_cert_cn;
+  app.add_option("--worker-token-file", worker_token_file,
+                 "file holding the workers' bearer token (distinct from --token-file): every "
+                 "Workers call must carry it, or a worker certificate (--worker-cert-cn)");
+  app.add_option("--worker-cert-cn", worker_cert_cn,
+                 "with --tls-client-ca: a Workers call is also authenticated by a client "
+                 "certificate whose subject CN starts with this (e.g. quant-worker)");
   std::vector<std::string> roots;
   app.add_option("--roots", roots,
                  "directories (or s3://bucket/prefix) every path of a job must resolve into "
@@ -51,19 +60,40 @@ int main(int argc, char** argv) {
   options.lease_seconds = lease_seconds;
   options.roots = roots;
   options.scratch = scratch;
-  if (!token_file.empty()) {
-    std::ifstream in(token_file);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    options.token = ss.str();
-    while (!options.token.empty() && (options.token.back() == '\n' || options.token.back() == ' ')) {
-      options.token.pop_back();
+  auto read_token = [](const std::string& file, const char* flag, std::string* out) {
+    absl::StatusOr<std::string> text = quant::ReadWholeFile(file, flag);
+    if (text.ok()) *out = std::string(absl::StripAsciiWhitespace(*text));
+    if (!text.ok() || out->empty()) {
+      std::fprintf(stderr, "quant-coordinator: error: %s %s: empty or unreadable\n", flag,
+                   file.c_str());
+      return false;
     }
-    if (!in || options.token.empty()) {
-      std::fprintf(stderr, "quant-coordinator: error: --token-file %s: empty or unreadable\n",
-                   token_file.c_str());
-      return 1;
-    }
+    return true;
+  };
+  if (!token_file.empty() && !read_token(token_file, "--token-file", &options.token)) return 1;
+  if (!worker_token_file.empty() &&
+      !read_token(worker_token_file, "--worker-token-file", &options.worker_token)) {
+    return 1;
+  }
+  options.worker_cert_cn = worker_cert_cn;
+  if (!worker_cert_cn.empty() && tls.ca.empty()) {
+    std::fprintf(stderr, "quant-coordinator: error: --worker-cert-cn needs --tls-client-ca "
+                         "(client certificates are verified only with mTLS)\n");
+    return 1;
+  }
+  if (!options.token.empty() && options.token == options.worker_token) {
+    std::fprintf(stderr, "quant-coordinator: error: --worker-token-file must differ from "
+                         "--token-file (a worker must not be able to submit, nor a client to "
+                         "lease)\n");
+    return 1;
+  }
+  if (!options.token.empty() && options.worker_token.empty() && worker_cert_cn.empty()) {
+    // Guarding submissions but not workers would let anyone who reaches the port lease tasks
+    // (with their specs), fail jobs and fill the rendezvous store.
+    std::fprintf(stderr, "quant-coordinator: error: --token-file guards submissions but workers "
+                         "would be unauthenticated: give --worker-token-file or "
+                         "--worker-cert-cn\n");
+    return 1;
   }
   quant::coordinator::StateOptions state_options;
   state_options.lease_seconds = lease_seconds;

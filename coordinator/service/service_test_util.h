@@ -82,14 +82,35 @@ inline void KillNine(pid_t* pid) {
   }
 }
 
+// The worker token of the test coordinators: written beside the submit token's file as
+// `<token file>.worker`; Worker below passes the last one written unless told otherwise.
+inline constexpr char kWorkerToken[] = "w0rker-token";
+inline std::string& TestWorkerTokenFile() {
+  static std::string* file = new std::string;
+  return *file;
+}
+
+// Adds the test worker token to a raw Workers call.
+inline void AuthorizeWorker(grpc::ClientContext* ctx) {
+  ctx->AddMetadata("authorization", std::string("Bearer ") + kWorkerToken);
+}
+
 // One coordinator process; its stdout's first two lines give the gRPC and HTTP addresses.
 class Coordinator {
  public:
-  // A 30 s lease unless `extra` gives --lease-seconds; stderr to `log` when given.
+  // A 30 s lease unless `extra` gives --lease-seconds; stderr to `log` when given. Workers
+  // authenticate with kWorkerToken (--worker-token-file) unless `extra` names worker auth.
   Coordinator(const fs::path& state, const fs::path& token_file,
               std::vector<std::string> extra = {}, const fs::path& log = {}) {
     std::vector<std::string> args = {COORDINATOR_BINARY, "--state", state.string(),
                                      "--token-file", token_file.string()};
+    if (std::find(extra.begin(), extra.end(), "--worker-cert-cn") == extra.end() &&
+        std::find(extra.begin(), extra.end(), "--worker-token-file") == extra.end()) {
+      const std::string worker_token_file = token_file.string() + ".worker";
+      std::ofstream(worker_token_file) << kWorkerToken << "\n";
+      TestWorkerTokenFile() = worker_token_file;
+      args.insert(args.end(), {"--worker-token-file", worker_token_file});
+    }
     if (std::find(extra.begin(), extra.end(), "--lease-seconds") == extra.end()) {
       args.insert(args.end(), {"--lease-seconds", "30"});
     }
@@ -129,6 +150,11 @@ class Worker {
          std::vector<std::string> extra = {}) {
     std::vector<std::string> lines;
     std::vector<std::string> args = {WORKER_BINARY, "--coordinator", coordinator, "--id", id};
+    if (!TestWorkerTokenFile().empty() &&
+        std::find(extra.begin(), extra.end(), "--token-file") == extra.end() &&
+        std::find(extra.begin(), extra.end(), "--tls-cert") == extra.end()) {
+      args.insert(args.end(), {"--token-file", TestWorkerTokenFile()});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = Spawn(args, 1, &lines, log.string());
     if (!lines.empty() && lines[0].rfind("worker ", 0) == 0) {

@@ -34,7 +34,7 @@ class TlsTest : public ::testing::Test {
              // The CA, a server and a client certificate signed by it.
              "openssl req -x509 -newkey rsa:2048 -nodes -keyout " + d + "/ca.key -out " + d +
                  "/ca.pem -days 2 -subj /CN=quant-test-ca",
-             Leaf(d, "server", "ca"), Leaf(d, "client", "ca"),
+             Leaf(d, "server", "ca"), Leaf(d, "client", "ca"), Leaf(d, "quant-worker-1", "ca"),
              // Another CA and a client certificate of its own.
              "openssl req -x509 -newkey rsa:2048 -nodes -keyout " + d + "/rogue.key -out " + d +
                  "/rogue.pem -days 2 -subj /CN=rogue-ca",
@@ -66,7 +66,7 @@ TEST_F(TlsTest, OnlyClientsWithACertificateFromTheCaGetIn) {
   const std::string d = dir_.string();
   Coordinator c(dir_ / "state.db", dir_ / "token",
                 {"--tls-cert", d + "/server.pem", "--tls-key", d + "/server.key",
-                 "--tls-client-ca", d + "/ca.pem"});
+                 "--tls-client-ca", d + "/ca.pem", "--worker-cert-cn", "quant-worker"});
   ASSERT_TRUE(c.up());
   std::string out;
   const std::string ca = "--tls-ca " + d + "/ca.pem";
@@ -84,11 +84,28 @@ TEST_F(TlsTest, OnlyClientsWithACertificateFromTheCaGetIn) {
                  &out),
             0)
       << "the server's certificate checked against the wrong CA: " << out;
-  // A worker with the CA's client certificate registers over mTLS.
+  // A worker with a worker certificate (CN quant-worker-1) from the CA registers over mTLS.
   Worker w(c.grpc_address(), "tls-worker", dir_ / "worker.log",
-           {"--tls-ca", d + "/ca.pem", "--tls-cert", d + "/client.pem", "--tls-key",
-            d + "/client.key"});
+           {"--tls-ca", d + "/ca.pem", "--tls-cert", d + "/quant-worker-1.pem", "--tls-key",
+            d + "/quant-worker-1.key"});
   EXPECT_TRUE(w.up());
+  // A client certificate from the same CA but of no worker identity (qctl's) cannot lease.
+  auto slurp = [](const std::string& f) {
+    std::ifstream in(f);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = slurp(d + "/ca.pem");
+  ssl.pem_cert_chain = slurp(d + "/client.pem");
+  ssl.pem_private_key = slurp(d + "/client.key");
+  auto stub = quant::v1::Workers::NewStub(
+      grpc::CreateChannel(c.grpc_address(), grpc::SslCredentials(ssl)));
+  grpc::ClientContext ctx;
+  quant::v1::LeaseRequest lr;
+  lr.set_protocol(quant::v1::PROTOCOL_VERSION);
+  lr.set_worker_id("impostor");
+  quant::v1::LeaseResponse lease;
+  EXPECT_EQ(stub->Lease(&ctx, lr, &lease).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   // A bad file is one clear error line and exit 1.
   std::ofstream(dir_ / "not.pem") << "hello\n";
   EXPECT_EQ(List(c, "--tls-ca " + d + "/not.pem", &out), 256) << out;

@@ -497,4 +497,18 @@ absl::StatusOr<std::vector<TaskRecord>> StateStore::Tasks(int64_t job_id) {
   return out;
 }
 
+absl::StatusOr<TaskRecord> StateStore::GetTask(int64_t job_id, int64_t task_id) {
+  std::lock_guard<std::mutex> lock(Mutex());
+  Stmt s(db_, absl::StrCat("SELECT ", kTaskColumns,
+                           " FROM tasks WHERE job_id = ? AND task_id = ?").c_str());
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, job_id);
+  s.Bind(2, task_id);
+  if (!s.Row()) {
+    RETURN_IF_ERROR(s.status());
+    return absl::NotFoundError(absl::StrCat("job ", job_id, " has no task ", task_id));
+  }
+  return ReadTask(s);
+}
+
 }  // namespace quant::coordinator

@@ -115,6 +115,7 @@ class StateStore {
   absl::StatusOr<JobRecord> GetJob(int64_t job_id);
   absl::StatusOr<std::vector<JobRecord>> ListJobs();
   absl::StatusOr<std::vector<TaskRecord>> Tasks(int64_t job_id);
+  absl::StatusOr<TaskRecord> GetTask(int64_t job_id, int64_t task_id);
 
  private:
   StateStore(sqlite3* db, const StateOptions& options) : db_(db), options_(options) {}

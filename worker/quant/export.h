@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "storage/checkpoint.h"
+#include "storage/output_location.h"
 #include "worker/quant/quantizer.h"
 
 namespace quant::quant {
@@ -27,6 +28,8 @@ int ContainerBits(int bits, ExportFormat format);
 
 // The manifest's name and version (docs/formats.md).
 inline constexpr char kManifestFile[] = "quant_manifest.json";
+static_assert(std::string_view(kManifestFile) == storage::kCheckpointManifest,
+              "--overwrite and the service's commit recognise checkpoints by this name");
 inline constexpr int kManifestFormatVersion = 1;
 
 struct ExportOptions {

@@ -7,17 +7,22 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/file.h"
 #include "common/http_endpoints.h"
 #include "common/metrics.h"
 #include "proto/quant.grpc.pb.h"
 #include "proto/tls.h"
+#include "storage/beneath.h"
+#include "storage/object_store.h"
 #include "storage/s3_flags.h"
 #include "worker/exchange/exchange.h"
 #if defined(QUANT_WITH_NCCL)
@@ -40,8 +45,16 @@ void Log(const std::string& id, const std::string& text) {
   std::fprintf(stderr, "quant-worker %s: %s\n", id.c_str(), text.c_str());
 }
 
+// The worker token (--token-file), sent with every call; empty: none (mTLS identifies us, or the
+// coordinator checks no worker credential).
+std::string& WorkerToken() {
+  static std::string* token = new std::string;
+  return *token;
+}
+
 std::unique_ptr<grpc::ClientContext> Ctx(double seconds = 30) {
   auto ctx = std::make_unique<grpc::ClientContext>();
+  if (!WorkerToken().empty()) ctx->AddMetadata("authorization", "Bearer " + WorkerToken());
   ctx->set_deadline(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
   return ctx;
@@ -95,12 +108,14 @@ class Heartbeats {
 // The gang's rendezvous through the coordinator (Workers.StoreSet / StoreGet).
 class CoordinatorStore : public quant::exchange::RendezvousStore {
  public:
-  explicit CoordinatorStore(Workers::Stub* stub) : stub_(stub) {}
+  CoordinatorStore(Workers::Stub* stub, std::string worker_id)
+      : stub_(stub), worker_id_(std::move(worker_id)) {}
   absl::Status Set(const std::string& key, const std::string& value) override {
     quant::v1::StoreRequest req;
     req.set_protocol(kProtocol);
     req.set_key(key);
     req.set_value(value);
+    req.set_worker_id(worker_id_);
     quant::v1::StoreResponse resp;
     const grpc::Status s = stub_->StoreSet(Ctx(10).get(), req, &resp);
     if (!s.ok()) return absl::UnavailableError("rendezvous set: " + s.error_message());
@@ -110,6 +125,7 @@ class CoordinatorStore : public quant::exchange::RendezvousStore {
     quant::v1::StoreRequest req;
     req.set_protocol(kProtocol);
     req.set_key(key);
+    req.set_worker_id(worker_id_);
     quant::v1::StoreResponse resp;
     const grpc::Status s = stub_->StoreGet(Ctx(10).get(), req, &resp);
     if (!s.ok()) return absl::UnavailableError("rendezvous get: " + s.error_message());
@@ -119,7 +135,26 @@ class CoordinatorStore : public quant::exchange::RendezvousStore {
 
  private:
   Workers::Stub* stub_;
+  std::string worker_id_;
 };
+
+// The job's paths against the lease's roots, at use: a path swapped for a symlink after the
+// submission is refused here; the checkpoint itself is written through a directory opened
+// beneath its root (storage::OpenDirBeneath).
+absl::Status CheckPathsAtUse(const quant::tasks::QuantizeJobSpec& spec,
+                             const std::vector<std::string>& roots) {
+  if (roots.empty()) return absl::OkStatus();
+  for (const auto& [field, path] : quant::tasks::SpecPaths(spec)) {
+    if (path.empty() || field == "probe_cache_dir" || (field == "eval_text" && !spec.evaluate)) {
+      continue;
+    }
+    if (!quant::storage::ResolvesInside(path, roots)) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "job spec: \"", field, "\": ", path, " now resolves outside the allowed roots"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -142,6 +177,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-ca", tls.ca, "PEM CA that signed the coordinator's certificate (TLS)");
   app.add_option("--tls-cert", tls.cert, "PEM client certificate for mTLS");
   app.add_option("--tls-key", tls.key, "PEM private key of --tls-cert");
+  std::string token_file;
+  app.add_option("--token-file", token_file,
+                 "file holding the worker token (the coordinator's --worker-token-file)");
   std::string exchange_host = "127.0.0.1";
   double exchange_timeout = 60;
   app.add_option("--exchange-host", exchange_host,
@@ -154,6 +192,14 @@ int main(int argc, char** argv) {
   s3.AddTo(&app);
   CLI11_PARSE(app, argc, argv);
   s3.Apply();
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> token = quant::ReadWholeFile(token_file, "worker token file");
+    if (!token.ok()) {
+      std::fprintf(stderr, "quant-worker: error: %s\n", std::string(token.status().message()).c_str());
+      return 1;
+    }
+    WorkerToken() = std::string(absl::StripAsciiWhitespace(*token));
+  }
   if (id.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof(host) - 1);
@@ -225,14 +271,30 @@ int main(int argc, char** argv) {
         if (task == nullptr) {
           result = absl::NotFoundError(absl::StrCat("task ", t.task_id(), " is not in the plan"));
         } else {
-          const std::string attempt =
+          std::string attempt =
               quant::tasks::TaskOutputPaths(t.job_dir(), spec->out_dir, *task, t.epoch()).attempt;
+          const std::vector<std::string> roots(t.roots().begin(), t.roots().end());
+          result = CheckPathsAtUse(*spec, roots);
+          std::unique_ptr<quant::storage::PinnedDir> out_parent;
+          if (result.ok() && !roots.empty() && task->kind == quant::tasks::TaskKind::kWrite &&
+              !quant::storage::IsS3Location(spec->out_dir)) {
+            // The checkpoint's attempt sits beside the output: written through its parent
+            // opened beneath the root, whatever the path does meanwhile.
+            auto parent = quant::storage::OpenDirBeneath(
+                roots, std::filesystem::path(attempt).parent_path().string(), /*create=*/true);
+            result = parent.status();
+            if (parent.ok()) {
+              out_parent = std::move(*parent);
+              attempt = out_parent->path() + "/" +
+                        std::filesystem::path(attempt).filename().string();
+            }
+          }
           Log(id, absl::StrCat("job ", t.job_id(), " ", task->Name(), " epoch ", t.epoch(),
                                task->gang > 1 ? absl::StrCat(" rank ", t.rank()) : ""));
           std::unique_ptr<quant::exchange::Exchange> exchange;
-          if (task->gang > 1) {
+          if (result.ok() && task->gang > 1) {
             // One connection per gang and attempt: the rendezvous keys carry the epoch.
-            CoordinatorStore store(stub.get());
+            CoordinatorStore store(stub.get(), id);
             const std::string prefix =
                 absl::StrCat("g/", t.job_id(), "/", t.task_id(), "/", t.epoch(), "/");
             const auto watchdog =

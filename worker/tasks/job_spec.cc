@@ -26,7 +26,9 @@ const std::map<std::string, std::string>& Flags() {
       {"threads", "--threads"}, {"per_expert_bits", "--per-expert-bits"}, {"slq", "--slq"},
       {"expert_aggregation", "--expert-aggregation"},
       {"slq_bits", "--slq-bits"}, {"target_ear", "--target-ear"}, {"slq_budget", "--bits"},
-      {"probe_windows", "--probe-windows"}, {"expert_shards", "--expert-shards"}};
+      {"probe_windows", "--probe-windows"}, {"expert_shards", "--expert-shards"},
+      {"calib", "--calib"}, {"eval_text", "--eval-text"}, {"slq_allocation", "--slq-allocation"},
+      {"probe_cache_dir", "--probe-cache"}};
   return *m;
 }
 
@@ -224,9 +226,25 @@ absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text) {
   return s;
 }
 
+bool HasControlCharacter(std::string_view text) {
+  for (const char c : text) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
+std::vector<std::pair<std::string, std::string>> SpecPaths(const QuantizeJobSpec& s) {
+  return {{"model", s.model_dir},          {"out", s.out_dir},
+          {"calib", s.calib_path},         {"eval_text", s.eval_text},
+          {"slq_allocation", s.slq_allocation}, {"probe_cache_dir", s.probe_cache_dir}};
+}
+
 absl::Status ValidateSpecFields(const QuantizeJobSpec& s, bool name_flags) {
   // Messages name fields as the caller's user knows them (flags for qctl, keys for the service).
   const Namer n{name_flags};
+  for (const auto& [field, path] : SpecPaths(s)) {
+    if (HasControlCharacter(path)) return n.Bad(field, "holds a control character");
+  }
   RETURN_IF_ERROR(OneOf(n, "method", s.method, {"rtn", "gptq", "gsq"}));
   if (s.bits < kMinBits || s.bits > kMaxBits) {
     return n.Bad("bits", absl::StrCat(s.bits, " is outside 2..8"));
@@ -296,6 +314,7 @@ absl::Status ValidateSpecFields(const QuantizeJobSpec& s, bool name_flags) {
   } else if (s.target_ear != 0) {
     return n.Bad("target_ear", "needs " + n.Name("slq"));
   }
+  if (s.calib_path.empty()) return n.Bad("calib", "is required (a calibration text)");
   return absl::OkStatus();
 }
 

@@ -4,7 +4,10 @@
 // outside their ranges with one line naming the field.
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/tasks/quantize_job.h"
@@ -15,6 +18,14 @@ namespace quant::tasks {
 inline constexpr size_t kMaxJobSpecBytes = 64 * 1024;
 
 absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text);
+
+// True when `text` holds a byte below 0x20 or DEL: NUL cuts a path short where the kernel reads
+// it (a path that passed a check as one string names another at open), and newlines or escape
+// sequences in ids forge lines in logs and terminals. Every path and id field is refused with one.
+bool HasControlCharacter(std::string_view text);
+
+// The spec's path fields as (JSON key, value), the empty ones included.
+std::vector<std::pair<std::string, std::string>> SpecPaths(const QuantizeJobSpec& spec);
 
 // Everything a worker needs to run the job's tasks: ToJson plus the output, the evaluation
 // text and the execution options. SpecFromJson(ServiceJson(s).dump()) gives s back.

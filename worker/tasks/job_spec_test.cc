@@ -8,13 +8,14 @@ namespace quant::tasks {
 namespace {
 
 std::string Spec(const std::string& extra = "") {
-  return R"({"model": "/m", "out": "/o", "method": "gptq", "bits": 3)" + extra + "}";
+  return R"({"model": "/m", "out": "/o", "calib": "/c", "method": "gptq", "bits": 3)" + extra + "}";
 }
 
 TEST(JobSpec, FullSpecRoundTrips) {
   QuantizeJobSpec s;
   s.model_dir = "/models/x";
   s.out_dir = "/out/x";
+  s.calib_path = "/data/calib.txt";
   s.method = "gsq";
   s.bits = 2;
   s.slq = true;
@@ -37,6 +38,10 @@ TEST(JobSpec, EachFailureModeNamesTheField) {
       {R"({"out": "/o"})", "\"model\""},
       {R"({"model": "/m"})", "\"out\""},
       {Spec(R"(, "colour": "red")"), "\"colour\": is not a job option"},
+      // A NUL cut the path short at open after the whole string passed the roots check.
+      {Spec(R"(, "out": "/o/victim\u0000/../../out/victim")"), "\"out\": holds a control character"},
+      {Spec(R"(, "model": "/m\n")"), "\"model\": holds a control character"},
+      {R"({"model": "/m", "out": "/o", "method": "gptq", "bits": 3})", "\"calib\": is required"},
       {Spec(R"(, "bits": "3")"), "\"bits\": must be an integer"},
       {Spec(R"(, "bits": 9)"), "\"bits\": 9 is outside 2..8"},
       {Spec(R"(, "bits": 99999999999)"), "\"bits\": is out of range"},
