@@ -225,6 +225,21 @@ TEST_F(QctlTest, QuantizeBitsOutOfRange) {
   EXPECT_FALSE(fs::exists(tmp_ / "out"));
 }
 
+// --bits inf was taken as a huge integer and 4.0000001 was printed as "4 is not a whole number".
+TEST_F(QctlTest, QuantizeBitsNotFiniteOrNotWhole) {
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--bits inf")), {"--bits: inf", "not a number"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--bits nan")), {"--bits: nan"});
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--bits 4.0000001")),
+                     {"--bits: 4.0000001 is not a whole number"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
+TEST_F(QctlTest, QuantizeCalibIsADirectory) {
+  fs::create_directories(tmp_ / "calib");
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--method rtn --calib " + (tmp_ / "calib").string())),
+                     {(tmp_ / "calib").string(), "is a directory"});
+}
+
 TEST_F(QctlTest, QuantizeGroupDoesNotDivideWithoutFallback) {
   // down_proj of tiny-qwen3-moe has 64 input columns: 48 divides neither it nor 256.
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--group 48 --no-channel-fallback")),

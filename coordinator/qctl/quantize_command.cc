@@ -220,6 +220,10 @@ absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, bool no_eval, bool n
   spec.channel_fallback = !no_fallback;
   spec.model_dir = storage::LocalPathOf(spec.model_dir);  // file:// taken as the path
   spec.out_dir = storage::LocalPathOf(spec.out_dir);
+  if (!std::isfinite(bits)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--bits: %g is not a number of bits (2-8, or an SLQ budget)", bits));
+  }
   if (!spec.slq && spec.target_ear > 0) {
     return absl::InvalidArgumentError("--target-ear needs --slq");
   }
@@ -228,7 +232,8 @@ absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, bool no_eval, bool n
     spec.bits = std::clamp(static_cast<int>(std::ceil(bits)), 2, 8);  // unused: the solve decides
   } else if (bits != std::floor(bits)) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("--bits: %g is not a whole number (fractional budgets need --slq)", bits));
+        absl::StrFormat("--bits: %.10g is not a whole number (fractional budgets need --slq)",
+                        bits));
   } else {
     spec.bits = static_cast<int>(bits);
   }

@@ -356,7 +356,10 @@ grpc::Status CoordinatorService::Cancel(grpc::ServerContext* ctx, const v1::JobR
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   if (auto s = CheckToken(ctx); !s.ok()) return s;
   const absl::Status cancelled = state_->CancelJob(req->job_id());
-  if (cancelled.ok()) Log(req->job_id(), "coordinator", "cancelled");
+  if (cancelled.ok()) {
+    Log(req->job_id(), "coordinator", "cancelled");
+    CleanUpJob(req->job_id());
+  }
   return ToGrpc(cancelled);
 }
 
@@ -377,6 +380,7 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
   const std::string& worker = req->worker_id();
   if (auto s = CheckWorker(ctx, worker); !s.ok()) return s;
   SawWorker(worker);
+  SweepEndedJobs();
   // A long poll: a task that becomes ready within kLongPoll goes out at once, so idle workers
   // pick up a layer's parallel tasks together, and a gang forms from the workers asking.
   constexpr double kLongPoll = 2.0;
@@ -598,7 +602,7 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext* ctx, const v1::Co
     Log(job_id, req->worker_id(),
         absl::StrCat("task ", task_id, " epoch ", epoch, ": stale completion discarded"));
     fs::remove_all(output.attempt, ec);
-    if (after.ok() && after->status != JobStatus::kRunning) fs::remove_all(JobDir(job_id), ec);
+    if (after.ok() && after->status != JobStatus::kRunning) CleanUpJob(job_id);
     return grpc::Status::OK;
   }
   if (!s.ok()) return ToGrpc(s);
@@ -612,7 +616,7 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext* ctx, const v1::Co
     Log(job_id, "coordinator",
         absl::StrCat("job ", JobStatusName(after->status), after->error.empty() ? "" : ": ",
                      after->error));
-    if (after->status == JobStatus::kSucceeded) fs::remove_all(JobDir(job_id), ec);
+    CleanUpJob(job_id);
   }
   metrics::Default()
       .GetHistogram("quant_task_duration_seconds", "Task durations reported by workers.",
@@ -692,6 +696,54 @@ void CoordinatorService::RefreshGauges() {
   const double now = Now();
   for (const auto& [id, seen] : worker_seen_) alive += now - seen < options_.lease_seconds;
   m.GetGauge("quant_workers", "Workers heard from within one lease period.").Set(alive);
+}
+
+void CoordinatorService::SweepEndedJobs() {
+  {
+    std::lock_guard<std::mutex> lock(cleaned_mu_);
+    const double now = Now();
+    if (now - last_sweep_ < 5) return;
+    last_sweep_ = now;
+  }
+  absl::StatusOr<std::vector<JobRecord>> jobs = state_->ListJobs();
+  if (!jobs.ok()) return;
+  for (const JobRecord& j : *jobs) {
+    if (j.status != JobStatus::kRunning) CleanUpJob(j.id);
+  }
+}
+
+void CoordinatorService::CleanUpJob(int64_t job_id) {
+  {
+    std::lock_guard<std::mutex> lock(cleaned_mu_);
+    if (!cleaned_.insert(job_id).second) return;
+  }
+  absl::StatusOr<JobRecord> job = state_->GetJob(job_id);
+  if (!job.ok() || job->status == JobStatus::kRunning) {
+    std::lock_guard<std::mutex> lock(cleaned_mu_);
+    cleaned_.erase(job_id);
+    return;
+  }
+  std::error_code ec;
+  if (job->status == JobStatus::kSucceeded || !options_.keep_failed_scratch) {
+    fs::remove_all(JobDir(job_id), ec);
+  }
+  if (job->status != JobStatus::kCancelled) return;
+  absl::StatusOr<tasks::QuantizeJobSpec> spec = tasks::SpecFromJson(job->spec_json);
+  if (!spec.ok() || storage::IsS3Location(spec->out_dir)) return;  // s3: published last
+  std::string out = spec->out_dir;
+  std::unique_ptr<storage::PinnedDir> parent;
+  if (!options_.roots.empty()) {
+    absl::StatusOr<std::unique_ptr<storage::PinnedDir>> pinned = storage::OpenDirBeneath(
+        options_.roots, fs::path(out).parent_path().string(), /*create=*/false);
+    if (!pinned.ok()) return;
+    parent = std::move(*pinned);
+    out = parent->path() + "/" + fs::path(out).filename().string();
+  }
+  if (fs::exists(fs::path(out) / storage::kCheckpointManifest, ec)) {
+    fs::remove_all(out, ec);
+    Log(job_id, "coordinator", absl::StrCat("cancelled: removed the checkpoint at ",
+                                            spec->out_dir));
+  }
 }
 
 std::string CoordinatorService::JobDir(int64_t job_id) const {

@@ -38,6 +38,8 @@ struct ServiceOptions {
   double lease_seconds = 60;
   // Where jobs' intermediate outputs live (a directory per job), shared with the workers.
   std::string scratch;
+  // A failed or cancelled job's scratch is removed when it ends unless this is set (debugging).
+  bool keep_failed_scratch = false;
 };
 
 class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::Service {
@@ -76,6 +78,10 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
 
   // Sets the gauges of jobs and tasks by state and of live workers (before each scrape).
   void RefreshGauges();
+
+  // Removes what ended jobs leave behind (CleanUpJob on every job that is not running).
+  // Called at start-up and every few seconds from Lease: jobs also end by lease expiry.
+  void SweepEndedJobs();
 
  private:
   grpc::Status CheckToken(grpc::ServerContext* ctx) const;
@@ -122,6 +128,13 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
   // Whether `worker` is (one of) the holder(s) recorded for the task: its current lease's gang,
   // or of a done task the gang that committed it (a late duplicate completion stays harmless).
   bool Holds(int64_t job_id, int64_t task_id, const std::string& worker);
+  // An ended job's scratch (a succeeded one's always, a failed or cancelled one's unless
+  // keep_failed_scratch) and, for a cancelled job, the checkpoint its write task had committed
+  // at the output (it holds our manifest: Submit refused an output that existed).
+  void CleanUpJob(int64_t job_id);
+  std::mutex cleaned_mu_;
+  std::set<int64_t> cleaned_;  // jobs already cleaned up (under cleaned_mu_)
+  double last_sweep_ = 0;      // under cleaned_mu_
   static constexpr size_t kMaxLogLines = 10000;
   void Log(int64_t job_id, const std::string& source, const std::string& text);
   std::mutex logs_mu_;

@@ -540,6 +540,11 @@ TEST_F(CoordinatorTest, SecuritySubmitRefusesAmbiguousOrForgedInput) {
                             R"(", "method": "rtn", "bits": 3})");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("\"calib\""), std::string::npos) << s.error_message();
+  // The NUL attack: the whole string passed the roots check, the kernel stopped at the NUL.
+  s = submit("nul", spec(kModel, (tmp_ / "victim").string() + "\\u0000/../../out/victim", 3));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("\"out\": holds a control character"), std::string::npos)
+      << s.error_message();
   ASSERT_TRUE(submit("first", spec(kModel, out, 3)).ok());
   s = submit("second", spec(kModel, out + "/", 4));  // the same place, spelled otherwise
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);

@@ -46,6 +46,10 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", tls.key, "PEM private key of --tls-cert");
   app.add_option("--tls-client-ca", tls.ca,
                  "PEM CA: require and verify client certificates signed by it (mTLS)");
+  bool keep_failed_scratch = false;
+  app.add_flag("--keep-failed-scratch", keep_failed_scratch,
+               "keep a failed or cancelled job's scratch directory (debugging); by default it "
+               "is removed when the job ends");
   std::string scratch;
   app.add_option("--scratch", scratch,
                  "directory shared with the workers for jobs' intermediate outputs "
@@ -60,6 +64,7 @@ int main(int argc, char** argv) {
   options.lease_seconds = lease_seconds;
   options.roots = roots;
   options.scratch = scratch;
+  options.keep_failed_scratch = keep_failed_scratch;
   auto read_token = [](const std::string& file, const char* flag, std::string* out) {
     absl::StatusOr<std::string> text = quant::ReadWholeFile(file, flag);
     if (text.ok()) *out = std::string(absl::StripAsciiWhitespace(*text));
@@ -105,6 +110,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   quant::coordinator::CoordinatorService service(state->get(), options);
+  service.SweepEndedJobs();  // what jobs that ended while no coordinator ran left behind
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   auto credentials = quant::tls::ServerCredentials(tls);

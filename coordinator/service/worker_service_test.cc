@@ -349,15 +349,20 @@ TEST_F(WorkerServiceTest, AWorkerFrozenPastItsLeaseCannotCommitOverTheNewerAttem
   frozen.Signal(SIGCONT);  // its late completion carries the old epoch
   const quant::v1::JobStatus end = WaitFor(c, job, 600);
   ASSERT_EQ(end.state(), quant::v1::JOB_SUCCEEDED) << end.error();
-  // The frozen worker finishes its attempt and is told it was discarded.
+  // Woken, the frozen worker learns at its next heartbeat that its lease was revoked and stops
+  // the attempt at the next GSQ step (or, had it finished first, is told its completion was
+  // discarded); either way nothing of it is committed.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   std::string log;
+  auto told = [&] {
+    return log.find("revoked: stopping it") != std::string::npos ||
+           log.find("stale: discarded") != std::string::npos;
+  };
   while (std::chrono::steady_clock::now() < deadline &&
-         (log = ReadFile(tmp_ / "frozen.log")).find("stale: discarded") == std::string::npos) {
+         (log = ReadFile(tmp_ / "frozen.log"), !told())) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  EXPECT_NE(log.find(task + " done"), std::string::npos) << log;
-  EXPECT_NE(log.find("stale: discarded"), std::string::npos) << log;
+  EXPECT_TRUE(told()) << log;
   EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
   EXPECT_EQ(Task(end, task)->executions(), 2);
   // The coordinator's log of the job tells the story.
@@ -369,10 +374,101 @@ TEST_F(WorkerServiceTest, AWorkerFrozenPastItsLeaseCannotCommitOverTheNewerAttem
   EXPECT_EQ(rc, 0) << logs;
   for (const std::string& line : {task + " epoch 1 leased to frozen",
                                   task + " epoch 2 leased to other",
-                                  std::string("stale completion discarded"),
                                   std::string("job succeeded")}) {
     EXPECT_NE(logs.find(line), std::string::npos) << line << "\n" << logs;
   }
+  // The late completion (failed: stopped, or done) is discarded: the lease is no longer its.
+  const auto late = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::string all = logs;
+  while (std::chrono::steady_clock::now() < late &&
+         all.find("completion from frozen, not a holder of its lease: discarded") ==
+             std::string::npos) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    all = RunCommand(std::string(QCTL_BINARY) + " logs " + std::to_string(job) +
+                         " --coordinator " + c.grpc_address(),
+                     &rc);
+  }
+  EXPECT_NE(all.find("completion from frozen, not a holder of its lease: discarded"),
+            std::string::npos)
+      << all;
+}
+
+}  // namespace
+
+namespace {
+
+// Security: a cancel stops the running task at its next step boundary (it ran to the end, with
+// only a "revoked" log line) and the coordinator removes the job's scratch (failed and
+// cancelled jobs kept about 92 MB each).
+TEST_F(WorkerServiceTest, CancelStopsTheRunningTaskAndRemovesTheScratch) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token",
+                {"--lease-seconds", "2", "--scratch", (tmp_ / "scratch").string()});
+  ASSERT_TRUE(c.up());
+  Worker w(c.grpc_address(), "w", tmp_ / "w.log");
+  ASSERT_TRUE(w.up());
+  // 100,000 steps: minutes of GSQ if it were not stopped.
+  const int64_t job = Submit(c, JobFlags(tmp_ / "out", 100000));
+  std::string gsq_task;
+  WaitFor(c, job, 300, [&](const quant::v1::JobStatus& st) {
+    for (const auto& t : st.tasks()) {
+      if (t.kind() == "gsq" && t.state() == "leased") gsq_task = t.name();
+    }
+    return !gsq_task.empty();
+  });
+  ASSERT_FALSE(gsq_task.empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  int rc = 0;
+  const std::string out = RunCommand(std::string(QCTL_BINARY) + " cancel " +
+                                         std::to_string(job) + " --coordinator " +
+                                         c.grpc_address() + " --token-file " +
+                                         (tmp_ / "token").string(),
+                                     &rc);
+  ASSERT_EQ(rc, 0) << out;
+  const auto cancelled_at = std::chrono::steady_clock::now();
+  // The worker stops within a heartbeat period (lease / 4) and a step, and says so.
+  std::string log;
+  while (std::chrono::steady_clock::now() - cancelled_at < std::chrono::seconds(30)) {
+    log = ReadFile(tmp_ / "w.log");
+    if (log.find(" failed: GSQ stopped at step") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - cancelled_at).count();
+  EXPECT_NE(log.find("revoked: stopping it"), std::string::npos) << log;
+  EXPECT_NE(log.find(" failed: GSQ stopped at step"), std::string::npos) << log;
+  std::printf("the GSQ task stopped %.1f s after the cancel\n", seconds);
+  EXPECT_EQ(Status(c, job).state(), quant::v1::JOB_CANCELLED);
+  EXPECT_FALSE(fs::exists(tmp_ / "scratch" / ("job-" + std::to_string(job))));
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+  // No attempt of the stopped task is left beside the scratch either.
+  if (fs::exists(tmp_ / "scratch")) EXPECT_TRUE(fs::is_empty(tmp_ / "scratch"));
+}
+
+
+// Security: the roots were checked at submit only. Replacing the output's parent with a symlink
+// after the submission made the worker write the checkpoint outside the roots, and the job
+// reported success. Now the worker checks the job's paths at use and writes through a
+// directory opened beneath its root: the job fails with one line and nothing lands outside.
+TEST_F(WorkerServiceTest, SymlinkSwappedInAfterSubmitCannotMoveTheOutputOutOfTheRoots) {
+  const fs::path allowed = tmp_ / "allowed", outside = tmp_ / "outside";
+  fs::create_directories(allowed / "sub");
+  fs::create_directories(outside);
+  Coordinator c(tmp_ / "state.db", tmp_ / "token",
+                {"--max-attempts", "1", "--roots",
+                 allowed.string() + "," + fs::path(kModel).parent_path().string() + "," +
+                     std::string(QUANT_SHARED_DIR) + "/data"});
+  ASSERT_TRUE(c.up());
+  const int64_t job = Submit(c, "--model " + kModel + " --out " + (allowed / "sub" / "out").string() +
+                                    " --method rtn --bits 4 --calib-tokens 2048 --no-eval");
+  ASSERT_GE(job, 0);
+  fs::rename(allowed / "sub", allowed / "sub.orig");
+  fs::create_directory_symlink(outside, allowed / "sub");
+  Worker w(c.grpc_address(), "w", tmp_ / "w.log");
+  ASSERT_TRUE(w.up());
+  const quant::v1::JobStatus st = WaitFor(c, job, 300);
+  EXPECT_EQ(st.state(), quant::v1::JOB_FAILED);
+  EXPECT_NE(st.error().find("outside the allowed roots"), std::string::npos) << st.error();
+  EXPECT_TRUE(fs::is_empty(outside));
 }
 
 }  // namespace

@@ -124,12 +124,36 @@ def main():
     procs = []
     try:
         mounts = {"/var/lib/quant": "state", "/etc/quant/token": "token", "/scratch": "scratch",
-                  "/models": "models", "/out": "out", "/local-scratch": "local", "/dev/shm": "shm"}
+                  "/models": "models", "/out": "out", "/local-scratch": "local", "/dev/shm": "shm",
+                  "/etc/quant/tls": "tls", "/etc/quant/worker-token": "worker-token"}
         for d in mounts.values():
             os.makedirs(os.path.join(tmp, d), exist_ok=True)
-        token = find(objects, "Secret", "quant-token")["stringData"]["token"]
-        with open(os.path.join(tmp, "token/token"), "w") as f:
-            f.write(token + "\n")
+        for secret, d in (("quant-token", "token"), ("quant-worker-token", "worker-token")):
+            with open(os.path.join(tmp, d, "token"), "w") as f:
+                f.write(find(objects, "Secret", secret)["stringData"]["token"] + "\n")
+        # TLS is on by default: the coordinator serves it and the workers verify it; the test
+        # plays cert-manager (a CA and a server certificate for the Secret's three keys).
+        coord_args = find(objects, "StatefulSet", "quant-coordinator")["spec"]["template"][
+            "spec"]["containers"][0]["args"]
+        worker_args = find(objects, "StatefulSet", "quant-worker")["spec"]["template"]["spec"][
+            "containers"][0]["args"]
+        check(any(a.startswith("--tls-cert=") for a in coord_args) and
+              any(a.startswith("--worker-token-file=") for a in coord_args) and
+              any(a.startswith("--tls-ca=") for a in worker_args) and
+              any(a.startswith("--token-file=") for a in worker_args),
+              "TLS and worker authentication on in the manifests")
+        t = os.path.join(tmp, "tls")
+        with open(os.path.join(t, "san.ext"), "w") as f:
+            f.write("subjectAltName=DNS:quant-coordinator,IP:127.0.0.1\n")
+        for cmd in (f"openssl req -x509 -newkey rsa:2048 -nodes -keyout {t}/ca.key -out {t}/ca.crt"
+                    f" -days 2 -subj /CN=quant-test-ca",
+                    f"openssl req -newkey rsa:2048 -nodes -keyout {t}/tls.key -out {t}/tls.csr"
+                    f" -subj /CN=quant-coordinator && openssl x509 -req -in {t}/tls.csr -CA"
+                    f" {t}/ca.crt -CAkey {t}/ca.key -CAcreateserial -out {t}/tls.crt -days 2"
+                    f" -extfile {t}/san.ext"):
+            r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+            check(r.returncode == 0, "openssl: " + r.stderr[-300:])
+        tls_ca = ["--tls-ca", os.path.join(t, "ca.crt")]
         # The model and its calibration text inside the coordinator's --roots (the /models mount).
         shutil.copytree(os.path.join(args.shared, "models/tiny-deepseek-v3"),
                         os.path.join(tmp, "models/tiny-deepseek-v3"))
@@ -175,7 +199,7 @@ def main():
         qctl = os.path.join(args.bin_dir, "coordinator/qctl/qctl")
         out_dir = os.path.join(tmp, "out/tiny-deepseek-v3-gsq2")
         submit = subprocess.run(
-            [qctl, "submit", "--coordinator", f"127.0.0.1:{grpc_port}", "--token-file",
+            [qctl, "submit", "--coordinator", f"127.0.0.1:{grpc_port}", *tls_ca, "--token-file",
              os.path.join(tmp, "token/token"), "--model",
              os.path.join(tmp, "models/tiny-deepseek-v3"), "--out", out_dir, "--method", "gsq",
              "--bits", "2", "--steps", "20", "--calib", os.path.join(tmp, "models/calib.txt"),
@@ -183,7 +207,8 @@ def main():
              "--expert-shards", str(replicas)], capture_output=True, text=True)
         check(submit.returncode == 0, "qctl submit with the Secret's token: " + submit.stdout +
               submit.stderr)
-        watch = subprocess.run([qctl, "watch", "1", "--coordinator", f"127.0.0.1:{grpc_port}"],
+        watch = subprocess.run([qctl, "watch", "1", "--coordinator", f"127.0.0.1:{grpc_port}",
+                                *tls_ca],
                                capture_output=True, text=True, timeout=900)
         print(watch.stdout[-600:], end="")
         check(watch.returncode == 0 and "succeeded" in watch.stdout, "the job succeeds")

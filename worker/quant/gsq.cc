@@ -409,6 +409,9 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
   const int64_t out_numel = expert_output ? layer_experts * rows_per_expert * states[2].out : 0;
   ScopedBlasThreads single_threaded_blas(1);
   for (int64_t step = 0; step < steps; ++step) {
+    if (options.should_stop && options.should_stop()) {
+      return absl::CancelledError(absl::StrCat("GSQ stopped at step ", step, " of ", steps));
+    }
     p.step = static_cast<uint64_t>(step);
     p.kappa = static_cast<float>(Schedule(options.kappa_start, options.kappa_end, step, steps));
     p.tau = static_cast<float>(Schedule(options.tau_start, options.tau_end, step, steps));

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,9 @@ struct GsqOptions {
   // (QUANT_WITH_CUDA) and a CUDA-enabled libtorch. Same results as the CPU path up to the order
   // of the matmuls' and the scale gradients' sums.
   bool cuda = false;
+  // Asked before every step; true stops the run there and RunGsq returns Cancelled (a cancelled
+  // job's task stops at its next step boundary instead of running to the end). Unset: never.
+  std::function<bool()> should_stop;
 };
 
 // Whether RunGsq can take options.cuda here (built with the kernels, libtorch sees a GPU).

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <condition_variable>
@@ -65,6 +66,7 @@ class Heartbeats {
  public:
   Heartbeats(Workers::Stub* stub, std::string id, quant::v1::TaskLease lease, double every)
       : thread_([=, this] { Run(stub, id, lease, every); }) {}
+  bool revoked() const { return revoked_.load(); }
   ~Heartbeats() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -93,15 +95,17 @@ class Heartbeats {
                       {{"outcome", s.ok() ? "ok" : "error"}})
           .Inc();
       if (s.ok() && resp.revoked_task_ids_size() > 0 && !revoked_) {
-        revoked_ = true;  // a newer attempt holds the task: our output will not be committed
-        Log(id, absl::StrCat("lease of ", lease.name(), " revoked"));
+        // A cancelled job or a newer attempt: our output will not be committed, so the task
+        // stops at its next step boundary (revoked()).
+        revoked_ = true;
+        Log(id, absl::StrCat("lease of ", lease.name(), " revoked: stopping it"));
       }
     }
   }
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
-  bool revoked_ = false;  // logged once (the heartbeat thread alone touches it)
+  std::atomic<bool> revoked_{false};  // set by the heartbeat thread, read by the task
   std::thread thread_;
 };
 
@@ -316,7 +320,14 @@ int main(int argc, char** argv) {
           }
           if (result.ok()) {
             result = quant::tasks::RunServiceTask(*spec, *plan, *task, t.job_dir(), attempt,
-                                                  exchange.get());
+                                                  exchange.get(),
+                                                  [&beats] { return beats.revoked(); });
+          }
+          if (beats.revoked()) {
+            // Nothing of a revoked attempt is committed: remove what it wrote now.
+            std::error_code ec;
+            std::filesystem::remove_all(attempt, ec);
+            if (result.ok()) result = absl::CancelledError("lease revoked");
           }
         }
       }

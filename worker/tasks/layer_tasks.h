@@ -93,6 +93,9 @@ struct GangStep {
 // Everything the tasks of one job share in-process.
 struct JobState {
   QuantizeJobSpec spec;
+  // True once the task should stop (its lease was revoked: a cancelled job or a newer
+  // attempt); long loops ask it at their step boundaries. Unset: never.
+  std::function<bool()> should_stop;
   quant::QuantScheme scheme;
   quant::Scope scope = quant::Scope::kExperts;
   quant::GsqObjective objective = quant::GsqObjective::kExpertOutput;

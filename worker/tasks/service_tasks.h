@@ -4,6 +4,7 @@
 // attempt path that the coordinator commits (plan_input.h TaskOutputPaths).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -19,8 +20,11 @@ namespace quant::tasks {
 // batches and writes its parts ("-r<rank>") into the attempt. SLQ's probe pass and solve are
 // not run here yet.
 // `plan` is the job's (PlanJob), `task` one of its tasks.
+// `should_stop` (optional) is asked at step boundaries (GSQ's steps): true stops the task with
+// Cancelled, and the caller removes what the attempt wrote.
 absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const Task& task,
                             const std::string& job_dir, const std::string& attempt,
-                            exchange::Exchange* exchange = nullptr);
+                            exchange::Exchange* exchange = nullptr,
+                            std::function<bool()> should_stop = nullptr);
 
 }  // namespace quant::tasks
