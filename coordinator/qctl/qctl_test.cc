@@ -50,10 +50,11 @@ class QctlTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(tmp_); }
 
-  RunResult Qctl(const std::string& args) {
+  // qctl with `args`; `env` ("NAME=value ...") set for it alone.
+  RunResult Qctl(const std::string& args, const std::string& env = "") {
     const fs::path out = tmp_ / "stdout", err = tmp_ / "stderr";
-    const std::string cmd = std::string(QCTL_BINARY) + " " + args + " >" + out.string() + " 2>" +
-                            err.string();
+    const std::string cmd = (env.empty() ? "" : "env " + env + " ") + std::string(QCTL_BINARY) +
+                            " " + args + " >" + out.string() + " 2>" + err.string();
     RunResult r;
     const int status = std::system(cmd.c_str());
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -238,6 +239,18 @@ TEST_F(QctlTest, QuantizeCalibIsADirectory) {
   fs::create_directories(tmp_ / "calib");
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--method rtn --calib " + (tmp_ / "calib").string())),
                      {(tmp_ / "calib").string(), "is a directory"});
+}
+
+// The task boundary: a torch error or an out-of-memory inside a task is one line naming the task
+// and its layer (for out-of-memory, the bytes asked for), and what had finished before it.
+TEST_F(QctlTest, QuantizeTaskFailuresAreOneLine) {
+  const std::string job = Quantize(tmp_ / "out", "--method rtn --calib-tokens 2048 --no-eval");
+  RunResult oom = Qctl(job, "QUANT_INJECT_TASK_FAILURE=oom:L1/quantize");
+  ExpectOneLineError(oom, {"L1/quantize (layer 1): out of memory", "1152921504606846976 bytes",
+                           "finished tasks"});
+  RunResult torch = Qctl(job, "QUANT_INJECT_TASK_FAILURE=throw:L0/calibrate");
+  ExpectOneLineError(torch, {"L0/calibrate (layer 0): torch error: injected failure"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
 }
 
 TEST_F(QctlTest, QuantizeGroupDoesNotDivideWithoutFallback) {

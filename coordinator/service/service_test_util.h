@@ -164,6 +164,7 @@ class Worker {
   ~Worker() { Kill(); }
   void Kill() { KillNine(&pid_); }
   void Signal(int sig) const { kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
   bool up() const { return http_port_ > 0; }
   int http_port() const { return http_port_; }
 

@@ -471,4 +471,30 @@ TEST_F(WorkerServiceTest, SymlinkSwappedInAfterSubmitCannotMoveTheOutputOutOfThe
   EXPECT_TRUE(fs::is_empty(outside));
 }
 
+
+// The task boundary on a worker: a torch error inside a task is a failed attempt whose one-line
+// message `qctl status` shows (retried per the job's attempts), and the worker lives on.
+TEST_F(WorkerServiceTest, ATaskThatThrowsIsAFailedAttemptNotACrash) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token", {"--max-attempts", "2"});
+  ASSERT_TRUE(c.up());
+  ::setenv("QUANT_INJECT_TASK_FAILURE", "throw:L1/calibrate", 1);
+  Worker w(c.grpc_address(), "w", tmp_ / "w.log");
+  ::unsetenv("QUANT_INJECT_TASK_FAILURE");
+  ASSERT_TRUE(w.up());
+  const int64_t job = Submit(c, JobFlags(tmp_ / "out"));
+  const quant::v1::JobStatus st = WaitFor(c, job, 120);
+  EXPECT_EQ(st.state(), quant::v1::JOB_FAILED);
+  EXPECT_NE(st.error().find("L1/calibrate (layer 1): torch error: injected failure"),
+            std::string::npos) << st.error();
+  const quant::v1::TaskStatus* t = Task(st, "L1/calibrate");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->attempts(), 2);
+  int rc = 0;
+  const std::string status = RunCommand(std::string(QCTL_BINARY) + " status " +
+                                            std::to_string(job) + " --coordinator " +
+                                            c.grpc_address(), &rc);
+  EXPECT_NE(status.find("injected failure"), std::string::npos) << status;
+  EXPECT_EQ(::kill(w.pid(), 0), 0) << "the worker died";
+}
+
 }  // namespace

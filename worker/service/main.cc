@@ -32,6 +32,7 @@
 #include "worker/tasks/job_spec.h"
 #include "worker/tasks/plan_input.h"
 #include "worker/tasks/service_tasks.h"
+#include "worker/tasks/task_guard.h"
 
 namespace {
 
@@ -319,9 +320,13 @@ int main(int argc, char** argv) {
             }
           }
           if (result.ok()) {
-            result = quant::tasks::RunServiceTask(*spec, *plan, *task, t.job_dir(), attempt,
+            // Whatever the task throws is a failed attempt with one line (the job's log and
+            // `qctl status` show it), not a crash seen only as an expired lease.
+            result = quant::tasks::GuardTask(*task, [&] {
+              return quant::tasks::RunServiceTask(*spec, *plan, *task, t.job_dir(), attempt,
                                                   exchange.get(),
                                                   [&beats] { return beats.revoked(); });
+            });
           }
           if (beats.revoked()) {
             // Nothing of a revoked attempt is committed: remove what it wrote now.

@@ -34,6 +34,7 @@
 #include "worker/tasks/layer_tasks.h"
 #include "worker/tasks/plan.h"
 #include "worker/tasks/plan_input.h"
+#include "worker/tasks/task_guard.h"
 #include "worker/tasks/task_state.h"
 #include "worker/tasks/slq_tasks.h"
 #include "worker/tasks/torch_profile.h"
@@ -77,6 +78,27 @@ class StagingDir {
 void ResetPeakRss() {
   std::ofstream clear("/proc/self/clear_refs");
   if (clear) clear << "5";
+}
+
+// The plan's task of `kind` (write, evaluate), or a bare one of that kind for messages.
+Task PlanTask(const Plan& plan, TaskKind kind) {
+  for (const Task& t : plan.tasks) {
+    if (t.kind == kind) return t;
+  }
+  Task t;
+  t.kind = kind;
+  return t;
+}
+
+// A failure after work was done says what had finished, so the user knows what was lost.
+absl::Status FailedAfter(const absl::Status& s,
+                         const std::vector<std::pair<std::string, double>>& finished) {
+  if (s.ok() || finished.empty()) return s;
+  double seconds = 0;
+  for (const auto& [name, t] : finished) seconds += t;
+  return absl::Status(s.code(), absl::StrFormat("%s (after %zu finished tasks, %.0f s, the last "
+                                                "%s)", s.message(), finished.size(), seconds,
+                                                finished.back().first));
 }
 
 }  // namespace
@@ -163,40 +185,33 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     ResetPeakRss();
     t0 = Clock::now();
     const ProfileScope scope(task.Name());
-    switch (task.kind) {
-      case TaskKind::kCalibrate:
-        phase = task.probe_pass ? "probe" : "calibrate";
-        status = task.probe_pass ? RunProbeCalibrateTask(job, task.layer)
+    status = GuardTask(task, [&]() -> absl::Status {
+      switch (task.kind) {
+        case TaskKind::kCalibrate:
+          phase = task.probe_pass ? "probe" : "calibrate";
+          return task.probe_pass ? RunProbeCalibrateTask(job, task.layer)
                                  : RunCalibrateTask(job, task.layer);
-        break;
-      case TaskKind::kProbe:
-        phase = "probe";
-        status = RunProbeTask(job);
-        break;
-      case TaskKind::kSolve:
-        phase = "solve";
-        status = RunSolveTask(job, solve);
-        break;
-      case TaskKind::kQuantize:
-        phase = quantize_phase;
-        status = RunQuantizeTask(job);
-        break;
-      case TaskKind::kGsq:
-        phase = "gsq";
-        status = RunGsqTask(job, task.shard, task.shards);
-        break;
-      case TaskKind::kPropagate:
-        phase = task.probe_pass ? "probe" : "propagate";
-        status = task.probe_pass ? RunProbePropagateTask(job, task.layer)
+        case TaskKind::kProbe:
+          phase = "probe";
+          return RunProbeTask(job);
+        case TaskKind::kSolve:
+          phase = "solve";
+          return RunSolveTask(job, solve);
+        case TaskKind::kQuantize:
+          phase = quantize_phase;
+          return RunQuantizeTask(job);
+        case TaskKind::kGsq:
+          phase = "gsq";
+          return RunGsqTask(job, task.shard, task.shards);
+        case TaskKind::kPropagate:
+          phase = task.probe_pass ? "probe" : "propagate";
+          return task.probe_pass ? RunProbePropagateTask(job, task.layer)
                                  : RunPropagateTask(job, task.layer);
-        break;
-      default:
-        status = absl::InternalError("not a layer task");
-        break;
-    }
-    if (!status.ok()) {
-      return absl::Status(status.code(), absl::StrCat(task.Name(), ": ", status.message()));
-    }
+        default:
+          return absl::InternalError("not a layer task");
+      }
+    });
+    if (!status.ok()) return FailedAfter(status, result.tasks);
     if (spec.device == "cuda") quant::SyncDevice();
     const double seconds = Since(t0);
     add_phase(phase, seconds);
@@ -226,8 +241,14 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
   export_options.out_dir = out;
   export_options.overwrite = spec.overwrite;
   export_options.job_options = spec.ToJson();
-  ASSIGN_OR_RETURN(quant::ExportStats stats,
-                   quant::ExportCheckpoint(job.model->checkpoint(), units, export_options));
+  quant::ExportStats stats;
+  RETURN_IF_ERROR(FailedAfter(
+      GuardTask(PlanTask(plan, TaskKind::kWrite), [&]() -> absl::Status {
+        ASSIGN_OR_RETURN(stats, quant::ExportCheckpoint(job.model->checkpoint(), units,
+                                                        export_options));
+        return absl::OkStatus();
+      }),
+      result.tasks));
   add_phase("write", Since(t0));
   write_scope.End();
   result.out_dir = spec.out_dir;
@@ -243,10 +264,14 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     ResetPeakRss();
     t0 = Clock::now();
     ProfileScope eval_scope("eval");
-    ASSIGN_OR_RETURN(eval::EvalJobResult er,
-                     eval::RunEvalJob(EvalOptionsFor(spec, out), [&](const std::string& phase, int64_t d, int64_t t) {
-                       if (progress) progress("eval " + phase, d, t);
-                     }));
+    eval::EvalJobResult er;
+    RETURN_IF_ERROR(GuardTask(PlanTask(plan, TaskKind::kEvaluate), [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(er, eval::RunEvalJob(EvalOptionsFor(spec, out),
+                                            [&](const std::string& phase, int64_t d, int64_t t) {
+                                              if (progress) progress("eval " + phase, d, t);
+                                            }));
+      return absl::OkStatus();
+    }));
     result.evaluated = true;
     result.eval = er.summary;
     result.eval_windows = er.window_stats;
