@@ -2,7 +2,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include "coordinator/slq/solver.h"
 #include "storage/s3_flags.h"
 #include "worker/tasks/quantize_job.h"
+#include "worker/tasks/resumable_job.h"
 #include "worker/tasks/torch_profile.h"
 
 namespace quant::qctl {
@@ -53,7 +56,21 @@ absl::Status CheckProfilePath(const std::string& path) {
   return absl::OkStatus();
 }
 
-int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path) {
+// Ctrl-C: the first asks the job to stop at its next task or GSQ step (the work directory is
+// kept for --resume and no half-written output is left); a second one kills at once.
+std::atomic<bool> g_interrupted{false};
+extern "C" void OnInterrupt(int) {
+  g_interrupted.store(true);
+  std::signal(SIGINT, SIG_DFL);
+}
+
+struct ResumeFlags {
+  bool resume = false;
+  bool in_memory = false;
+  std::string work_dir;
+};
+
+int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const ResumeFlags& rf) {
   const bool tty = isatty(STDERR_FILENO) != 0;
   std::unique_ptr<tasks::TorchProfile> profile;
   if (!profile_path.empty()) {
@@ -65,8 +82,25 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path) {
     }
     profile = std::move(*started);
   }
-  auto result = tasks::RunQuantizeJob(spec, tty ? tasks::ProgressFn(PrintProgress)
-                                                : tasks::ProgressFn(), Solve);
+  const tasks::ProgressFn progress = tty ? tasks::ProgressFn(PrintProgress) : tasks::ProgressFn();
+  absl::StatusOr<tasks::QuantizeJobResult> result;
+  if (rf.in_memory && rf.resume) {
+    result = absl::InvalidArgumentError("--resume and --in-memory exclude each other");
+  } else if (tasks::Resumable(spec) && !rf.in_memory) {
+    // Through the service's task hand-off, so that a killed run can be resumed.
+    tasks::ResumableOptions options;
+    options.resume = rf.resume;
+    options.work_dir = rf.work_dir;
+    options.interrupted = &g_interrupted;
+    std::signal(SIGINT, OnInterrupt);
+    result = tasks::RunResumableQuantizeJob(spec, progress, options);
+    std::signal(SIGINT, SIG_DFL);
+  } else if (rf.resume) {
+    result = absl::InvalidArgumentError(
+        "--resume: SLQ jobs and --expert-shards above 1 run in memory only (not resumable)");
+  } else {
+    result = tasks::RunQuantizeJob(spec, progress, Solve);
+  }
   if (!result.ok()) {
     PrintError(std::string(result.status().message()));
     return 1;
@@ -79,6 +113,10 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path) {
     std::printf("profile    %s\n", profile_path.c_str());
   }
   const tasks::QuantizeJobResult& r = *result;
+  if (r.resumed_tasks > 0) {
+    std::printf("resumed    %lld tasks finished by the interrupted run were kept\n",
+                static_cast<long long>(r.resumed_tasks));
+  }
   std::printf("wrote      %s (%s export, %lld quantized linears)\n", r.out_dir.c_str(),
               spec.export_format.c_str(), static_cast<long long>(r.units));
   std::printf("method     %s %s %s g%d scope %s%s\n", spec.method.c_str(),
@@ -250,13 +288,23 @@ Runner AddQuantizeCommand(CLI::App& app) {
   sub->add_flag("--overwrite", spec->overwrite,
                 "Replace an existing output directory: only an empty one or a checkpoint this "
                 "tool wrote (it holds quant_manifest.json); anything else is refused");
+  auto resume = std::make_shared<ResumeFlags>();
+  sub->add_flag("--resume", resume->resume,
+                "Continue an interrupted run of the same command from its last finished task "
+                "(its work directory: --work-dir)");
+  sub->add_flag("--in-memory", resume->in_memory,
+                "Keep the tasks' outputs in memory instead of the work directory: a little "
+                "faster, not resumable (SLQ and --expert-shards above 1 always run this way)");
+  sub->add_option("--work-dir", resume->work_dir,
+                  "Where the job's finished tasks are kept until it succeeds (default: "
+                  "<out>.qctl-work beside a local --out)");
   auto profile = std::make_shared<std::string>();
   sub->add_option("--profile", *profile,
                   "Record the job with the torch profiler (CPU, and GPU kernels with --device "
                   "cuda) into this Chrome-trace JSON file; bench/trace_summary.py sums it");
   auto s3 = std::make_shared<storage::S3Flags>();
   s3->AddTo(sub);
-  return [spec, no_eval, no_fallback, bits, s3, profile]() {
+  return [spec, no_eval, no_fallback, bits, s3, profile, resume]() {
     absl::Status s = FinishJobOptions(*spec, *no_eval, *no_fallback, *bits);
     if (s.ok() && !profile->empty()) s = CheckProfilePath(*profile);
     if (!s.ok()) {
@@ -264,7 +312,7 @@ Runner AddQuantizeCommand(CLI::App& app) {
       return 1;
     }
     s3->Apply();
-    return Run(*spec, *profile);
+    return Run(*spec, *profile, *resume);
   };
 }
 

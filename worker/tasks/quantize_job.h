@@ -93,6 +93,7 @@ struct QuantizeJobResult {
   double gsq_mean_changed_fraction = 0;
   double gsq_mean_loss_ratio = 0;  // mean over units of loss_after / loss_before
   nlohmann::json slq;              // the solve's report (SLQ jobs)
+  int64_t resumed_tasks = 0;       // finished by an interrupted run and skipped (--resume)
 };
 
 using ProgressFn = std::function<void(const std::string& phase, int64_t done, int64_t total)>;

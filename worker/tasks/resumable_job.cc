@@ -1,0 +1,245 @@
+// RunResumableQuantizeJob: the service's tasks and hand-off (RunServiceTask, TaskOutputPaths,
+// commit by rename) driven by this process, with a journal of committed tasks for --resume.
+#include "worker/tasks/resumable_job.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file.h"
+#include "common/status.h"
+#include "storage/object_store.h"
+#include "storage/output_location.h"
+#include "worker/eval/eval_job.h"
+#include "worker/tasks/job_spec.h"
+#include "worker/tasks/plan_input.h"
+#include "worker/tasks/service_tasks.h"
+#include "worker/tasks/task_guard.h"
+#include "worker/tasks/task_state.h"
+
+namespace quant::tasks {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr char kJournal[] = "finished";   // one committed task name per line
+constexpr char kJobFile[] = "job.json";   // the job's options, compared on --resume
+
+// Appends `line` to the journal and makes it durable: a task counts as finished only once its
+// output is committed and this line is on disk.
+absl::Status AppendJournal(const std::string& dir, const std::string& line) {
+  const std::string path = dir + "/" + kJournal;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot open the journal"));
+  const std::string text = line + "\n";
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                  ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!ok) return absl::ErrnoToStatus(err, absl::StrCat(path, ": cannot write the journal"));
+  return absl::OkStatus();
+}
+
+std::set<std::string> ReadJournal(const std::string& dir) {
+  std::set<std::string> done;
+  std::ifstream in(dir + "/" + kJournal);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) done.insert(line);
+  }
+  return done;
+}
+
+std::string PhaseOf(const Task& task, const QuantizeJobSpec& spec) {
+  switch (task.kind) {
+    case TaskKind::kCalibrate: return "calibrate";
+    case TaskKind::kQuantize: return spec.method == "rtn" ? "rtn" : "gptq";
+    case TaskKind::kGsq: return "gsq";
+    case TaskKind::kPropagate: return "propagate";
+    case TaskKind::kWrite: return "write";
+    case TaskKind::kEvaluate: return "eval";
+    case TaskKind::kPublish: return "publish";
+    default: return "other";
+  }
+}
+
+eval::Interval IntervalOf(const nlohmann::json& j) {
+  eval::Interval i;
+  if (j.is_array() && j.size() == 3) {
+    i.value = j[0].get<double>();
+    i.lo = j[1].get<double>();
+    i.hi = j[2].get<double>();
+  }
+  return i;
+}
+
+// What qctl prints, from the report the write and evaluate tasks left at the output.
+void FillFromReport(const nlohmann::json& report, QuantizeJobResult* r) {
+  const nlohmann::json& bits = report.value("bits_per_param", nlohmann::json::object());
+  r->bits_per_quantized_param_true = bits.value("quantized_true", 0.0);
+  r->bits_per_quantized_param_stored = bits.value("quantized_stored", 0.0);
+  r->bits_per_param_true = bits.value("checkpoint_true", 0.0);
+  r->bits_per_param_stored = bits.value("checkpoint_stored", 0.0);
+  r->container_note = report.value("container_note", "");
+  r->fallback_experts = report.value("fallback_experts", std::vector<std::string>{});
+  const nlohmann::json& units = report.value("units", nlohmann::json::array());
+  r->units = static_cast<int64_t>(units.size());
+  double changed = 0, ratio = 0;
+  int64_t gsq_units = 0;
+  for (const nlohmann::json& u : units) {
+    if (!u.contains("gsq_changed_fraction")) continue;
+    changed += u.value("gsq_changed_fraction", 0.0);
+    const double before = u.value("gsq_loss_before", 0.0);
+    if (before > 0) ratio += u.value("gsq_loss_after", 0.0) / before;
+    ++gsq_units;
+  }
+  if (gsq_units > 0) {
+    r->gsq_mean_changed_fraction = changed / gsq_units;
+    r->gsq_mean_loss_ratio = ratio / gsq_units;
+  }
+  if (report.contains("eval")) {
+    const nlohmann::json& e = report["eval"];
+    r->evaluated = true;
+    r->eval.windows = e.value("windows", int64_t{0});
+    r->eval.ppl = IntervalOf(e.value("ppl", nlohmann::json()));
+    r->eval.kl = IntervalOf(e.value("kl", nlohmann::json()));
+    r->eval.ear = IntervalOf(e.value("ear", nlohmann::json()));
+    r->eval.ear_top10 = IntervalOf(e.value("ear_top10", nlohmann::json()));
+    r->eval.flip_rate = IntervalOf(e.value("flip_rate", nlohmann::json()));
+    r->eval.accuracy = IntervalOf(e.value("next_token_acc", nlohmann::json()));
+  }
+}
+
+}  // namespace
+
+bool Resumable(const QuantizeJobSpec& spec) { return !spec.slq && spec.expert_shards == 1; }
+
+std::string WorkDirFor(const QuantizeJobSpec& spec) {
+  if (!storage::IsS3Location(spec.out_dir)) {
+    std::string out = spec.out_dir;
+    while (out.size() > 1 && out.back() == '/') out.pop_back();
+    return out + ".qctl-work";
+  }
+  const char* cache = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const std::string base = cache != nullptr && *cache != 0 ? std::string(cache)
+                           : home != nullptr              ? std::string(home) + "/.cache"
+                                                          : fs::temp_directory_path().string();
+  return absl::StrFormat("%s/moe-quant/work/%016x", base, std::hash<std::string>{}(spec.out_dir));
+}
+
+absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec& spec_in,
+                                                          const ProgressFn& progress,
+                                                          const ResumableOptions& options) {
+  QuantizeJobSpec spec = spec_in;
+  if (!Resumable(spec)) {
+    return absl::InvalidArgumentError(
+        "--resume: SLQ jobs and --expert-shards above 1 run in memory only (not resumable)");
+  }
+  const std::string work = options.work_dir.empty() ? WorkDirFor(spec) : options.work_dir;
+  const std::string job_json = ServiceJson(spec).dump();
+  std::error_code ec;
+  const bool work_exists = fs::exists(work, ec);
+  std::set<std::string> finished;
+  if (work_exists && !options.resume) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        work, ": an interrupted run of a job left its work here: add --resume to continue it, "
+              "or remove the directory"));
+  }
+  if (work_exists) {
+    ASSIGN_OR_RETURN(const std::string before, ReadWholeFile(work + "/" + kJobFile, "job file"));
+    if (nlohmann::json::parse(before, nullptr, false) != nlohmann::json::parse(job_json)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--resume: ", work, " holds a run with other options; remove it to start afresh"));
+    }
+    finished = ReadJournal(work);
+    // The committed checkpoint (if the write task finished) is this run's own: replaceable.
+    if (finished.count("write")) spec.overwrite = true;
+  }
+  RETURN_IF_ERROR(ValidateSpec(spec));
+  ASSIGN_OR_RETURN(const Plan plan, PlanJob(spec));
+  if (!work_exists) {
+    fs::create_directories(work, ec);
+    if (ec) return absl::FailedPreconditionError(absl::StrCat(work, ": ", ec.message()));
+    RETURN_IF_ERROR(WriteJsonFile(work + "/" + kJobFile, nlohmann::json::parse(job_json)));
+  }
+  auto interrupted = [&] { return options.interrupted != nullptr && options.interrupted->load(); };
+  QuantizeJobResult result;
+  std::map<std::string, PhaseTiming> phases;
+  std::vector<std::string> order;
+  int num_layers = 0;
+  for (const Task& t : plan.tasks) num_layers = std::max(num_layers, t.layer + 1);
+  int64_t skipped = 0;
+  auto resume_hint = [&] {
+    return absl::StrCat("; ", finished.size(), " of ", plan.tasks.size(),
+                        " tasks are finished and kept in ", work,
+                        ": run the same command with --resume to continue");
+  };
+  for (const Task& task : plan.tasks) {
+    if (finished.count(task.Name())) {
+      ++skipped;
+      continue;
+    }
+    if (interrupted()) return absl::CancelledError(absl::StrCat("interrupted", resume_hint()));
+    const TaskOutput paths = TaskOutputPaths(work, spec.out_dir, task, /*epoch=*/1);
+    fs::remove_all(paths.attempt, ec);  // a killed run's partial attempt
+    const auto t0 = Clock::now();
+    absl::Status s = GuardTask(task, [&] {
+      return RunServiceTask(spec, plan, task, work, paths.attempt, nullptr, interrupted);
+    });
+    if (!s.ok()) {
+      fs::remove_all(paths.attempt, ec);
+      if (interrupted()) return absl::CancelledError(absl::StrCat("interrupted", resume_hint()));
+      return absl::Status(s.code(), absl::StrCat(s.message(), resume_hint()));
+    }
+    // The commit, as the coordinator makes it: the attempt renamed into place.
+    if (task.kind == TaskKind::kWrite && fs::exists(paths.committed, ec)) {
+      // Validated above: an empty directory, an earlier checkpoint of ours (--overwrite), or
+      // this run's own committed before an interruption.
+      fs::remove_all(paths.committed, ec);
+    }
+    fs::create_directories(fs::path(paths.committed).parent_path(), ec);
+    fs::rename(paths.attempt, paths.committed, ec);
+    if (ec) {
+      return absl::DataLossError(absl::StrCat(task.Name(), ": commit of ", paths.attempt, ": ",
+                                              ec.message(), resume_hint()));
+    }
+    RETURN_IF_ERROR(AppendJournal(work, task.Name()));
+    finished.insert(task.Name());
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    const std::string phase = PhaseOf(task, spec);
+    if (!phases.count(phase)) order.push_back(phase);
+    PhaseTiming& p = phases[phase];
+    p.phase = phase;
+    p.seconds += seconds;
+    p.peak_rss_bytes = std::max(p.peak_rss_bytes, eval::PeakRssBytes());
+    result.tasks.emplace_back(task.Name(), seconds);
+    if (progress && task.layer >= 0 && task.kind != TaskKind::kPropagate) {
+      progress(phase, task.layer + 1, num_layers);
+    }
+  }
+  const std::string local_out = LocalOutDir(work, spec.out_dir);
+  ASSIGN_OR_RETURN(const std::string text,
+                   ReadWholeFile(local_out + "/report.json", "the job's report"));
+  const nlohmann::json report = nlohmann::json::parse(text, nullptr, false);
+  if (report.is_discarded()) return absl::DataLossError(local_out + "/report.json: not JSON");
+  FillFromReport(report, &result);
+  for (const std::string& phase : order) result.phases.push_back(phases[phase]);
+  result.out_dir = spec.out_dir;
+  result.report_path = spec.out_dir + "/report.json";
+  result.resumed_tasks = skipped;
+  fs::remove_all(work, ec);  // the job is done: its hand-off state goes
+  return result;
+}
+
+}  // namespace quant::tasks
