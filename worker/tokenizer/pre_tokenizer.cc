@@ -3,6 +3,7 @@
 #include "worker/tokenizer/pre_tokenizer.h"
 
 #include <algorithm>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "worker/tokenizer/string_view_compat.h"
@@ -85,6 +86,65 @@ std::vector<std::pair<size_t, size_t>> ApplySplitBehavior(const std::vector<Matc
       break;
   }
   return pieces;
+}
+
+namespace {
+
+// tokenizer.json files spell the regexes' CR and LF either as escapes ("\\r") or as the
+// characters themselves (DeepSeek-V3's own file does the latter); Oniguruma reads both alike.
+std::string CanonicalRegex(std::string_view pattern) {
+  std::string out;
+  out.reserve(pattern.size());
+  for (const char c : pattern) {
+    if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// The Split sequences checked never to join pieces across a line start (pre_tokenizer.h). The
+// shared ds and qwen tokenizers (../shared/tokenizers) carry the first two.
+const std::vector<std::vector<std::string>>& LineSafeSplitSequences() {
+  static const auto* sequences = new std::vector<std::vector<std::string>>{
+      // DeepSeek-V3: digit runs of 1-3, CJK runs, then words, punctuation and whitespace.
+      {R"(\p{N}{1,3})", "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+       R"RE([!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)RE"},
+      // Qwen2.
+      {R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
+      // Llama-3: Qwen2's with digit runs of 1-3.
+      {R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
+  };
+  return *sequences;
+}
+
+}  // namespace
+
+bool SplitsAtLineStarts(const std::vector<PreTokenizerStep>& steps) {
+  std::vector<std::string> splits;
+  bool byte_level_seen = false;
+  for (const PreTokenizerStep& step : steps) {
+    if (step.kind == PreTokenizerStep::Kind::kByteLevel) {
+      // A regex here would split the mapped bytes again; a prefix space changes a piece's start.
+      if (step.regex != nullptr || step.add_prefix_space) return false;
+      byte_level_seen = true;
+      continue;
+    }
+    // A Split after ByteLevel sees mapped bytes ('\n' as U+010A), not the text.
+    if (byte_level_seen || step.regex_source.empty() || step.invert ||
+        step.behavior != SplitBehavior::kIsolated) {
+      return false;
+    }
+    splits.push_back(CanonicalRegex(step.regex_source));
+  }
+  for (const std::vector<std::string>& known : LineSafeSplitSequences()) {
+    if (splits == known) return true;
+  }
+  return false;
 }
 
 }  // namespace quant::tokenizer

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -41,9 +42,24 @@ struct PreTokenizerStep {
   Kind kind = Kind::kSplit;
   // Split: the pattern. ByteLevel: GPT-2's regex when use_regex is set, else null.
   std::unique_ptr<Regex> regex;
+  std::string regex_source;  // Split with a {"Regex": ...} pattern: its text; else empty
   SplitBehavior behavior = SplitBehavior::kIsolated;  // Split only; ByteLevel isolates
   bool invert = false;                                // Split only
   bool add_prefix_space = false;                      // ByteLevel only
 };
+
+// Whether pieces of `steps` never join across a line start: a '\n' followed by a character
+// that `\s` does not match. True only for the Split sequences whose regexes were checked by
+// hand for it (DeepSeek-V3's three, Qwen2's one, Llama-3's one, in that order, each Isolated
+// and not inverted), followed only by ByteLevel steps without a regex or a prefix space.
+// Why those: only `\s`, `[\r\n]` and the lookahead `(?!\S)` can match or look at a '\n' and
+// what follows it, and what follows the cut is not `\s`, so no match crosses the cut. A match
+// holding the '\n' comes from `\s*[\r\n]+` or ` ?[...]+[\r\n]*`, tried before `\s+(?!\S)`,
+// and ends right after the '\n' whether the text goes on or ends there; since `\s*[\r\n]+`
+// matches at the '\n' itself, some match always ends at the cut. With no lookbehind, the matches
+// after the cut are those of the rest on its own. DeepSeek-V3's digit and CJK regexes never
+// match a '\n'. Other regexes are not assumed safe: GPT-2's ByteLevel regex alone splits
+// "  \n" + "x" into "  ", "\n", "x" but "  \n" at the end of a text into one piece.
+bool SplitsAtLineStarts(const std::vector<PreTokenizerStep>& steps);
 
 }  // namespace quant::tokenizer

@@ -220,6 +220,7 @@ absl::Status ParsePreTokenizer(const json& j, const std::string& where, int dept
     absl::StatusOr<std::unique_ptr<Regex>> regex;
     if (const json* r = Find(*pattern, "Regex"); r != nullptr && r->is_string()) {
       regex = Regex::Compile(r->get_ref<const std::string&>());
+      step.regex_source = r->get_ref<const std::string&>();
     } else if (const json* s = Find(*pattern, "String"); s != nullptr && s->is_string()) {
       regex = Regex::CompileLiteral(s->get_ref<const std::string&>());
     } else {
@@ -398,14 +399,16 @@ absl::StatusOr<DecoderKind> ParseDecoder(const json& root) {
 
 class HfTokenizer final : public Tokenizer {
  public:
+  // `non_space`: a compiled `\S`, or null when the text is never to be cut (LastCut).
   HfTokenizer(std::unique_ptr<BpeModel> bpe, AddedVocabulary added,
               std::vector<PreTokenizerStep> steps, std::vector<Template> templates,
-              DecoderKind decoder)
+              DecoderKind decoder, std::unique_ptr<Regex> non_space)
       : bpe_(std::move(bpe)),
         added_(std::move(added)),
         steps_(std::move(steps)),
         templates_(std::move(templates)),
-        decoder_(decoder) {
+        decoder_(decoder),
+        non_space_(std::move(non_space)) {
     vocab_size_ = bpe_->max_id() + 1;
     for (const AddedToken& t : added_.tokens()) vocab_size_ = std::max(vocab_size_, t.id + 1);
     // Template ids are emitted too, so an embedding table must cover them as well.
@@ -473,6 +476,21 @@ class HfTokenizer final : public Tokenizer {
 
   int32_t vocab_size() const override { return vocab_size_; }
 
+  size_t LastCut(std::string_view text) const override {
+    if (non_space_ == nullptr) return 0;
+    for (size_t p = text.size(); p-- > 1;) {
+      if (text[p - 1] != '\n') continue;
+      // The character after the '\n' must be one the pre-tokenizer's `\s` does not match (so
+      // asked of Oniguruma itself); an ill-formed byte is never a place to cut.
+      size_t bad_len_bytes = 0;
+      const size_t len = Utf8SequenceLength(text, p, &bad_len_bytes);
+      if (len > 0 && non_space_->MatchAt(text.substr(p, len), 0) == static_cast<int>(len)) {
+        return p;
+      }
+    }
+    return 0;
+  }
+
  private:
   // Runs pre-tokenizer steps [step, end) on one non-empty piece, then BPE on what is left.
   // Depth-first per piece gives the same order as HF's step-by-step passes over all pieces,
@@ -522,8 +540,18 @@ class HfTokenizer final : public Tokenizer {
   std::vector<PreTokenizerStep> steps_;
   std::vector<Template> templates_;  // applied in order when add_special_tokens
   DecoderKind decoder_;
+  std::unique_ptr<Regex> non_space_;
   int32_t vocab_size_ = 0;
 };
+
+// Whether added tokens cannot reach across a line start: none holds a '\n', and none swallows
+// the whitespace around it (lstrip would take the '\n' before a token at a line start).
+bool AddedTokensKeepLines(const AddedVocabulary& added) {
+  for (const AddedToken& t : added.tokens()) {
+    if (t.content.find('\n') != std::string::npos || t.lstrip || t.rstrip) return false;
+  }
+  return true;
+}
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root) {
   if (!root.is_object()) return Invalid("top level", "expected a JSON object");
@@ -542,8 +570,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root) {
     RETURN_IF_ERROR(ParsePostProcessor(*post, "post_processor", 0, &templates));
   }
   ASSIGN_OR_RETURN(DecoderKind decoder, ParseDecoder(root));
+  // CheckNormalizer above admits only the identity, so the pre-tokenizer and the added tokens
+  // alone decide whether the text may be cut at line starts.
+  std::unique_ptr<Regex> non_space;
+  if (SplitsAtLineStarts(steps) && AddedTokensKeepLines(added)) {
+    ASSIGN_OR_RETURN(non_space, Regex::Compile("\\S"));
+  }
   return std::make_unique<HfTokenizer>(std::move(bpe), std::move(added), std::move(steps),
-                                       std::move(templates), decoder);
+                                       std::move(templates), decoder, std::move(non_space));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // first, Split pre-tokenizers (Oniguruma regexes), ByteLevel, merges by rank, TemplateProcessing.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -30,6 +31,15 @@ class Tokenizer {
   virtual std::string Decode(const std::vector<int32_t>& ids) const = 0;
   // One past the largest id Encode can return (vocabulary, added tokens, template ids).
   virtual int32_t vocab_size() const = 0;
+
+  // The last offset p in (0, text.size()) where `text` may be cut without changing its ids:
+  // Encode(t[0, p)) followed by Encode(t[p, end)) equals Encode(t) (without special tokens)
+  // for every t that starts with `text`. 0 when there is none. Offered cuts are line starts:
+  // a '\n' followed by a character the pre-tokenizer's `\s` does not match; and only when the
+  // pre-tokenizer is one checked never to join pieces there (SplitsAtLineStarts: DeepSeek-V3's,
+  // Qwen2's, Llama-3's) and no added token holds a '\n' or strips whitespace; for any other
+  // tokenizer.json always 0, since only the whole text is then known to encode exactly.
+  virtual size_t LastCut(std::string_view text) const = 0;
 };
 
 }  // namespace quant::tokenizer
