@@ -24,4 +24,14 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const std::st
   return s;
 }
 
+absl::Status CheckFileReadable(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read ", what));
+  char byte = 0;
+  in.read(&byte, 1);
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error in ", what));
+  if (in.gcount() == 0) return absl::InvalidArgumentError(absl::StrCat(path, ": empty ", what));
+  return absl::OkStatus();
+}
+
 }  // namespace quant

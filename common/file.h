@@ -11,4 +11,8 @@ namespace quant {
 // an error: no input of ours is legitimately empty.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const std::string& what);
 
+// What ReadWholeFile would refuse (cannot open, cannot read, empty), found by reading one byte:
+// for inputs checked up front and read in pieces later.
+absl::Status CheckFileReadable(const std::string& path, const std::string& what);
+
 }  // namespace quant

@@ -118,6 +118,10 @@ Runner AddEvalCommand(CLI::App& app) {
   sub->add_option("--group", flags->fq.group_size, "Group size (columns)")->capture_default_str();
   sub->add_option("--batch", flags->job.batch_windows, "Windows per forward batch")
       ->capture_default_str();
+  sub->add_option("--max-windows", flags->job.max_windows,
+                  "Score only the first N windows of the text (0: all); the text is read only "
+                  "as far as they need")
+      ->capture_default_str();
   sub->add_option("--bootstrap", flags->job.bootstrap_samples, "Bootstrap samples")
       ->capture_default_str();
   sub->add_option("--threads", flags->job.threads, "Intra-op threads (0: default)");

@@ -1,10 +1,12 @@
 // qctl end to end: bad input gives one clear error line naming the file and the problem, a
 // non-zero exit and no output on stdout; a good run prints the evaluation table.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <functional>
 
@@ -30,6 +32,8 @@ struct RunResult {
   int exit_code = -1;
   std::string out;
   std::string err;
+  int64_t max_rss_bytes = 0;  // QctlMeasured only
+  double seconds = 0;         // QctlMeasured only
 };
 
 std::string Slurp(const fs::path& p) {
@@ -61,6 +65,40 @@ class QctlTest : public ::testing::Test {
     r.out = Slurp(out);
     r.err = Slurp(err);
     return r;
+  }
+
+  // Qctl(args) run as `sh -c "<prefix>qctl <args>"`, with the peak resident set of the process
+  // tree (wait4's rusage: the shell and what it waited for; `exec` in the prefix makes that qctl
+  // itself) and the wall time.
+  RunResult QctlMeasured(const std::string& args, const std::string& prefix = "exec ") {
+    const fs::path out = tmp_ / "stdout", err = tmp_ / "stderr";
+    const std::string cmd =
+        prefix + QCTL_BINARY + " " + args + " >" + out.string() + " 2>" + err.string();
+    const auto start = std::chrono::steady_clock::now();
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    RunResult r;
+    int status = 0;
+    struct rusage usage {};
+    if (pid < 0 || ::wait4(pid, &status, 0, &usage) != pid) return r;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    r.max_rss_bytes = static_cast<int64_t>(usage.ru_maxrss) * 1024;  // reported in KiB
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;      // -1: killed by a signal
+    r.out = Slurp(out);
+    r.err = Slurp(err);
+    return r;
+  }
+
+  // `path` made of copies of the calibration text, `bytes` long at least.
+  static void WriteLargeText(const fs::path& path, int64_t bytes) {
+    const std::string unit = Slurp(kShared + "/data/calib/calib.txt");
+    std::ofstream out(path, std::ios::binary);
+    for (int64_t written = 0; written < bytes; written += static_cast<int64_t>(unit.size())) {
+      out << unit;
+    }
   }
 
   // A copy of tiny-qwen3-moe: small files copied, shards symlinked unless `copy_shards`.
@@ -518,6 +556,29 @@ TEST_F(QctlTest, QuantizeSlqPerExpertCalibratesWithTiedProbes) {
   EXPECT_LE(a["average_bits"].get<double>(), 3.0 + 1e-12);
   EXPECT_NE(a["predicted_kl"].get<double>(), a["predicted_kl_summed"].get<double>());
   EXPECT_DOUBLE_EQ(b["predicted_kl"].get<double>(), b["predicted_kl_summed"].get<double>());
+}
+
+// A 200 MB text costs the tokens a job asks for, not the file: calibration reads until
+// --calib-tokens is met and `eval --max-windows` until its windows are (before: the text read
+// whole and encoded whole, 2.7 GB for the encode alone, then std::bad_alloc and rc 134).
+TEST_F(QctlTest, HugeTextsCostTheTokensAskedForNotTheFile) {
+  const fs::path big = tmp_ / "big.txt";
+  WriteLargeText(big, 200'000'000);
+  // qctl with libtorch and a tiny model peaks near 300 MiB whatever the text (measured).
+  constexpr int64_t kBound = int64_t{768} << 20;
+  const std::string calib = " --calib " + big.string();
+  RunResult q =
+      QctlMeasured(Quantize(tmp_ / "out", "--method rtn --no-eval --calib-tokens 2048" + calib));
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  EXPECT_LT(q.max_rss_bytes, kBound) << q.max_rss_bytes / 1048576 << " MiB";
+  RunResult e =
+      QctlMeasured("eval --model " + kQwen + " --text " + big.string() + " --max-windows 2 --json");
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_LT(e.max_rss_bytes, kBound) << e.max_rss_bytes / 1048576 << " MiB";
+  const nlohmann::json j = nlohmann::json::parse(e.out);
+  EXPECT_EQ(j["windows"], 2);
+  EXPECT_LE(j["text_bytes"].get<int64_t>(), int64_t{4} << 20);  // a chunk or so of the file
+  ExpectOneLineError(Qctl("eval --model " + kQwen + " --max-windows -1"), {"--max-windows"});
 }
 
 }  // namespace

@@ -6,18 +6,20 @@
 #include <ATen/Parallel.h>
 
 #include <chrono>
+#include <cstdint>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/file.h"
 #include "common/status.h"
 #include "worker/eval/eval_pipeline.h"
 #include "worker/eval/metrics.h"
 #include "worker/model/model.h"
 #include "worker/quant/quantizer.h"
 #include "worker/quant/scope.h"
+#include "worker/tokenizer/text_stream.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace quant::eval {
@@ -160,6 +162,10 @@ absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
   if (options.window_tokens < 2) {
     return absl::InvalidArgumentError("window length must be at least 2 tokens");
   }
+  if (options.max_windows < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-windows: ", options.max_windows, " is negative"));
+  }
   ASSIGN_OR_RETURN(model::ComputeDType compute, model::ParseComputeDType(options.compute));
 
   // Validate everything before the expensive part: models, tokenizer, text, quantizer options.
@@ -188,16 +194,24 @@ absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
   }
   ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
                    LoadModelTokenizer(candidate->checkpoint()));
-  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(options.text_path, "text file"));
-  result.text_bytes = static_cast<int64_t>(text.size());
 
+  // The text is read and encoded a chunk at a time (ids identical to encoding it whole), and
+  // only as far as the windows scored need: memory follows those windows, not the file.
   const auto tokenize_start = Clock::now();
-  std::vector<int32_t> ids = tok->Encode(text, /*add_special_tokens=*/false);
+  const int64_t body = options.window_tokens - 1;
+  const int64_t max_tokens =
+      options.max_windows > 0 && options.max_windows <= std::numeric_limits<int64_t>::max() / body
+          ? options.max_windows * body
+          : -1;  // all windows, or more than any text could fill
+  ASSIGN_OR_RETURN(tokenizer::EncodedText text,
+                   tokenizer::EncodeFile(*tok, options.text_path, "text file", max_tokens));
   result.tokenize_seconds = Seconds(tokenize_start);
-  result.text_tokens = static_cast<int64_t>(ids.size());
+  result.text_bytes = text.bytes_read;
+  result.text_tokens = static_cast<int64_t>(text.ids.size());
   const int64_t bos = candidate->checkpoint().config().value("bos_token_id", 0);
   ASSIGN_OR_RETURN(at::Tensor windows,
-                   MakeWindows(ids, options.window_tokens, bos, options.text_path));
+                   MakeWindows(text.ids, options.window_tokens, bos, options.text_path));
+  text.ids = {};  // the windows hold them now
   const int64_t n_windows = windows.size(0);
 
   const auto forward_start = Clock::now();

@@ -38,6 +38,9 @@ struct EvalJobOptions {
   std::optional<FakeQuantOptions> fake_quant;
   int window_tokens = 256;        // BOS + 255 text tokens (the shared recipe)
   int batch_windows = 16;         // windows per forward batch: bounds activation memory
+  // Score only the first max_windows windows (0: all of them). The text is read only as far as
+  // they need, so memory follows them rather than the file's size.
+  int64_t max_windows = 0;
   int bootstrap_samples = 1000;
   int threads = 0;                // 0: leave libtorch's default
   std::string device = "cpu";     // cpu | cuda: where both models' weights and activations live
@@ -46,8 +49,8 @@ struct EvalJobOptions {
 struct EvalJobResult {
   EvalSummary summary;
   std::vector<WindowStats> window_stats;  // per evaluation window, in order (paired comparisons)
-  int64_t text_bytes = 0;
-  int64_t text_tokens = 0;
+  int64_t text_bytes = 0;         // bytes of the text read: all unless max_windows
+  int64_t text_tokens = 0;        // tokens of what was read
   double tokenize_seconds = 0;
   double forward_seconds = 0;     // candidate + reference forward and scoring
   double total_seconds = 0;
