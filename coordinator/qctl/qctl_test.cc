@@ -581,4 +581,40 @@ TEST_F(QctlTest, HugeTextsCostTheTokensAskedForNotTheFile) {
   ExpectOneLineError(Qctl("eval --model " + kQwen + " --max-windows -1"), {"--max-windows"});
 }
 
+// The config that grew qctl to 23 GB: refused when the model is opened, in well under a second
+// of qctl's own start-up, with one line naming config.json and the field.
+TEST_F(QctlTest, ConfigClaimingABillionLayersFailsAtOpen) {
+  fs::path m = CopyModel(false);
+  std::string cfg = Slurp(m / "config.json");
+  const std::string layers = "\"num_hidden_layers\": 4";
+  ASSERT_NE(cfg.find(layers), std::string::npos) << cfg;
+  cfg.replace(cfg.find(layers), layers.size(), "\"num_hidden_layers\": 1000000000");
+  std::ofstream(m / "config.json", std::ios::trunc) << cfg;
+  const std::string quantize =
+      "quantize --method rtn --no-eval --model " + m.string() + " --out " + (tmp_ / "out").string();
+  for (const std::string& args : {"eval --model " + m.string(), quantize}) {
+    RunResult r = QctlMeasured(args);
+    ExpectOneLineError(r, {(m / "config.json").string(), "'num_hidden_layers' is 1000000000"});
+    EXPECT_LT(r.seconds, 10.0) << args;  // mostly loading libtorch; the check itself ~1 ms
+    EXPECT_LT(r.max_rss_bytes, int64_t{768} << 20) << args;
+  }
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
+// A config whose experts disagree with the checkpoint fails when the model is opened, naming
+// the field, not inside a layer task.
+TEST_F(QctlTest, ConfigExpertsDisagreeingWithTheCheckpointFailAtOpen) {
+  fs::path m = CopyModel(false);
+  std::string cfg = Slurp(m / "config.json");
+  const std::string experts = "\"num_experts\": 32";
+  ASSERT_NE(cfg.find(experts), std::string::npos) << cfg;
+  cfg.replace(cfg.find(experts), experts.size(), "\"num_experts\": 16");
+  std::ofstream(m / "config.json", std::ios::trunc) << cfg;
+  ExpectOneLineError(
+      Qctl("quantize --method rtn --no-eval --model " + m.string() + " --out " +
+           (tmp_ / "out").string()),
+      {(m / "config.json").string(), "'num_experts' is 16", "model.layers.0.mlp.gate.weight"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
 }  // namespace

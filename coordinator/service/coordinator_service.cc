@@ -19,6 +19,7 @@
 #include "storage/checkpoint.h"
 #include "storage/output_location.h"
 #include "worker/model/config.h"
+#include "worker/model/config_check.h"
 #include "worker/tasks/job_spec.h"
 #include "worker/tasks/plan.h"
 #include "worker/tasks/plan_input.h"
@@ -218,8 +219,9 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
   }
   auto checkpoint = storage::Checkpoint::Open(spec->model_dir);
   if (!checkpoint.ok()) return ToGrpc(checkpoint.status());
-  auto config = model::ModelConfig::FromJson((*checkpoint)->config(),
-                                             spec->model_dir + "/config.json");
+  // Checked against the index first: planning and the estimate loop over the config's layers
+  // (num_hidden_layers 1e9 took this call 14 s and then failed).
+  auto config = model::ReadModelConfig(**checkpoint);
   if (!config.ok()) return ToGrpc(config.status());
   auto plan_input = tasks::PlanInputFor(**checkpoint, *config, *spec);
   if (!plan_input.ok()) return ToGrpc(plan_input.status());

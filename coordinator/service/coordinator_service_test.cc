@@ -162,6 +162,56 @@ TEST_F(CoordinatorTest, RefusesOldProtocolsMissingTokensAndBadSpecs) {
   EXPECT_EQ(list.jobs_size(), 0);  // nothing was stored
 }
 
+// A config that claims a billion layers: refused by Submit, dry run or not, when the checkpoint
+// is opened and before anything is planned per layer (it took the dry run 14 s, then "Unexpected
+// error in RPC handling").
+TEST_F(CoordinatorTest, SubmitRefusesAConfigThatDisagreesWithTheCheckpointAtOnce) {
+  const fs::path model = tmp_ / "model";
+  fs::create_directories(model);
+  for (const auto& entry : fs::directory_iterator(kModel)) {
+    if (entry.path().filename() != "config.json") {
+      fs::create_symlink(entry.path(), model / entry.path().filename());
+    }
+  }
+  std::ifstream in(fs::path(kModel) / "config.json");
+  std::stringstream config;
+  config << in.rdbuf();
+  std::string text = config.str();
+  const std::string layers = "\"num_hidden_layers\": 4";
+  ASSERT_NE(text.find(layers), std::string::npos);
+  text.replace(text.find(layers), layers.size(), "\"num_hidden_layers\": 1000000000");
+  std::ofstream(model / "config.json") << text;
+  Coordinator c(tmp_ / "state.db", tmp_ / "token");
+  ASSERT_TRUE(c.up());
+  for (const bool dry_run : {true, false}) {
+    quant::v1::SubmitRequest r;
+    r.set_protocol(kProtocol);
+    r.set_dry_run(dry_run);
+    r.mutable_job()->set_client_job_id("billion");
+    r.mutable_job()->set_spec_json(R"({"model": ")" + model.string() + R"(", "out": ")" +
+                                   (tmp_ / "out").string() + R"(", "method": "rtn", "bits": 3})");
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    quant::v1::SubmitResponse resp;
+    const auto start = std::chrono::steady_clock::now();
+    const grpc::Status s = c.jobs().Submit(&ctx, r, &resp);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_NE(s.error_message().find((model / "config.json").string() +
+                                     ": field 'num_hidden_layers' is 1000000000"),
+              std::string::npos)
+        << s.error_message();
+    EXPECT_LT(seconds, 1.0) << "dry run " << dry_run;
+  }
+  quant::v1::ListResponse list;
+  grpc::ClientContext ctx;
+  quant::v1::ListRequest lreq;
+  lreq.set_protocol(kProtocol);
+  ASSERT_TRUE(c.jobs().List(&ctx, lreq, &list).ok());
+  EXPECT_EQ(list.jobs_size(), 0);
+}
+
 TEST_F(CoordinatorTest, JobSurvivesKillNineOfTheCoordinator) {
   const fs::path state = tmp_ / "state.db";
   int64_t job_id = 0;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
+#include "worker/model/config_check.h"
 
 namespace quant::model {
 namespace {
@@ -156,8 +157,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Open(const std::string& dir, Compu
 
 absl::StatusOr<std::unique_ptr<Model>> Model::FromCheckpoint(
     std::shared_ptr<const storage::Checkpoint> checkpoint, ComputeDType dtype) {
-  ASSIGN_OR_RETURN(ModelConfig config,
-                   ModelConfig::FromJson(checkpoint->config(), checkpoint->dir() + "/config.json"));
+  // The config is checked against the index here, not layer by layer inside a task.
+  ASSIGN_OR_RETURN(ModelConfig config, ReadModelConfig(*checkpoint));
   std::unique_ptr<Model> m(new Model());
   m->checkpoint_ = std::move(checkpoint);
   m->config_ = std::move(config);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "storage/object_store.h"
+#include "worker/model/config_check.h"
 #include "worker/quant/scope.h"
 
 namespace quant::tasks {
@@ -113,9 +114,8 @@ JobEstimate EstimateJob(const storage::Checkpoint& checkpoint, const model::Mode
 absl::StatusOr<Plan> PlanJob(const QuantizeJobSpec& spec) {
   ASSIGN_OR_RETURN(std::unique_ptr<storage::Checkpoint> checkpoint,
                    storage::Checkpoint::Open(spec.model_dir));
-  ASSIGN_OR_RETURN(model::ModelConfig config,
-                   model::ModelConfig::FromJson(checkpoint->config(),
-                                                spec.model_dir + "/config.json"));
+  // Checked against the index before anything is planned per layer.
+  ASSIGN_OR_RETURN(model::ModelConfig config, model::ReadModelConfig(*checkpoint));
   ASSIGN_OR_RETURN(PlanInput in, PlanInputFor(*checkpoint, config, spec));
   return PlanQuantizeJob(in);
 }
