@@ -3,8 +3,10 @@
 
 #include <cstdio>
 #include <map>
+#include <string>
 
 #include "common/alloc.h"
+#include "common/exceptions.h"
 #include "coordinator/qctl/commands.h"
 
 namespace quant::qctl {
@@ -48,7 +50,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   for (auto& [sub, run] : runners) {
-    if (sub->parsed()) return run();
+    if (!sub->parsed()) continue;
+    // Expected failures come back as statuses; this turns what escapes anyway (std::bad_alloc
+    // above all, which aborted with rc 134 and no message) into the same one line.
+    try {
+      return run();
+    } catch (...) {
+      quant::qctl::PrintError(
+          std::string(quant::CurrentExceptionStatus(sub->get_name()).message()));
+      return 1;
+    }
   }
   return 2;
 }

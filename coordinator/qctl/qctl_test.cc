@@ -617,4 +617,23 @@ TEST_F(QctlTest, ConfigExpertsDisagreeingWithTheCheckpointFailAtOpen) {
   EXPECT_FALSE(fs::exists(tmp_ / "out"));
 }
 
+// Memory running out anywhere is one error line and exit code 1, not an abort (rc 134): an
+// evaluation of 8 MB of text (8,600 windows: 2.3 GB of hidden states) under a 1.5 GB address
+// space limit.
+TEST_F(QctlTest, RunningOutOfMemoryIsOneErrorLine) {
+  const std::string limit = "ulimit -v 1500000 && exec timeout 120 ";
+  RunResult small = QctlMeasured("eval --model " + kQwen + " --max-windows 1", limit);
+  if (small.exit_code != 0) {
+    GTEST_SKIP() << "qctl does not start under a 1.5 GB address space here: " << small.err;
+  }
+  const fs::path text = tmp_ / "text.txt";
+  WriteLargeText(text, 8'000'000);
+  RunResult r = QctlMeasured("eval --model " + kQwen + " --text " + text.string(), limit);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  ExpectOneLineError(r, {"qctl: error: eval: "});
+  EXPECT_TRUE(r.err.find("allocate memory") != std::string::npos ||
+              r.err.find("out of memory") != std::string::npos)
+      << r.err;
+}
+
 }  // namespace

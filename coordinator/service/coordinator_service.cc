@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/exceptions.h"
 #include "common/file.h"
 #include "common/status.h"
 #include "common/metrics.h"
@@ -38,9 +39,16 @@ grpc::Status ToGrpc(const absl::Status& s) {
     case absl::StatusCode::kAlreadyExists: code = grpc::StatusCode::ALREADY_EXISTS; break;
     case absl::StatusCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
     case absl::StatusCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
+    case absl::StatusCode::kResourceExhausted: code = grpc::StatusCode::RESOURCE_EXHAUSTED; break;
     default: code = grpc::StatusCode::INTERNAL; break;
   }
   return grpc::Status(code, std::string(s.message()));
+}
+
+// What escapes a handler (std::bad_alloc above all) as a status naming the RPC, rather than
+// gRPC's own "Unexpected error in RPC handling". Call only inside a catch block.
+grpc::Status ExceptionToGrpc(const char* rpc) {
+  return ToGrpc(CurrentExceptionStatus(absl::StrCat("coordinator: ", rpc)));
 }
 
 grpc::Status CheckProtocol(uint32_t protocol) {
@@ -192,7 +200,7 @@ grpc::Status CoordinatorService::CheckGangMember(const std::string& key,
 }
 
 grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::SubmitRequest* req,
-                                        v1::SubmitResponse* resp) {
+                                        v1::SubmitResponse* resp) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   if (auto s = CheckToken(ctx); !s.ok()) return s;
   const std::string& client_id = req->job().client_job_id();
@@ -276,6 +284,8 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
         absl::StrCat("submitted as ", client_id, ": ", plan.tasks.size(), " tasks"));
   }
   return grpc::Status::OK;
+} catch (...) {
+  return ExceptionToGrpc("Submit");
 }
 
 grpc::Status CoordinatorService::FillStatus(int64_t job_id, bool with_tasks, v1::JobStatus* out) {
@@ -308,13 +318,15 @@ grpc::Status CoordinatorService::FillStatus(int64_t job_id, bool with_tasks, v1:
 }
 
 grpc::Status CoordinatorService::Status(grpc::ServerContext*, const v1::JobRequest* req,
-                                        v1::JobStatus* resp) {
+                                        v1::JobStatus* resp) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   return FillStatus(req->job_id(), /*with_tasks=*/true, resp);
+} catch (...) {
+  return ExceptionToGrpc("Status");
 }
 
 grpc::Status CoordinatorService::Watch(grpc::ServerContext* ctx, const v1::JobRequest* req,
-                                       grpc::ServerWriter<v1::JobStatus>* writer) {
+                                       grpc::ServerWriter<v1::JobStatus>* writer) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   std::string last;
   const double start = Now();
@@ -340,10 +352,12 @@ grpc::Status CoordinatorService::Watch(grpc::ServerContext* ctx, const v1::JobRe
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   return grpc::Status::OK;
+} catch (...) {
+  return ExceptionToGrpc("Watch");
 }
 
 grpc::Status CoordinatorService::List(grpc::ServerContext*, const v1::ListRequest* req,
-                                      v1::ListResponse* resp) {
+                                      v1::ListResponse* resp) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   auto jobs = state_->ListJobs();
   if (!jobs.ok()) return ToGrpc(jobs.status());
@@ -351,10 +365,12 @@ grpc::Status CoordinatorService::List(grpc::ServerContext*, const v1::ListReques
     if (auto s = FillStatus(j.id, /*with_tasks=*/false, resp->add_jobs()); !s.ok()) return s;
   }
   return grpc::Status::OK;
+} catch (...) {
+  return ExceptionToGrpc("List");
 }
 
 grpc::Status CoordinatorService::Cancel(grpc::ServerContext* ctx, const v1::JobRequest* req,
-                                        v1::CancelResponse*) {
+                                        v1::CancelResponse*) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   if (auto s = CheckToken(ctx); !s.ok()) return s;
   const absl::Status cancelled = state_->CancelJob(req->job_id());
@@ -363,10 +379,12 @@ grpc::Status CoordinatorService::Cancel(grpc::ServerContext* ctx, const v1::JobR
     CleanUpJob(req->job_id());
   }
   return ToGrpc(cancelled);
+} catch (...) {
+  return ExceptionToGrpc("Cancel");
 }
 
 grpc::Status CoordinatorService::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
-                                          v1::RegisterResponse* resp) {
+                                          v1::RegisterResponse* resp) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   if (auto s = CheckWorker(ctx, req->worker_id()); !s.ok()) return s;
   SawWorker(req->worker_id());
@@ -374,10 +392,12 @@ grpc::Status CoordinatorService::Register(grpc::ServerContext* ctx, const v1::Re
   resp->set_lease_seconds(options_.lease_seconds);
   resp->set_heartbeat_seconds(options_.lease_seconds / 4);
   return grpc::Status::OK;
+} catch (...) {
+  return ExceptionToGrpc("Register");
 }
 
 grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
-                                       v1::LeaseResponse* resp) {
+                                       v1::LeaseResponse* resp) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   const std::string& worker = req->worker_id();
   if (auto s = CheckWorker(ctx, worker); !s.ok()) return s;
@@ -468,10 +488,12 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     lock.lock();
   }
+} catch (...) {
+  return ExceptionToGrpc("Lease");
 }
 
 grpc::Status CoordinatorService::StoreSet(grpc::ServerContext* ctx, const v1::StoreRequest* req,
-                                          v1::StoreResponse*) {
+                                          v1::StoreResponse*) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   if (auto s = CheckWorker(ctx, req->worker_id()); !s.ok()) return s;
   if (req->value().size() > kMaxStoreValueBytes) {
@@ -497,10 +519,12 @@ grpc::Status CoordinatorService::StoreSet(grpc::ServerContext* ctx, const v1::St
   }
   store_[req->key()] = req->value();
   return grpc::Status::OK;
+} catch (...) {
+  return ExceptionToGrpc("StoreSet");
 }
 
 grpc::Status CoordinatorService::StoreGet(grpc::ServerContext* ctx, const v1::StoreRequest* req,
-                                          v1::StoreResponse* resp) {
+                                          v1::StoreResponse* resp) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   if (auto s = CheckWorker(ctx, req->worker_id()); !s.ok()) return s;
   if (auto s = CheckGangMember(req->key(), req->worker_id()); !s.ok()) return s;
@@ -509,6 +533,8 @@ grpc::Status CoordinatorService::StoreGet(grpc::ServerContext* ctx, const v1::St
   resp->set_found(it != store_.end());
   if (it != store_.end()) resp->set_value(it->second);
   return grpc::Status::OK;
+} catch (...) {
+  return ExceptionToGrpc("StoreGet");
 }
 
 void CoordinatorService::DropStoreKeys(int64_t job_id, int64_t task_id) {
@@ -520,7 +546,7 @@ void CoordinatorService::DropStoreKeys(int64_t job_id, int64_t task_id) {
 }
 
 grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
-                                           v1::HeartbeatResponse* resp) {
+                                           v1::HeartbeatResponse* resp) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   if (auto s = CheckWorker(ctx, req->worker_id()); !s.ok()) return s;
   metrics::Default().GetCounter("quant_heartbeats_total", "Worker heartbeats.").Inc();
@@ -533,10 +559,12 @@ grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx, const v1::H
     }
   }
   return grpc::Status::OK;
+} catch (...) {
+  return ExceptionToGrpc("Heartbeat");
 }
 
 grpc::Status CoordinatorService::Complete(grpc::ServerContext* ctx, const v1::CompleteRequest* req,
-                                          v1::CompleteResponse* resp) {
+                                          v1::CompleteResponse* resp) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   if (auto s = CheckWorker(ctx, req->worker_id()); !s.ok()) return s;
   std::lock_guard<std::mutex> lock(lease_mu_);
@@ -632,6 +660,8 @@ grpc::Status CoordinatorService::Complete(grpc::ServerContext* ctx, const v1::Co
         .Inc(req->seconds());
   }
   return grpc::Status::OK;
+} catch (...) {
+  return ExceptionToGrpc("Complete");
 }
 
 void CoordinatorService::Log(int64_t job_id, const std::string& source, const std::string& text) {
@@ -646,7 +676,7 @@ void CoordinatorService::Log(int64_t job_id, const std::string& source, const st
 }
 
 grpc::Status CoordinatorService::Logs(grpc::ServerContext*, const v1::JobRequest* req,
-                                      v1::LogsResponse* resp) {
+                                      v1::LogsResponse* resp) try {
   if (auto s = CheckProtocol(req->protocol()); !s.ok()) return s;
   auto job = state_->GetJob(req->job_id());
   if (!job.ok()) return ToGrpc(job.status());
@@ -656,6 +686,8 @@ grpc::Status CoordinatorService::Logs(grpc::ServerContext*, const v1::JobRequest
     for (const v1::LogLine& l : it->second) *resp->add_lines() = l;
   }
   return grpc::Status::OK;
+} catch (...) {
+  return ExceptionToGrpc("Logs");
 }
 
 bool CoordinatorService::Holds(int64_t job_id, int64_t task_id, const std::string& worker) {
