@@ -57,6 +57,8 @@ absl::Status GuardTask(const Task& task, const std::function<absl::Status()>& bo
         absl::StrCat(Where(task), ": out of host memory (", e.what(), ")"));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(Where(task), ": ", FirstLine(e.what())));
+  } catch (...) {
+    return absl::InternalError(absl::StrCat(Where(task), ": an unknown exception"));
   }
 }
 
