@@ -25,6 +25,11 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const std::st
 }
 
 absl::Status CheckFileReadable(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": is a directory; the ", what, " must be a file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read ", what));
   char byte = 0;

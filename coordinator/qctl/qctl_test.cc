@@ -2,6 +2,7 @@
 // non-zero exit and no output on stdout; a good run prints the evaluation table.
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "nlohmann/json.hpp"
@@ -282,13 +284,22 @@ TEST_F(QctlTest, QuantizeCalibIsADirectory) {
 // The task boundary: a torch error or an out-of-memory inside a task is one line naming the task
 // and its layer (for out-of-memory, the bytes asked for), and what had finished before it.
 TEST_F(QctlTest, QuantizeTaskFailuresAreOneLine) {
-  const std::string job = Quantize(tmp_ / "out", "--method rtn --calib-tokens 2048 --no-eval");
-  RunResult oom = Qctl(job, "QUANT_INJECT_TASK_FAILURE=oom:L1/quantize");
+  auto job = [&](const std::string& out) {
+    return Quantize(tmp_ / out, "--method rtn --calib-tokens 2048 --no-eval");
+  };
+  RunResult oom = Qctl(job("a"), "QUANT_INJECT_TASK_FAILURE=oom:L1/quantize");
   ExpectOneLineError(oom, {"L1/quantize (layer 1): out of memory", "1152921504606846976 bytes",
-                           "finished tasks"});
-  RunResult torch = Qctl(job, "QUANT_INJECT_TASK_FAILURE=throw:L0/calibrate");
+                           "4 of 13 tasks are finished", "--resume"});
+  EXPECT_FALSE(fs::exists(tmp_ / "a"));
+  RunResult torch = Qctl(job("b"), "QUANT_INJECT_TASK_FAILURE=throw:L0/calibrate");
   ExpectOneLineError(torch, {"L0/calibrate (layer 0): torch error: injected failure"});
-  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+  EXPECT_FALSE(fs::exists(tmp_ / "b"));
+  // Nothing had finished: no work is kept, so the same command runs afresh.
+  EXPECT_FALSE(fs::exists(tmp_ / "b.qctl-work"));
+  // The in-memory runner has the same boundary.
+  RunResult mem = Qctl(job("c") + " --in-memory", "QUANT_INJECT_TASK_FAILURE=throw:L2/quantize");
+  ExpectOneLineError(mem, {"L2/quantize (layer 2): torch error: injected failure",
+                           "finished tasks"});
 }
 
 TEST_F(QctlTest, QuantizeGroupDoesNotDivideWithoutFallback) {
@@ -634,6 +645,72 @@ TEST_F(QctlTest, RunningOutOfMemoryIsOneErrorLine) {
   EXPECT_TRUE(r.err.find("allocate memory") != std::string::npos ||
               r.err.find("out of memory") != std::string::npos)
       << r.err;
+}
+
+
+// Resume: a run killed with SIGKILL in the middle of GSQ, started again with --resume, skips the
+// tasks it had finished and writes the bytes of an uninterrupted run (report.json: the same
+// once its timings, the "seconds" fields, are left out).
+TEST_F(QctlTest, QuantizeKilledMidGsqResumesToTheSameBytes) {
+  std::ifstream in(kShared + "/data/eval/kjv_val.txt");
+  std::string text(3000, '\0');
+  in.read(text.data(), text.size());
+  std::ofstream(tmp_ / "short.txt") << text;
+  const std::string flags = "--method gsq --bits 2 --steps 80 --calib-tokens 2048 --eval-text " +
+                            (tmp_ / "short.txt").string();
+  ASSERT_EQ(Qctl(Quantize(tmp_ / "whole", flags)).exit_code, 0);
+  const fs::path out = tmp_ / "killed", work = tmp_ / "killed.qctl-work";
+  const std::string cmd = std::string(QCTL_BINARY) + " " + Quantize(out, flags);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >/dev/null 2>&1").c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  // Kill it once layer 1's GSQ is under way (its quantize task is in the journal).
+  bool in_gsq = false;
+  for (int i = 0; i < 1200 && !in_gsq; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    in_gsq = Slurp(work / "finished").find("L1/quantize") != std::string::npos;
+  }
+  ASSERT_TRUE(in_gsq);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  const std::string journal = Slurp(work / "finished");
+  EXPECT_EQ(journal.find("L1/gsq"), std::string::npos) << "killed too late: " << journal;
+  EXPECT_FALSE(fs::exists(out));
+  // The same command without --resume refuses to start over the kept work.
+  ExpectOneLineError(Qctl(Quantize(out, flags)), {work.string(), "--resume"});
+  RunResult resumed = Qctl(Quantize(out, flags + " --resume"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("resumed"), std::string::npos) << resumed.out;
+  EXPECT_FALSE(fs::exists(work));
+  auto strip = [](nlohmann::json j) {
+    std::function<void(nlohmann::json&)> drop = [&](nlohmann::json& x) {
+      if (x.is_object()) {
+        x.erase("seconds");
+        for (auto& [k, v] : x.items()) drop(v);
+      } else if (x.is_array()) {
+        for (auto& v : x) drop(v);
+      }
+    };
+    drop(j);
+    return j;
+  };
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(tmp_ / "whole")) {
+    const std::string name = e.path().filename().string();
+    ++files;
+    if (name == "report.json") {
+      EXPECT_EQ(strip(nlohmann::json::parse(Slurp(e.path()))),
+                strip(nlohmann::json::parse(Slurp(out / name))));
+    } else {
+      EXPECT_EQ(Slurp(e.path()), Slurp(out / name)) << name;
+    }
+  }
+  EXPECT_GE(files, 5);
+  EXPECT_EQ(std::distance(fs::directory_iterator(out), fs::directory_iterator{}), files);
 }
 
 }  // namespace

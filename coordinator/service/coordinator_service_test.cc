@@ -188,7 +188,7 @@ TEST_F(CoordinatorTest, SubmitRefusesAConfigThatDisagreesWithTheCheckpointAtOnce
     r.set_protocol(kProtocol);
     r.set_dry_run(dry_run);
     r.mutable_job()->set_client_job_id("billion");
-    r.mutable_job()->set_spec_json(R"({"model": ")" + model.string() + R"(", "out": ")" +
+    r.mutable_job()->set_spec_json(R"({"calib": ")" + kCalib + R"(", "model": ")" + model.string() + R"(", "out": ")" +
                                    (tmp_ / "out").string() + R"(", "method": "rtn", "bits": 3})");
     grpc::ClientContext ctx;
     Authorize(&ctx);

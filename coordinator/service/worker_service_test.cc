@@ -65,8 +65,8 @@ std::vector<std::string> Differences(const fs::path& a, const fs::path& b) {
 
 class WorkerServiceTest : public ::testing::Test {
  protected:
-  // The reference: the whole job in one process (one GSQ shard per layer), made once per
-  // process and step count.
+  // The reference: the whole job in one process with the in-memory runner (one GSQ shard per
+  // layer), made once per process and step count.
   static fs::path Reference(int steps) {
     static std::map<int, fs::path> made;
     if (made.count(steps)) return made[steps];
@@ -76,7 +76,8 @@ class WorkerServiceTest : public ::testing::Test {
     fs::remove_all(out);
     int rc = 0;
     const std::string log =
-        RunCommand(std::string(QCTL_BINARY) + " quantize " + JobFlags(out, steps), &rc);
+        RunCommand(std::string(QCTL_BINARY) + " quantize --in-memory " + JobFlags(out, steps),
+                   &rc);
     EXPECT_EQ(rc, 0) << log;
     return made[steps] = out;
   }

@@ -117,6 +117,9 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
           absl::StrCat(s.slq_allocation, ": not a JSON object of unit: bits"));
     }
   }
+  // The texts before any work (a late "cannot read" would cost the whole job).
+  RETURN_IF_ERROR(CheckFileReadable(s.calib_path, "calibration file"));
+  if (s.evaluate) RETURN_IF_ERROR(CheckFileReadable(s.eval_text, "evaluation text"));
   if (s.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (!storage::IsS3Location(s.out_dir)) {
     // Local: the location's checks (and its missing parents) before the model is read.

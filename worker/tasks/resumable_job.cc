@@ -180,7 +180,13 @@ absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec&
   int num_layers = 0;
   for (const Task& t : plan.tasks) num_layers = std::max(num_layers, t.layer + 1);
   int64_t skipped = 0;
+  // What a failure says: the finished tasks kept and how to continue, or, with nothing
+  // finished, nothing kept (the work directory goes, so the same command starts afresh).
   auto resume_hint = [&] {
+    if (finished.empty()) {
+      fs::remove_all(work, ec);
+      return std::string();
+    }
     return absl::StrCat("; ", finished.size(), " of ", plan.tasks.size(),
                         " tasks are finished and kept in ", work,
                         ": run the same command with --resume to continue");
