@@ -135,7 +135,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const json& j, std::string_vie
   ASSIGN_OR_RETURN(c.hidden_size, GetInt(j, label, "hidden_size", std::nullopt));
   ASSIGN_OR_RETURN(c.num_layers, GetInt(j, label, "num_hidden_layers", std::nullopt));
   ASSIGN_OR_RETURN(c.num_heads, GetInt(j, label, "num_attention_heads", std::nullopt));
-  ASSIGN_OR_RETURN(c.num_kv_heads, GetInt(j, label, "num_key_value_heads", c.num_heads));
+  // Read (and checked) only where the architecture uses it: DeepSeek-V3/Kimi-K2 attention is
+  // MLA, with no key/value heads of its own, and transformers loads and runs such a config
+  // whatever its num_key_value_heads says.
+  c.num_kv_heads = c.num_heads;
   ASSIGN_OR_RETURN(c.rms_norm_eps, GetDouble(j, label, "rms_norm_eps", 1e-6));
   ASSIGN_OR_RETURN(c.intermediate_size, GetInt(j, label, "intermediate_size", std::nullopt));
   ASSIGN_OR_RETURN(c.rope.theta, GetDouble(j, label, "rope_theta", 10000.0));
@@ -165,6 +168,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const json& j, std::string_vie
     c.rope.interleave = GetBool(j, "rope_interleave", true);
     c.head_dim = c.QkHeadDim();
   } else {
+    ASSIGN_OR_RETURN(c.num_kv_heads, GetInt(j, label, "num_key_value_heads", c.num_heads));
     ASSIGN_OR_RETURN(c.head_dim, GetInt(j, label, "head_dim", c.hidden_size / c.num_heads));
     ASSIGN_OR_RETURN(c.num_experts, GetInt(j, label, "num_experts", 0, 0));
     ASSIGN_OR_RETURN(c.decoder_sparse_step, GetInt(j, label, "decoder_sparse_step", 1));
