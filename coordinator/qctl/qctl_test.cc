@@ -119,13 +119,20 @@ class QctlTest : public ::testing::Test {
     return dst;
   }
 
+  // One error line; the JSON progress events that come before it when stderr is not a terminal
+  // (--progress auto) are not counted.
   void ExpectOneLineError(const RunResult& r, const std::vector<std::string>& needles) {
     EXPECT_NE(r.exit_code, 0);
     EXPECT_TRUE(r.out.empty()) << "stdout: " << r.out;
     ASSERT_FALSE(r.err.empty());
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    EXPECT_EQ(r.err.rfind("qctl: error: ", 0), 0u) << r.err;
-    for (const std::string& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << r.err;
+    std::string err;
+    std::istringstream lines(r.err);
+    for (std::string line; std::getline(lines, line);) {
+      if (!line.starts_with("{\"event\"")) err += line + "\n";
+    }
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(err.rfind("qctl: error: ", 0), 0u) << r.err;
+    for (const std::string& n : needles) EXPECT_NE(err.find(n), std::string::npos) << r.err;
   }
 
   // Rewrites the header of one shard (keeping the data) through `edit` of its JSON text.
@@ -661,20 +668,21 @@ TEST_F(QctlTest, QuantizeKilledMidGsqResumesToTheSameBytes) {
   ASSERT_EQ(Qctl(Quantize(tmp_ / "whole", flags)).exit_code, 0);
   const fs::path out = tmp_ / "killed", work = tmp_ / "killed.qctl-work";
   const std::string cmd = std::string(QCTL_BINARY) + " " + Quantize(out, flags);
+  const fs::path events = tmp_ / "events.jsonl";
   const pid_t pid = ::fork();
   if (pid == 0) {
-    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >/dev/null 2>&1").c_str(),
+    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >/dev/null 2>" + events.string()).c_str(),
             static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  // Kill it once layer 1's GSQ is under way (its quantize task is in the journal).
+  // Kill it inside layer 1's GSQ: once its first step event (JSON progress) is out.
   bool in_gsq = false;
-  for (int i = 0; i < 1200 && !in_gsq; ++i) {
+  for (int i = 0; i < 3000 && !in_gsq; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    in_gsq = Slurp(work / "finished").find("L1/quantize") != std::string::npos;
+    in_gsq = Slurp(events).find("{\"event\":\"step\",\"phase\":\"gsq\",\"task\":\"L1/gsq\"") !=
+             std::string::npos;
   }
-  ASSERT_TRUE(in_gsq);
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  ASSERT_TRUE(in_gsq) << Slurp(events);
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
   const std::string journal = Slurp(work / "finished");
@@ -711,6 +719,39 @@ TEST_F(QctlTest, QuantizeKilledMidGsqResumesToTheSameBytes) {
   }
   EXPECT_GE(files, 5);
   EXPECT_EQ(std::distance(fs::directory_iterator(out), fs::directory_iterator{}), files);
+}
+
+
+// Progress when stderr is not a terminal: one JSON object per event, every task once, GSQ's
+// steps with their loss and ETAs; --progress none: silent.
+TEST_F(QctlTest, QuantizeProgressAsJsonLines) {
+  const std::string job = "--method gsq --bits 2 --steps 10 --calib-tokens 2048 --no-eval";
+  RunResult r = Qctl(Quantize(tmp_ / "out", job));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.err);
+  std::set<std::string> tasks;
+  int steps = 0;
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json e = nlohmann::json::parse(line);  // every line is one event
+    for (const char* key : {"event", "phase", "task", "layer", "seconds", "eta_job_s",
+                            "tasks_done", "tasks_total"}) {
+      EXPECT_TRUE(e.contains(key)) << key << " in " << line;
+    }
+    if (e["event"] == "task") EXPECT_TRUE(tasks.insert(e["task"].get<std::string>()).second);
+    if (e["event"] == "step") {
+      ++steps;
+      EXPECT_EQ(e["phase"], "gsq");
+      EXPECT_GT(e["loss"].get<double>(), 0);
+      EXPECT_LE(e["step"].get<int>(), e["steps"].get<int>());
+      EXPECT_GE(e["eta_task_s"].get<double>(), 0);
+    }
+  }
+  EXPECT_GE(steps, 4);  // at least the last step of each layer's GSQ
+  EXPECT_TRUE(tasks.count("L3/gsq") && tasks.count("write")) << r.err;
+  fs::remove_all(tmp_ / "out");
+  RunResult quiet = Qctl(Quantize(tmp_ / "out", job + " --progress none"));
+  ASSERT_EQ(quiet.exit_code, 0);
+  EXPECT_EQ(quiet.err, "");
 }
 
 }  // namespace

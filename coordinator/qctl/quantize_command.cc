@@ -68,7 +68,47 @@ struct ResumeFlags {
   bool resume = false;
   bool in_memory = false;
   std::string work_dir;
+  std::string progress = "auto";  // auto | bar | json | none
 };
+
+std::string Duration(double seconds) {
+  if (seconds < 0) return "?";
+  if (seconds < 90) return absl::StrFormat("%.0f s", seconds);
+  if (seconds < 5400) return absl::StrFormat("%.1f min", seconds / 60);
+  return absl::StrFormat("%.1f h", seconds / 3600);
+}
+
+// --progress: on a terminal a line per finished task with a bar and, inside GSQ, one updating
+// line with the step, the loss and the ETAs; otherwise one JSON object per event (stderr).
+tasks::ProgressSink ProgressPrinter(const std::string& mode) {
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const std::string m = mode == "auto" ? (tty ? "bar" : "json") : mode;
+  if (m == "none") return nullptr;
+  if (m == "json") {
+    return [](const tasks::ProgressEvent& e) {
+      std::fprintf(stderr, "%s\n", e.ToJson().dump().c_str());
+      std::fflush(stderr);
+    };
+  }
+  return [](const tasks::ProgressEvent& e) {
+    if (e.event == "step") {
+      std::fprintf(stderr, "\r\033[K%-14s step %lld/%lld  loss %.5g  ETA layer %s, job %s",
+                   e.task.c_str(), static_cast<long long>(e.step),
+                   static_cast<long long>(e.steps), e.loss, Duration(e.eta_task_s).c_str(),
+                   Duration(e.eta_job_s).c_str());
+    } else {
+      constexpr int kWidth = 24;
+      const int filled =
+          e.tasks_total > 0 ? static_cast<int>(kWidth * e.tasks_done / e.tasks_total) : 0;
+      std::fprintf(stderr, "\r\033[K%-14s [%s%s] %lld/%lld tasks  %6.1f s  ETA job %s\n",
+                   e.task.c_str(), std::string(filled, '#').c_str(),
+                   std::string(kWidth - filled, '.').c_str(),
+                   static_cast<long long>(e.tasks_done), static_cast<long long>(e.tasks_total),
+                   e.seconds, Duration(e.eta_job_s).c_str());
+    }
+    std::fflush(stderr);
+  };
+}
 
 int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const ResumeFlags& rf) {
   const bool tty = isatty(STDERR_FILENO) != 0;
@@ -92,8 +132,9 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const Res
     options.resume = rf.resume;
     options.work_dir = rf.work_dir;
     options.interrupted = &g_interrupted;
+    options.progress = ProgressPrinter(rf.progress);
     std::signal(SIGINT, OnInterrupt);
-    result = tasks::RunResumableQuantizeJob(spec, progress, options);
+    result = tasks::RunResumableQuantizeJob(spec, options);
     std::signal(SIGINT, SIG_DFL);
   } else if (rf.resume) {
     result = absl::InvalidArgumentError(
@@ -295,6 +336,12 @@ Runner AddQuantizeCommand(CLI::App& app) {
   sub->add_flag("--in-memory", resume->in_memory,
                 "Keep the tasks' outputs in memory instead of the work directory: a little "
                 "faster, not resumable (SLQ and --expert-shards above 1 always run this way)");
+  sub->add_option("--progress", resume->progress,
+                  "auto (a bar on a terminal, JSON lines when stderr is not one), bar, json or "
+                  "none: one JSON object per event on stderr (phase, task, layer, step, loss, "
+                  "seconds, ETAs)")
+      ->check(CLI::IsMember({"auto", "bar", "json", "none"}))
+      ->capture_default_str();
   sub->add_option("--work-dir", resume->work_dir,
                   "Where the job's finished tasks are kept until it succeeds (default: "
                   "<out>.qctl-work beside a local --out)");

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <mutex>
 #include <numbers>
 
 #include "absl/strings/str_cat.h"
@@ -408,7 +409,26 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
   // The loss is a mean over the whole layer's rows (a shard's members step as in one run).
   const int64_t out_numel = expert_output ? layer_experts * rows_per_expert * states[2].out : 0;
   ScopedBlasThreads single_threaded_blas(1);
+  // Progress reports (options.on_step): the loss is summed only on the steps reported.
+  std::mutex loss_mu;
+  at::Tensor step_loss;  // a 0-dim sum of this step's objective, while one is wanted
+  bool want_loss = false;
+  auto add_loss = [&](const at::Tensor& part) {
+    std::lock_guard<std::mutex> lock(loss_mu);
+    step_loss = step_loss.defined() ? step_loss + part : part;
+  };
+  auto last_report = std::chrono::steady_clock::now();
+  auto report = [&](int64_t step) {
+    if (!want_loss) return;
+    options.on_step(step + 1, steps, step_loss.defined() ? step_loss.item<double>() : 0.0);
+    last_report = std::chrono::steady_clock::now();
+  };
   for (int64_t step = 0; step < steps; ++step) {
+    want_loss = options.on_step &&
+                (step + 1 == steps ||
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - last_report)
+                         .count() >= options.report_seconds);
+    step_loss = at::Tensor();
     if (options.should_stop && options.should_stop()) {
       return absl::CancelledError(absl::StrCat("GSQ stopped at step ", step, " of ", steps));
     }
@@ -444,7 +464,9 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
       at::Tensor h = act * au;
       at::Tensor out = at::bmm(h, wd.transpose(1, 2));
       // d/dy of mean((y - target)^2) over the step's rows of all experts.
-      at::Tensor dy = (out - y) * (2.0 / static_cast<double>(out_numel));
+      at::Tensor diff = out - y;
+      if (want_loss) add_loss(diff.square().sum() / static_cast<double>(out_numel));
+      at::Tensor dy = diff * (2.0 / static_cast<double>(out_numel));
       at::Tensor g2 = grads[2].narrow(0, m0, count);
       at::bmm_out(g2, dy.transpose(1, 2), h);
       at::Tensor dh = at::bmm(dy, wd);
@@ -458,8 +480,9 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
       FamilyState& s = states[f];
       const int64_t count = m1 - m0;
       at::Tensor g = grads[f].narrow(0, m0, count);
-      at::bmm_out(g, s.weight.narrow(0, m0, count) - s.original.narrow(0, m0, count),
-                  s.hessian.narrow(0, m0, count));
+      at::Tensor dw = s.weight.narrow(0, m0, count) - s.original.narrow(0, m0, count);
+      at::bmm_out(g, dw, s.hessian.narrow(0, m0, count));
+      if (want_loss) add_loss((dw * g).sum());  // tr(dW H dW^T), before the factor 2
       g.mul_(2.0);
     };
     if (options.cuda) {
@@ -473,6 +496,7 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
       for (size_t f = 0; f < states.size(); ++f) {
         RETURN_IF_ERROR(BackwardCuda(states[f], grads[f], p));
       }
+      report(step);
       continue;
     }
     // CPU: members are independent within a step (per-member matmuls, per-parameter Lion), so
@@ -496,6 +520,7 @@ absl::StatusOr<GsqResult> RunGsq(const std::vector<GsqFamily>& families,
         });
       }
     }
+    report(step);
   }
   if (options.cuda) {
     for (FamilyState& s : states) PlaceFamily(s, /*cuda=*/false, s.view.max_code);

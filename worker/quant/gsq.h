@@ -49,6 +49,12 @@ struct GsqOptions {
   // Asked before every step; true stops the run there and RunGsq returns Cancelled (a cancelled
   // job's task stops at its next step boundary instead of running to the end). Unset: never.
   std::function<bool()> should_stop;
+  // Told (step done, steps, loss) about once per `report_seconds` and after the last step; the
+  // loss is the objective on that step's soft weights (expert-output: the mean squared error
+  // over the step's routed rows; layer-local: the sum of tr(dW H dW^T)). Computed only on the
+  // steps reported (one reduction; a device sync on the GPU). Unset: no reports.
+  std::function<void(int64_t step, int64_t steps, double loss)> on_step;
+  double report_seconds = 1.0;
 };
 
 // Whether RunGsq can take options.cuda here (built with the kernels, libtorch sees a GPU).

@@ -325,7 +325,9 @@ int main(int argc, char** argv) {
             result = quant::tasks::GuardTask(*task, [&] {
               return quant::tasks::RunServiceTask(*spec, *plan, *task, t.job_dir(), attempt,
                                                   exchange.get(),
-                                                  [&beats] { return beats.revoked(); });
+                                                  {.should_stop = [&beats] {
+                                                    return beats.revoked();
+                                                  }});
             });
           }
           if (beats.revoked()) {

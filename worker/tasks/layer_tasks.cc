@@ -245,7 +245,8 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
   gsq_options.threads = std::max(1, spec.threads);
   gsq_options.cuda = spec.device == "cuda";
   gsq_options.batch_tokens = int64_t{spec.batch_windows} * spec.window_tokens;
-  gsq_options.should_stop = job.should_stop;
+  gsq_options.should_stop = job.hooks.should_stop;
+  gsq_options.on_step = job.hooks.on_gsq_step;
   std::vector<std::vector<std::string>> jobs;  // each: the member names of one run
   std::vector<std::string> expert_families[3];
   for (const std::string& local : GsqShardNames(ls, shard, shards)) {

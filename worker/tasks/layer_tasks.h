@@ -91,11 +91,17 @@ struct GangStep {
 };
 
 // Everything the tasks of one job share in-process.
+// What a running task tells its caller and asks it, at its step boundaries.
+struct TaskHooks {
+  // True once the task should stop (a revoked lease, Ctrl-C); long loops (GSQ's steps) ask it.
+  std::function<bool()> should_stop;
+  // GSQ's progress: (step done, steps, loss), about once a second and after the last step.
+  std::function<void(int64_t step, int64_t steps, double loss)> on_gsq_step;
+};
+
 struct JobState {
   QuantizeJobSpec spec;
-  // True once the task should stop (its lease was revoked: a cancelled job or a newer
-  // attempt); long loops ask it at their step boundaries. Unset: never.
-  std::function<bool()> should_stop;
+  TaskHooks hooks;  // unset members: never stop, no reports
   quant::QuantScheme scheme;
   quant::Scope scope = quant::Scope::kExperts;
   quant::GsqObjective objective = quant::GsqObjective::kExpertOutput;

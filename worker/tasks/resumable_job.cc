@@ -139,7 +139,6 @@ std::string WorkDirFor(const QuantizeJobSpec& spec) {
 }
 
 absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec& spec_in,
-                                                          const ProgressFn& progress,
                                                           const ResumableOptions& options) {
   QuantizeJobSpec spec = spec_in;
   if (!Resumable(spec)) {
@@ -191,17 +190,46 @@ absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec&
                         " tasks are finished and kept in ", work,
                         ": run the same command with --resume to continue");
   };
-  for (const Task& task : plan.tasks) {
+  std::vector<std::string> kinds;
+  for (const Task& t : plan.tasks) kinds.push_back(PhaseOf(t, spec));
+  EtaModel eta(kinds, spec.steps);
+  for (size_t index = 0; index < plan.tasks.size(); ++index) {
+    const Task& task = plan.tasks[index];
     if (finished.count(task.Name())) {
       ++skipped;
       continue;
     }
+    ProgressEvent event;
+    event.phase = kinds[index];
+    event.task = task.Name();
+    event.layer = task.layer;
+    event.layers = num_layers;
+    event.tasks_total = static_cast<int64_t>(plan.tasks.size());
     if (interrupted()) return absl::CancelledError(absl::StrCat("interrupted", resume_hint()));
     const TaskOutput paths = TaskOutputPaths(work, spec.out_dir, task, /*epoch=*/1);
     fs::remove_all(paths.attempt, ec);  // a killed run's partial attempt
     const auto t0 = Clock::now();
+    TaskHooks hooks;
+    hooks.should_stop = interrupted;
+    if (options.progress) {
+      hooks.on_gsq_step = [&](int64_t step, int64_t steps, double loss) {
+        ProgressEvent e = event;
+        e.event = "step";
+        e.step = step;
+        e.steps = steps;
+        e.loss = loss;
+        e.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+        e.tasks_done = static_cast<int64_t>(finished.size());
+        const double per_step = e.seconds / static_cast<double>(std::max<int64_t>(step, 1));
+        eta.GsqRate(per_step);
+        e.eta_task_s = per_step * static_cast<double>(steps - step);
+        const double after = eta.After(index);
+        e.eta_job_s = after >= 0 ? e.eta_task_s + after : -1;
+        options.progress(e);
+      };
+    }
     absl::Status s = GuardTask(task, [&] {
-      return RunServiceTask(spec, plan, task, work, paths.attempt, nullptr, interrupted);
+      return RunServiceTask(spec, plan, task, work, paths.attempt, nullptr, hooks);
     });
     if (!s.ok()) {
       fs::remove_all(paths.attempt, ec);
@@ -230,8 +258,14 @@ absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec&
     p.seconds += seconds;
     p.peak_rss_bytes = std::max(p.peak_rss_bytes, eval::PeakRssBytes());
     result.tasks.emplace_back(task.Name(), seconds);
-    if (progress && task.layer >= 0 && task.kind != TaskKind::kPropagate) {
-      progress(phase, task.layer + 1, num_layers);
+    eta.Finished(index, seconds);
+    if (options.progress) {
+      event.event = "task";
+      event.seconds = seconds;
+      event.tasks_done = static_cast<int64_t>(finished.size());
+      event.eta_task_s = 0;
+      event.eta_job_s = eta.After(index);
+      options.progress(event);
     }
   }
   const std::string local_out = LocalOutDir(work, spec.out_dir);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "worker/tasks/progress.h"
 #include "worker/tasks/quantize_job.h"
 
 namespace quant::tasks {
@@ -22,6 +23,8 @@ struct ResumableOptions {
   bool resume = false;
   // Set (e.g. by SIGINT) to stop at the next task or GSQ step; the work directory is kept.
   const std::atomic<bool>* interrupted = nullptr;
+  // Told of every finished task and of GSQ's steps (about once a second). Unset: silent.
+  ProgressSink progress;
 };
 
 // Whether the job can take this path: not SLQ (its probe pass runs in memory only) and one
@@ -35,7 +38,6 @@ std::string WorkDirFor(const QuantizeJobSpec& spec);
 // Runs (or resumes) the job. On an interruption or a failure the work directory stays and the
 // error says what had finished and how to continue.
 absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec& spec,
-                                                          const ProgressFn& progress,
                                                           const ResumableOptions& options);
 
 }  // namespace quant::tasks

@@ -113,7 +113,7 @@ absl::Status Publish(const QuantizeJobSpec& spec, const std::string& job_dir,
 
 absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const Task& task,
                             const std::string& job_dir, const std::string& attempt,
-                            exchange::Exchange* exchange, std::function<bool()> should_stop) {
+                            exchange::Exchange* exchange, TaskHooks hooks) {
   if (task.probe_pass || task.kind == TaskKind::kProbe || task.kind == TaskKind::kSolve) {
     return absl::UnimplementedError(
         "SLQ's probe pass runs in `qctl quantize` only; the service does not run it yet");
@@ -122,7 +122,7 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
   JobState job;
   at::Tensor windows;
   RETURN_IF_ERROR(OpenJob(spec, &job, &windows));
-  job.should_stop = std::move(should_stop);
+  job.hooks = std::move(hooks);
   // The checkpoint's bytes this task read, counted however it ends.
   struct CountReads {
     const JobState& job;

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "worker/exchange/exchange.h"
+#include "worker/tasks/layer_tasks.h"
 #include "worker/tasks/plan.h"
 #include "worker/tasks/quantize_job.h"
 
@@ -20,11 +21,11 @@ namespace quant::tasks {
 // batches and writes its parts ("-r<rank>") into the attempt. SLQ's probe pass and solve are
 // not run here yet.
 // `plan` is the job's (PlanJob), `task` one of its tasks.
-// `should_stop` (optional) is asked at step boundaries (GSQ's steps): true stops the task with
-// Cancelled, and the caller removes what the attempt wrote.
+// `hooks.should_stop` is asked at step boundaries (GSQ's steps): true stops the task with
+// Cancelled, and the caller removes what the attempt wrote; `hooks.on_gsq_step` hears GSQ's
+// progress.
 absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const Task& task,
                             const std::string& job_dir, const std::string& attempt,
-                            exchange::Exchange* exchange = nullptr,
-                            std::function<bool()> should_stop = nullptr);
+                            exchange::Exchange* exchange = nullptr, TaskHooks hooks = {});
 
 }  // namespace quant::tasks
