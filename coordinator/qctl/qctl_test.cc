@@ -282,10 +282,93 @@ TEST_F(QctlTest, QuantizeBitsNotFiniteOrNotWhole) {
   EXPECT_FALSE(fs::exists(tmp_ / "out"));
 }
 
-TEST_F(QctlTest, QuantizeCalibIsADirectory) {
+// --calib as users keep it (.jsonl records, a directory): each bad input is one line naming the
+// file and the line, before the model is read.
+TEST_F(QctlTest, QuantizeCalibEmptyDirectory) {
   fs::create_directories(tmp_ / "calib");
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--method rtn --calib " + (tmp_ / "calib").string())),
-                     {(tmp_ / "calib").string(), "is a directory"});
+                     {(tmp_ / "calib").string() + ": empty calibration directory"});
+  std::ofstream(tmp_ / "calib" / "README.md") << "not data";
+  ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--method rtn --calib " + (tmp_ / "calib").string())),
+                     {(tmp_ / "calib").string() + ": no .txt or .jsonl file"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
+TEST_F(QctlTest, QuantizeCalibEmptyJsonlFile) {
+  std::ofstream(tmp_ / "data.jsonl").flush();
+  ExpectOneLineError(
+      Qctl(Quantize(tmp_ / "out", "--method rtn --calib " + (tmp_ / "data.jsonl").string())),
+      {(tmp_ / "data.jsonl").string() + ":1: empty calibration file"});
+  // In a directory too, beside a good file.
+  fs::create_directories(tmp_ / "dir");
+  std::ofstream(tmp_ / "dir" / "a.jsonl") << "{\"text\": \"In the beginning\"}\n";
+  std::ofstream(tmp_ / "dir" / "b.txt").flush();
+  ExpectOneLineError(
+      Qctl(Quantize(tmp_ / "out", "--method rtn --calib " + (tmp_ / "dir").string())),
+      {(tmp_ / "dir" / "b.txt").string() + ":1: empty calibration file"});
+}
+
+TEST_F(QctlTest, QuantizeCalibLineNotJson) {
+  std::ofstream(tmp_ / "data.jsonl") << "{\"text\": \"In the beginning\"}\n\n{\"text\": 'x'}\n";
+  ExpectOneLineError(
+      Qctl(Quantize(tmp_ / "out", "--method rtn --calib " + (tmp_ / "data.jsonl").string())),
+      {(tmp_ / "data.jsonl").string() + ":3: not JSON"});
+}
+
+TEST_F(QctlTest, QuantizeCalibRecordWithNeitherField) {
+  std::ofstream(tmp_ / "data.jsonl") << "{\"text\": \"In the beginning\"}\n{\"prompt\": \"x\"}\n";
+  ExpectOneLineError(
+      Qctl(Quantize(tmp_ / "out", "--method rtn --calib " + (tmp_ / "data.jsonl").string())),
+      {(tmp_ / "data.jsonl").string() + ":2: a record with neither \"text\" nor \"messages\""});
+}
+
+TEST_F(QctlTest, QuantizeCalibTemplateTheRendererCannotRun) {
+  const fs::path model = CopyModel(false);
+  std::ofstream(model / "tokenizer_config.json")
+      << R"({"bos_token": "<|begin_of_text|>", "chat_template": "{{ bos_token }}\n{% for m in messages %}{{ m|tojson }}{% endfor %}"})";
+  std::ofstream(tmp_ / "data.jsonl")
+      << "{\"text\": \"In the beginning\"}\n"
+      << "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n";
+  ExpectOneLineError(
+      Qctl("quantize --model " + model.string() + " --out " + (tmp_ / "out").string() +
+           " --method rtn --no-eval --calib " + (tmp_ / "data.jsonl").string()),
+      {(tmp_ / "data.jsonl").string() + ":2: the chat template of " +
+           (model / "tokenizer_config.json").string() +
+           " cannot be rendered here: line 2: filter '|tojson' is not supported"});
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
+}
+
+// A .jsonl of text and chat records (the chats rendered by a Qwen3-style template): 8 samples
+// packed into windows of 128 tokens; the records past the 8th are not read.
+TEST_F(QctlTest, QuantizeFromJsonlRecords) {
+  const fs::path model = CopyModel(false);
+  const std::string tmpl =
+      Slurp(fs::path(QUANT_SOURCE_DIR) / "worker/tokenizer/testdata/chat_templates/qwen3.jinja");
+  std::ofstream(model / "tokenizer_config.json")
+      << nlohmann::json({{"bos_token", "<|begin_of_text|>"}, {"chat_template", tmpl}}).dump();
+  const std::string text = Slurp(kShared + "/data/calib/calib.txt");
+  std::ofstream data(tmp_ / "data.jsonl");
+  for (int i = 0; i < 12; ++i) {
+    const std::string piece = text.substr(static_cast<size_t>(i) * 2000, 1500);
+    if (i % 3 == 2) {
+      data << nlohmann::json({{"messages", {{{"role", "user"}, {"content", piece.substr(0, 400)}},
+                                            {{"role", "assistant"}, {"content", piece.substr(400)}}}}})
+                  .dump()
+           << "\n";
+    } else {
+      data << nlohmann::json({{"text", piece}}).dump() << "\n";
+    }
+  }
+  data << "this line is past the samples asked for and never read\n";
+  data.close();
+  RunResult r = Qctl("quantize --model " + model.string() + " --out " + (tmp_ / "out").string() +
+                     " --method rtn --calib " + (tmp_ / "data.jsonl").string() +
+                     " --seq-len 128 --calib-samples 8 --no-eval");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json report = nlohmann::json::parse(Slurp(tmp_ / "out" / "report.json"));
+  EXPECT_EQ(report["options"]["window_tokens"], 128);
+  EXPECT_EQ(report["options"]["calib_samples"], 8);
+  EXPECT_TRUE(fs::exists(tmp_ / "out" / "quant_manifest.json"));
 }
 
 // The task boundary: a torch error or an out-of-memory inside a task is one line naming the task

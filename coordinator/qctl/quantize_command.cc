@@ -264,8 +264,20 @@ void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, b
   sub->add_flag("--no-channel-fallback", *no_fallback,
                 "Fail when the group does not divide a linear's input width");
   sub->add_option("--scope", spec->scope, "experts or all")->capture_default_str();
-  sub->add_option("--calib", spec->calib_path, "Calibration text")->capture_default_str();
-  sub->add_option("--calib-tokens", spec->calib_tokens, "Calibration tokens")
+  sub->add_option("--calib", spec->calib_path,
+                  "Calibration data: a text file, a .jsonl file of {\"text\": ...} or "
+                  "{\"messages\": [...]} records (chats rendered by the model's chat template), "
+                  "or a directory of .txt/.jsonl files")
+      ->capture_default_str();
+  sub->add_option("--calib-tokens", spec->calib_tokens,
+                  "Calibration tokens (the windows' total; with records: at most this many)")
+      ->capture_default_str();
+  sub->add_option("--calib-samples", spec->calib_samples,
+                  "Records to read from a .jsonl file or directory, or windows of a text file "
+                  "(0: as --calib-tokens gives)")
+      ->capture_default_str();
+  sub->add_option("--seq-len", spec->window_tokens,
+                  "Calibration window length in tokens, BOS included")
       ->capture_default_str();
   sub->add_option("--steps", spec->steps, "GSQ steps per layer")->capture_default_str();
   sub->add_option("--objective", spec->objective, "GSQ objective: expert-output or layer-local")

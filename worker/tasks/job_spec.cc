@@ -21,7 +21,8 @@ const std::map<std::string, std::string>& Flags() {
       {"model", "--model"}, {"out", "--out"}, {"method", "--method"}, {"bits", "--bits"},
       {"grid", "--grid"}, {"group_size", "--group"}, {"scope", "--scope"},
       {"objective", "--objective"}, {"export", "--export"}, {"calib_inputs", "--calib-inputs"},
-      {"device", "--device"}, {"steps", "--steps"}, {"window_tokens", "--window-tokens"},
+      {"device", "--device"}, {"steps", "--steps"}, {"window_tokens", "--seq-len"},
+      {"calib_samples", "--calib-samples"},
       {"calib_tokens", "--calib-tokens"}, {"batch_windows", "--batch"}, {"damp", "--damp"},
       {"threads", "--threads"}, {"per_expert_bits", "--per-expert-bits"}, {"slq", "--slq"},
       {"expert_aggregation", "--expert-aggregation"},
@@ -136,6 +137,7 @@ nlohmann::json QuantizeJobSpec::ToJson() const {
           {"group_size", group_size}, {"channel_fallback", channel_fallback},
           {"scope", scope},           {"calib", calib_path},
           {"calib_tokens", calib_tokens}, {"window_tokens", window_tokens},
+          {"calib_samples", calib_samples},
           {"steps", steps},           {"objective", objective},
           {"export", export_format},  {"seed", seed},
           {"damp", damp},             {"act_order", act_order},
@@ -184,6 +186,8 @@ absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text) {
            [&](const json& v, const std::string& k) { return Take(v, k, &s.calib_tokens); }},
           {"window_tokens",
            [&](const json& v, const std::string& k) { return Take(v, k, &s.window_tokens); }},
+          {"calib_samples",
+           [&](const json& v, const std::string& k) { return Take(v, k, &s.calib_samples); }},
           {"steps", [&](const json& v, const std::string& k) { return Take(v, k, &s.steps); }},
           {"objective", [&](const json& v, const std::string& k) { return Take(v, k, &s.objective); }},
           {"export", [&](const json& v, const std::string& k) { return Take(v, k, &s.export_format); }},
@@ -267,6 +271,9 @@ absl::Status ValidateSpecFields(const QuantizeJobSpec& s, bool name_flags) {
   if (s.calib_tokens < s.window_tokens || s.calib_tokens > (int64_t{1} << 40)) {
     return n.Bad("calib_tokens", absl::StrCat(s.calib_tokens, " is less than one window of ",
                                             s.window_tokens, " or absurdly large"));
+  }
+  if (s.calib_samples < 0 || s.calib_samples > (int64_t{1} << 31)) {
+    return n.Bad("calib_samples", absl::StrCat(s.calib_samples, " is not in 0..2147483648"));
   }
   if (s.batch_windows <= 0 || s.batch_windows > 65536) {
     return n.Bad("batch_windows", "must be in 1..65536");

@@ -23,12 +23,16 @@ TEST(JobSpec, FullSpecRoundTrips) {
   s.per_expert_bits = true;
   s.export_format = "native";
   s.expert_aggregation = "power";
+  s.calib_samples = 8;
+  s.window_tokens = 128;
   nlohmann::json j = s.ToJson();
   j["out"] = s.out_dir;
   auto back = SpecFromJson(j.dump());
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->ToJson(), s.ToJson());
   EXPECT_EQ(back->out_dir, "/out/x");
+  EXPECT_EQ(back->calib_samples, 8);
+  EXPECT_EQ(back->window_tokens, 128);
 }
 
 TEST(JobSpec, EachFailureModeNamesTheField) {
@@ -63,6 +67,8 @@ TEST(JobSpec, EachFailureModeNamesTheField) {
       {Spec(R"(, "expert_shards": 0)"), "\"expert_shards\": must be in 1..4096"},
       {Spec(R"(, "expert_shards": 2, "scope": "all")"),
        "\"expert_shards\": above 1 needs \"scope\" experts"},
+      {Spec(R"(, "calib_samples": -1)"), "\"calib_samples\": -1 is not in 0..2147483648"},
+      {Spec(R"(, "calib_samples": "8")"), "\"calib_samples\": must be an integer"},
       {Spec(R"(, "evaluate": "no")"), "\"evaluate\": must be true or false"},
       {std::string(kMaxJobSpecBytes + 1, ' '), "more than"},
   };
@@ -85,6 +91,13 @@ TEST(JobSpec, FlagsNameTheSameChecks) {
   s.slq_budget = 3;
   EXPECT_NE(ValidateSpecFields(s, true).message().find("--per-expert-bits: needs --export native"),
             std::string::npos);
+  s = QuantizeJobSpec();
+  s.calib_path = "/c";
+  s.calib_samples = -2;
+  EXPECT_EQ(ValidateSpecFields(s, true).message(), "--calib-samples: -2 is not in 0..2147483648");
+  s.calib_samples = 0;
+  s.window_tokens = 1;
+  EXPECT_EQ(ValidateSpecFields(s, true).message(), "--seq-len: must be in 2..1048576");
 }
 
 }  // namespace

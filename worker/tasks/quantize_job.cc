@@ -38,6 +38,7 @@
 #include "worker/tasks/task_state.h"
 #include "worker/tasks/slq_tasks.h"
 #include "worker/tasks/torch_profile.h"
+#include "worker/tokenizer/calib_source.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace quant::tasks {
@@ -118,7 +119,14 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
     }
   }
   // The texts before any work (a late "cannot read" would cost the whole job).
-  RETURN_IF_ERROR(CheckFileReadable(s.calib_path, "calibration file"));
+  // A .jsonl file or a directory is read through once here, so that a bad record is one line
+  // before the model is opened.
+  ASSIGN_OR_RETURN(const tokenizer::CalibSource calib, tokenizer::ListCalibSource(s.calib_path));
+  if (calib.plain_text) {
+    RETURN_IF_ERROR(CheckFileReadable(s.calib_path, "calibration file"));
+  } else {
+    RETURN_IF_ERROR(tokenizer::CheckCalibSource(calib, s.calib_samples));
+  }
   if (s.evaluate) RETURN_IF_ERROR(CheckFileReadable(s.eval_text, "evaluation text"));
   if (s.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (!storage::IsS3Location(s.out_dir)) {

@@ -26,7 +26,10 @@ struct QuantizeJobSpec {
   std::string scope = "experts";       // experts | all
   std::string calib_path;              // default: ../shared/data/calib/calib.txt
   int64_t calib_tokens = 384 * 256;    // the reference's 384 windows of 256 tokens
-  int window_tokens = 256;
+  int window_tokens = 256;            // --seq-len: the window length, BOS included
+  // --calib-samples: records read from a .jsonl/directory source, or windows cut from a plain
+  // text (then instead of calib_tokens / window_tokens); 0: no cap (calib_tokens decides).
+  int64_t calib_samples = 0;
   int steps = 640;                     // GSQ steps per layer
   std::string objective = "expert-output";  // expert-output | layer-local
   std::string export_format = "vllm";  // vllm | native

@@ -41,6 +41,8 @@ std::string ProbeFingerprint(const JobState& job) {
                   "|", s.window_tokens, "|", s.probe_windows, "|", s.batch_windows, "|");
   absl::StrAppend(&key, absl::StrFormat("%.6g", s.damp), "|", s.act_order, "|",
                   s.mse_scale_search);
+  // --calib-samples picks other windows; appended only when set, so existing caches still hit.
+  if (s.calib_samples > 0) absl::StrAppend(&key, "|samples ", s.calib_samples);
   return absl::StrFormat("%016x", std::hash<std::string>{}(key));
 }
 

@@ -3,17 +3,20 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/file.h"
 #include "common/metrics.h"
 #include "common/status.h"
+#include "storage/object_store.h"
 #include "storage/safetensors.h"
 #include "worker/eval/eval_job.h"
 #include "worker/eval/eval_pipeline.h"
 #include "worker/model/model.h"
 #include "worker/quant/scope.h"
+#include "worker/tokenizer/calib_source.h"
 #include "worker/tokenizer/text_stream.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -113,24 +116,67 @@ absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job, at::Tensor* win
   }
   ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
                    eval::LoadModelTokenizer(job->model->checkpoint()));
-  // Calibration windows: the shared recipe (BOS + 255 tokens), as many as calib_tokens asks.
-  // The text is read only as far as their tokens go, so memory follows calib_tokens, not the
-  // file (a 200 MB text read and encoded whole took qctl past 5.6 GB, then std::bad_alloc).
-  const int64_t want_windows = spec.calib_tokens / spec.window_tokens;
-  ASSIGN_OR_RETURN(tokenizer::EncodedText calib,
-                   tokenizer::EncodeFile(*tok, spec.calib_path, "calibration file",
-                                         want_windows * (spec.window_tokens - 1)));
-  const std::vector<int32_t>& ids = calib.ids;
-  // The evaluation text is read (in pieces) only after the job; here it must merely be there.
-  if (spec.evaluate) RETURN_IF_ERROR(CheckFileReadable(spec.eval_text, "evaluation text"));
-  const int64_t have_windows = static_cast<int64_t>(ids.size()) / (spec.window_tokens - 1);
-  if (have_windows < want_windows) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        spec.calib_path, ": ", ids.size(), " tokens give ", have_windows, " windows of ",
-        spec.window_tokens, ", fewer than the ", want_windows, " that --calib-tokens ",
-        spec.calib_tokens, " asks for"));
-  }
+  ASSIGN_OR_RETURN(const tokenizer::CalibSource source, tokenizer::ListCalibSource(spec.calib_path));
   const int64_t bos = job->model->checkpoint().config().value("bos_token_id", 0);
+  std::vector<int32_t> ids;
+  int64_t want_windows = 0;
+  if (source.plain_text) {
+    // Calibration windows: the shared recipe (BOS + 255 tokens), as many as calib_tokens asks
+    // (or --calib-samples, counted in windows here). The text is read only as far as their
+    // tokens go, so memory follows calib_tokens, not the file (a 200 MB text read and encoded
+    // whole took qctl past 5.6 GB, then std::bad_alloc).
+    want_windows = spec.calib_samples > 0 ? spec.calib_samples
+                                          : spec.calib_tokens / spec.window_tokens;
+    ASSIGN_OR_RETURN(tokenizer::EncodedText calib,
+                     tokenizer::EncodeFile(*tok, spec.calib_path, "calibration file",
+                                           want_windows * (spec.window_tokens - 1)));
+    ids = std::move(calib.ids);
+    // The evaluation text is read (in pieces) only after the job; here it must merely be there.
+    if (spec.evaluate) RETURN_IF_ERROR(CheckFileReadable(spec.eval_text, "evaluation text"));
+    const int64_t have_windows = static_cast<int64_t>(ids.size()) / (spec.window_tokens - 1);
+    if (have_windows < want_windows) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          spec.calib_path, ": ", ids.size(), " tokens give ", have_windows, " windows of ",
+          spec.window_tokens, ", fewer than the ", want_windows, " that ",
+          spec.calib_samples > 0 ? "--calib-samples " : "--calib-tokens ",
+          spec.calib_samples > 0 ? spec.calib_samples : spec.calib_tokens, " asks for"));
+    }
+  } else {
+    // Records (tokenizer/calib_source.h): up to --calib-samples of them, packed into one
+    // stream; as many windows as they fill, at most calib_tokens' worth. Fewer is fine: a
+    // chat data set is as large as it is.
+    const storage::ObjectStore& store = job->model->checkpoint().store();
+    constexpr char kConfigFile[] = "tokenizer_config.json";
+    constexpr uint64_t kMaxConfigBytes = uint64_t{64} << 20;  // real ones are under 1 MiB
+    std::optional<tokenizer::ChatTemplateConfig> chat;
+    ASSIGN_OR_RETURN(const bool has_config, store.Exists(kConfigFile));
+    if (has_config) {
+      ASSIGN_OR_RETURN(const std::string text, store.Read(kConfigFile, kMaxConfigBytes));
+      ASSIGN_OR_RETURN(chat, tokenizer::ParseTokenizerConfig(text, store.Label(kConfigFile)));
+    }
+    tokenizer::PackOptions options;
+    options.window_tokens = spec.window_tokens;
+    options.max_samples = spec.calib_samples;
+    options.max_windows = spec.calib_tokens / spec.window_tokens;
+    options.bos_id = static_cast<int32_t>(bos);
+    const nlohmann::json& config = job->model->checkpoint().config();
+    const auto eos = config.find("eos_token_id");
+    if (eos != config.end() && eos->is_number_integer()) options.eos_id = eos->get<int32_t>();
+    if (eos != config.end() && eos->is_array() && !eos->empty() && (*eos)[0].is_number_integer()) {
+      options.eos_id = (*eos)[0].get<int32_t>();
+    }
+    options.chat = chat.has_value() ? &*chat : nullptr;
+    ASSIGN_OR_RETURN(tokenizer::PackedCalib packed, tokenizer::PackCalibSamples(*tok, source, options));
+    if (spec.evaluate) RETURN_IF_ERROR(CheckFileReadable(spec.eval_text, "evaluation text"));
+    ids = std::move(packed.ids);
+    want_windows = std::min<int64_t>(static_cast<int64_t>(ids.size()) / (spec.window_tokens - 1),
+                                     options.max_windows);
+    if (want_windows == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          spec.calib_path, ": ", packed.samples, " samples give ", ids.size(),
+          " tokens, less than one window of ", spec.window_tokens, " (--seq-len)"));
+    }
+  }
   ASSIGN_OR_RETURN(at::Tensor w, eval::MakeWindows(ids, spec.window_tokens, bos, spec.calib_path));
   *windows = w.narrow(0, 0, want_windows).contiguous();
   job->windows = want_windows;
