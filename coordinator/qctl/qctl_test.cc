@@ -484,6 +484,11 @@ TEST_F(QctlTest, QuantizeCalibrationTooSmall) {
   ExpectOneLineError(
       Qctl(Quantize(tmp_ / "out", "--calib " + (tmp_ / "calib.txt").string())),
       {"calib.txt", "fewer than"});
+  // --calib-samples counts a text's windows.
+  ExpectOneLineError(
+      Qctl(Quantize(tmp_ / "out", "--calib-samples 3 --seq-len 64 --calib " +
+                                      (tmp_ / "calib.txt").string())),
+      {"calib.txt", "windows of 64, fewer than the 3 that --calib-samples 3 asks for"});
   EXPECT_FALSE(fs::exists(tmp_ / "out"));
 }
 
