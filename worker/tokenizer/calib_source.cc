@@ -7,8 +7,8 @@
 #include <fstream>
 #include <functional>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "common/file.h"
 #include "common/status.h"
 #include "worker/tokenizer/string_view_compat.h"
@@ -86,7 +86,8 @@ absl::StatusOr<CalibSource> ListCalibSource(const std::string& path) {
     if (EndsWith(name, ".txt")) source.files.push_back({it->path().string(), false});
   }
   if (ec) return absl::NotFoundError(absl::StrCat(path, ": cannot list the calibration directory"));
-  if (entries == 0) return absl::InvalidArgumentError(absl::StrCat(path, ": empty calibration directory"));
+  if (entries == 0)
+    return absl::InvalidArgumentError(absl::StrCat(path, ": empty calibration directory"));
   if (source.files.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": no .txt or .jsonl file in the calibration directory"));
@@ -122,8 +123,9 @@ absl::StatusOr<std::optional<CalibRecord>> ParseJsonlLine(std::string_view line,
     for (size_t i = 0; i < messages->size(); ++i) {
       const json& m = (*messages)[i];
       if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
-        return AtLine(path, line_no,
-                      absl::StrCat("\"messages\"[", i, "] is not an object with a string \"role\""));
+        return AtLine(
+            path, line_no,
+            absl::StrCat("\"messages\"[", i, "] is not an object with a string \"role\""));
       }
     }
     r.messages = *messages;
@@ -263,8 +265,9 @@ absl::StatusOr<PackedCalib> PackCalibSamples(const Tokenizer& tokenizer, const C
                             {"eos_token", chat->eos_token}};
       absl::StatusOr<std::string> rendered = chat->chat_template->Render(context);
       if (!rendered.ok()) {
-        return AtLine(f.path, r.line, absl::StrCat("the chat template of ", chat->label,
-                                                   " failed: ", rendered.status().message()));
+        return AtLine(f.path, r.line,
+                      absl::StrCat("the chat template of ", chat->label,
+                                   " failed: ", rendered.status().message()));
       }
       add(tokenizer.Encode(*rendered, /*add_special_tokens=*/false));
       return !done();

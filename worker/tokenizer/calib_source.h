@@ -24,7 +24,9 @@ struct CalibFile {
 struct CalibSource {
   // A single plain text file: streamed and cut into windows exactly as before records existed.
   bool plain_text = false;
-  std::vector<CalibFile> files;  // a directory's .txt and .jsonl files, sorted by name
+  // A directory's .txt and .jsonl files, sorted by name (not recursive). There a .txt file is
+  // one sample (a document per file), truncated like every record; a .jsonl line is one sample.
+  std::vector<CalibFile> files;
 };
 
 // What `path` holds. Errors, one line naming the path: cannot be read, an empty directory, a
@@ -42,8 +44,7 @@ struct CalibRecord {
 // "path:line: ...": not JSON, not an object, neither "text" nor "messages", a field of the
 // wrong type, an empty text or message list.
 absl::StatusOr<std::optional<CalibRecord>> ParseJsonlLine(std::string_view line,
-                                                          const std::string& path,
-                                                          int64_t line_no);
+                                                          const std::string& path, int64_t line_no);
 
 // Reads every record of the source up front (ValidateSpec: a bad line costs no model load),
 // stopping after `max_samples` (0: all). Errors as ParseJsonlLine's, and "path:1: empty
@@ -68,11 +69,11 @@ absl::StatusOr<ChatTemplateConfig> ParseTokenizerConfig(std::string_view text,
                                                         const std::string& label);
 
 struct PackOptions {
-  int window_tokens = 256;   // the window length, BOS included
-  int64_t max_samples = 0;   // records read at most (0: all)
-  int64_t max_windows = 0;   // stop once this many windows are filled (0: no cap)
+  int window_tokens = 256;  // the window length, BOS included
+  int64_t max_samples = 0;  // records read at most (0: all)
+  int64_t max_windows = 0;  // stop once this many windows are filled (0: no cap)
   int32_t bos_id = 0;
-  int32_t eos_id = -1;       // the separator between samples (< 0: none)
+  int32_t eos_id = -1;                       // the separator between samples (< 0: none)
   const ChatTemplateConfig* chat = nullptr;  // null: the model has no tokenizer_config.json
 };
 

@@ -157,8 +157,9 @@ TEST_F(CalibSourceTest, PacksTextRecords) {
 
 TEST_F(CalibSourceTest, ChatRecordsUseTheTemplateOrSayWhyNot) {
   std::unique_ptr<Tokenizer> tok = Qwen();
-  const json chat = {{"messages", {{{"role", "user"}, {"content", "Hi"}},
-                                   {{"role", "assistant"}, {"content", "Hello"}}}}};
+  const json chat = {
+      {"messages",
+       {{{"role", "user"}, {"content", "Hi"}}, {{"role", "assistant"}, {"content", "Hello"}}}}};
   const std::string path = Write("c.jsonl", "{\"text\":\"x\"}\n" + chat.dump() + "\n");
   absl::StatusOr<CalibSource> s = ListCalibSource(path);
   ASSERT_TRUE(s.ok());
@@ -185,18 +186,20 @@ TEST_F(CalibSourceTest, ChatRecordsUseTheTemplateOrSayWhyNot) {
   EXPECT_EQ(p->ids, want);
   EXPECT_EQ(c[0], 3);  // <|user|> is matched as the special token
 
-  absl::StatusOr<ChatTemplateConfig> bad =
-      ParseTokenizerConfig(R"({"chat_template": "{{ messages|tojson }}"})", "m/tokenizer_config.json");
+  absl::StatusOr<ChatTemplateConfig> bad = ParseTokenizerConfig(
+      R"({"chat_template": "{{ messages|tojson }}"})", "m/tokenizer_config.json");
   ASSERT_TRUE(bad.ok());
   o.chat = &*bad;
   ExpectOneLine(PackCalibSamples(*tok, *s, o).status(),
-                path + ":2: the chat template of m/tokenizer_config.json cannot be rendered here: "
-                       "line 1: filter '|tojson' is not supported");
+                path +
+                    ":2: the chat template of m/tokenizer_config.json cannot be rendered here: "
+                    "line 1: filter '|tojson' is not supported");
   absl::StatusOr<ChatTemplateConfig> none = ParseTokenizerConfig("{}", "m/tokenizer_config.json");
   o.chat = &*none;
   ExpectOneLine(PackCalibSamples(*tok, *s, o).status(),
-                path + ":2: a \"messages\" record, but the model has no chat template in "
-                       "m/tokenizer_config.json");
+                path +
+                    ":2: a \"messages\" record, but the model has no chat template in "
+                    "m/tokenizer_config.json");
   o.chat = nullptr;
   ExpectOneLine(PackCalibSamples(*tok, *s, o).status(), path + ":2: a \"messages\" record");
 }

@@ -38,14 +38,26 @@ absl::Status LineError(int line, std::string_view what) {
 struct Expr;
 using ExprP = std::unique_ptr<Expr>;
 struct Expr {
-  enum class K { kLit, kName, kAttr, kItem, kSlice, kFilter, kTest, kNot, kNeg, kBin, kList,
-                 kNamespace };
+  enum class K {
+    kLit,
+    kName,
+    kAttr,
+    kItem,
+    kSlice,
+    kFilter,
+    kTest,
+    kNot,
+    kNeg,
+    kBin,
+    kList,
+    kNamespace
+  };
   K k = K::kLit;
   int line = 0;
   json lit;
-  std::string name;  // kName, kAttr, kFilter, kTest, kBin's operator
-  bool negate = false;  // kTest: `is not`
-  std::vector<ExprP> args;  // operands; kSlice: object, start, stop, step (null = absent)
+  std::string name;               // kName, kAttr, kFilter, kTest, kBin's operator
+  bool negate = false;            // kTest: `is not`
+  std::vector<ExprP> args;        // operands; kSlice: object, start, stop, step (null = absent)
   std::vector<std::string> keys;  // kNamespace's keyword names
 };
 
@@ -56,10 +68,10 @@ struct ChatTemplate::Node {
   K k = K::kText;
   int line = 0;
   std::string text;
-  ExprP expr;  // output, set value, for's iterable
+  ExprP expr;             // output, set value, for's iterable
   std::string var, attr;  // set target (attr non-empty: ns.attr), for variable
   std::vector<std::pair<ExprP, std::vector<std::unique_ptr<Node>>>> branches;  // if (null: else)
-  std::vector<std::unique_ptr<Node>> body;  // for
+  std::vector<std::unique_ptr<Node>> body;                                     // for
 };
 
 namespace {
@@ -88,8 +100,8 @@ absl::StatusOr<std::vector<Piece>> Lex(std::string_view src) {
   int line = 1;
   while (pos < src.size()) {
     size_t open = src.find('{', pos);
-    while (open != std::string_view::npos && open + 1 < src.size() &&
-           src[open + 1] != '{' && src[open + 1] != '%' && src[open + 1] != '#') {
+    while (open != std::string_view::npos && open + 1 < src.size() && src[open + 1] != '{' &&
+           src[open + 1] != '%' && src[open + 1] != '#') {
       open = src.find('{', open + 1);
     }
     if (open == std::string_view::npos || open + 1 >= src.size()) open = src.size();
@@ -104,7 +116,7 @@ absl::StatusOr<std::vector<Piece>> Lex(std::string_view src) {
     // Find the closing delimiter outside string literals (a '}}' inside quotes is text).
     char quote = 0;
     size_t end = std::string_view::npos;
-    for (; i + 1 < src.size() + 1 && i < src.size(); ++i) {
+    for (; i < src.size(); ++i) {
       const char c = src[i];
       if (kind != '#' && quote != 0) {
         if (c == '\\') {
@@ -124,8 +136,8 @@ absl::StatusOr<std::vector<Piece>> Lex(std::string_view src) {
       }
     }
     if (end == std::string_view::npos) {
-      return LineError(line, absl::StrCat("'", ToAbsl(src.substr(open, 2)), "' is never closed by '",
-                                          close, "'"));
+      return LineError(line, absl::StrCat("'", ToAbsl(src.substr(open, 2)),
+                                          "' is never closed by '", close, "'"));
     }
     Piece p;
     p.k = kind == '{' ? Piece::K::kOutput : kind == '%' ? Piece::K::kStmt : Piece::K::kComment;
@@ -217,8 +229,8 @@ absl::StatusOr<std::vector<Tok>> LexExpr(std::string_view s, int line) {
         while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
       }
       if (j - i > 15) return LineError(line, "number literal too long");
-      out.push_back({is_float ? Tok::K::kFloat : Tok::K::kInt, std::string(s.substr(i, j - i)),
-                     line});
+      out.push_back(
+          {is_float ? Tok::K::kFloat : Tok::K::kInt, std::string(s.substr(i, j - i)), line});
       i = j;
     } else if (c == '\'' || c == '"') {
       std::string v;
@@ -231,11 +243,23 @@ absl::StatusOr<std::vector<Tok>> LexExpr(std::string_view s, int line) {
         }
         const char e = s[++j];
         switch (e) {
-          case 'n': v += '\n'; break;
-          case 't': v += '\t'; break;
-          case 'r': v += '\r'; break;
-          case '\\': case '\'': case '"': v += e; break;
-          default: v += '\\'; v += e;  // Python keeps unknown escapes as written
+          case 'n':
+            v += '\n';
+            break;
+          case 't':
+            v += '\t';
+            break;
+          case 'r':
+            v += '\r';
+            break;
+          case '\\':
+          case '\'':
+          case '"':
+            v += e;
+            break;
+          default:
+            v += '\\';
+            v += e;  // Python keeps unknown escapes as written
         }
       }
       if (j >= s.size()) return LineError(line, "string literal is never closed");
@@ -247,8 +271,8 @@ absl::StatusOr<std::vector<Tok>> LexExpr(std::string_view s, int line) {
       for (std::string_view two : kTwo) {
         if (s.substr(i, 2) == two) op = std::string(two);
       }
-      if (op.size() == 1 && std::string_view("+-*/%~|.,:()[]{}=<>").find(c) ==
-                                std::string_view::npos) {
+      if (op.size() == 1 &&
+          std::string_view("+-*/%~|.,:()[]{}=<>").find(c) == std::string_view::npos) {
         return LineError(line, absl::StrCat("unexpected character '", std::string(1, c), "'"));
       }
       out.push_back({Tok::K::kOp, op, line});
@@ -273,8 +297,9 @@ class ExprParser {
   bool AtEnd() const { return Peek().k == Tok::K::kEnd; }
   Tok Next() { return t_[std::min(p_++, t_.size() - 1)]; }
   absl::Status Expect(std::string_view op) {
-    if (!IsOp(op)) return LineError(Peek().line, absl::StrCat("expected '", ToAbsl(op), "', got '",
-                                                              Peek().s, "'"));
+    if (!IsOp(op))
+      return LineError(Peek().line,
+                       absl::StrCat("expected '", ToAbsl(op), "', got '", Peek().s, "'"));
     ++p_;
     return absl::OkStatus();
   }
@@ -364,11 +389,12 @@ class ExprParser {
           e->negate = true;
         }
         ASSIGN_OR_RETURN(e->name, ExpectName());
-        static const char* kTests[] = {"defined", "undefined", "none", "string", "number",
-                                       "mapping", "sequence", "iterable", "boolean"};
+        static const char* kTests[] = {"defined", "undefined", "none",     "string", "number",
+                                       "mapping", "sequence",  "iterable", "boolean"};
         bool known = false;
         for (const char* t : kTests) known = known || e->name == t;
-        if (!known) return LineError(line, absl::StrCat("test 'is ", e->name, "' is not supported"));
+        if (!known)
+          return LineError(line, absl::StrCat("test 'is ", e->name, "' is not supported"));
         e->args.push_back(std::move(a));
         a = std::move(e);
         continue;
@@ -400,7 +426,8 @@ class ExprParser {
   absl::StatusOr<ExprP> Mul(int d) {
     ASSIGN_OR_RETURN(ExprP a, Unary(d));
     for (const char* o : {"*", "/", "%", "//", "**"}) {
-      if (IsOp(o)) return LineError(Peek().line, absl::StrCat("operator '", o, "' is not supported"));
+      if (IsOp(o))
+        return LineError(Peek().line, absl::StrCat("operator '", o, "' is not supported"));
     }
     return a;
   }
@@ -666,7 +693,8 @@ class TemplateParser {
     if (!ep.IsName("in")) return LineError(line, "expected 'in' in the for-loop");
     ep.Next();
     ASSIGN_OR_RETURN(n->expr, ep.Parse());
-    if (ep.IsName("if")) return LineError(line, "for-loop filters ('for x in y if c') are not supported");
+    if (ep.IsName("if"))
+      return LineError(line, "for-loop filters ('for x in y if c') are not supported");
     if (ep.IsName("recursive")) return LineError(line, "recursive for-loops are not supported");
     if (!ep.AtEnd()) return LineError(line, absl::StrCat("unexpected '", ep.Peek().s, "'"));
     std::string end;
@@ -805,9 +833,12 @@ class Renderer {
           // iteration (Jinja's rule, the reason templates use namespace()).
           scopes_.emplace_back();
           scopes_.back()[n.var] = items[i];
-          scopes_.back()["loop"] = json{{"index", i + 1},        {"index0", i},
-                                        {"first", i == 0},       {"last", i + 1 == length},
-                                        {"length", length},      {"revindex", length - i},
+          scopes_.back()["loop"] = json{{"index", i + 1},
+                                        {"index0", i},
+                                        {"first", i == 0},
+                                        {"last", i + 1 == length},
+                                        {"length", length},
+                                        {"revindex", length - i},
                                         {"revindex0", length - i - 1}};
           absl::Status s = Run(n.body);
           scopes_.pop_back();
@@ -867,8 +898,9 @@ class Renderer {
           return Value{*it};
         }
         if ((obj.v.is_array() || obj.v.is_string()) && key.v.is_number_integer()) {
-          const int64_t size = obj.v.is_array() ? static_cast<int64_t>(obj.v.size())
-                                                : static_cast<int64_t>(obj.v.get_ref<const std::string&>().size());
+          const int64_t size =
+              obj.v.is_array() ? static_cast<int64_t>(obj.v.size())
+                               : static_cast<int64_t>(obj.v.get_ref<const std::string&>().size());
           int64_t i = key.v.get<int64_t>();
           if (i < 0) i += size;
           if (i < 0 || i >= size) return Value{json(), true};
@@ -895,8 +927,9 @@ class Renderer {
         const int64_t step = bounds[2];
         if (step == 0) return LineError(e.line, "slice step cannot be zero");
         const bool is_str = obj.v.is_string();
-        const int64_t size = is_str ? static_cast<int64_t>(obj.v.get_ref<const std::string&>().size())
-                                    : static_cast<int64_t>(obj.v.size());
+        const int64_t size = is_str
+                                 ? static_cast<int64_t>(obj.v.get_ref<const std::string&>().size())
+                                 : static_cast<int64_t>(obj.v.size());
         // Python's slice.indices.
         auto clamp = [&](int64_t x, bool have, int64_t dflt) {
           if (!have) return dflt;
@@ -909,7 +942,8 @@ class Renderer {
         Value out{is_str ? json(std::string()) : json::array()};
         for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
           if (is_str) {
-            out.v.get_ref<std::string&>() += obj.v.get_ref<const std::string&>()[static_cast<size_t>(i)];
+            out.v.get_ref<std::string&>() +=
+                obj.v.get_ref<const std::string&>()[static_cast<size_t>(i)];
           } else {
             out.v.push_back(obj.v[static_cast<size_t>(i)]);
           }
@@ -935,13 +969,20 @@ class Renderer {
       case Expr::K::kTest: {
         ASSIGN_OR_RETURN(Value v, Eval(*e.args[0]));
         bool r = false;
-        if (e.name == "defined") r = !v.undefined;
-        else if (e.name == "undefined") r = v.undefined;
-        else if (e.name == "none") r = !v.undefined && v.v.is_null();
-        else if (e.name == "string") r = !v.undefined && v.v.is_string();
-        else if (e.name == "number") r = !v.undefined && v.v.is_number();
-        else if (e.name == "boolean") r = !v.undefined && v.v.is_boolean();
-        else if (e.name == "mapping") r = !v.undefined && v.v.is_object();
+        if (e.name == "defined")
+          r = !v.undefined;
+        else if (e.name == "undefined")
+          r = v.undefined;
+        else if (e.name == "none")
+          r = !v.undefined && v.v.is_null();
+        else if (e.name == "string")
+          r = !v.undefined && v.v.is_string();
+        else if (e.name == "number")
+          r = !v.undefined && v.v.is_number();
+        else if (e.name == "boolean")
+          r = !v.undefined && v.v.is_boolean();
+        else if (e.name == "mapping")
+          r = !v.undefined && v.v.is_object();
         else if (e.name == "sequence" || e.name == "iterable") {
           r = !v.undefined && (v.v.is_array() || v.v.is_string() || v.v.is_object());
         }
@@ -1031,8 +1072,8 @@ class Renderer {
     } else if (a.v.is_string() && b.v.is_string()) {
       cmp = a.v.get<std::string>().compare(b.v.get<std::string>());
     } else {
-      return LineError(e.line, absl::StrCat("'", op, "' of a ", a.v.type_name(), " and a ",
-                                            b.v.type_name()));
+      return LineError(
+          e.line, absl::StrCat("'", op, "' of a ", a.v.type_name(), " and a ", b.v.type_name()));
     }
     if (op == "<") return Value{cmp < 0};
     if (op == ">") return Value{cmp > 0};

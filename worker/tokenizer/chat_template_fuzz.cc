@@ -27,8 +27,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CheckOneLine(t.status());
   } else {
     const json chats[] = {
-        json::array({{{"role", "system"}, {"content", "s"}}, {{"role", "user"}, {"content", "u"}},
-                      {{"role", "assistant"}, {"content", "a"}}}),
+        json::array({{{"role", "system"}, {"content", "s"}},
+                     {{"role", "user"}, {"content", "u"}},
+                     {{"role", "assistant"}, {"content", "a"}}}),
         json::array({{{"role", "user"}, {"content", json::array({{{"type", "text"}}})}},
                      {{"role", "tool"}, {"content", nullptr}}}),
     };
@@ -46,8 +47,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   while (start <= input.size()) {
     size_t end = input.find('\n', start);
     if (end == std::string_view::npos) end = input.size();
-    auto record = quant::tokenizer::ParseJsonlLine(input.substr(start, end - start), "fuzz.jsonl",
-                                                   ++line_no);
+    auto record =
+        quant::tokenizer::ParseJsonlLine(input.substr(start, end - start), "fuzz.jsonl", ++line_no);
     if (!record.ok()) CheckOneLine(record.status());
     start = end + 1;
   }

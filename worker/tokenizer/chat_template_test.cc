@@ -41,11 +41,15 @@ const json kToolChat = json::array(
      {{"role", "assistant"}, {"content", "Sure."}, {"reasoning_content", "  think  "}},
      {{"role", "tool"}, {"content", "42"}},
      {{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", "part"}}})}}});
-constexpr char kBos[] = "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+constexpr char kBos[] =
+    "<\xEF\xBD\x9C"
+    "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
 
 json Context(const json& messages, bool generation_prompt) {
-  return {{"messages", messages}, {"add_generation_prompt", generation_prompt},
-          {"bos_token", kBos}, {"eos_token", "<|eot|>"}};
+  return {{"messages", messages},
+          {"add_generation_prompt", generation_prompt},
+          {"bos_token", kBos},
+          {"eos_token", "<|eot|>"}};
 }
 
 TEST(ChatTemplateTest, Qwen3Style) {
@@ -61,10 +65,11 @@ TEST(ChatTemplateTest, Qwen3Style) {
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nSure.<|im_end|>\n"
             "<|im_start|>user\n<|im_end|>\n");
   // Reasoning after the last user turn: messages[::-1], loop.index0, namespace, |trim.
-  json c = Context(json::array({{{"role", "user"}, {"content", "Q"}},
-                                {{"role", "assistant"}, {"content", " A "},
-                                 {"reasoning_content", "  think  "}}}),
-                   true);
+  json c = Context(
+      json::array(
+          {{{"role", "user"}, {"content", "Q"}},
+           {{"role", "assistant"}, {"content", " A "}, {"reasoning_content", "  think  "}}}),
+      true);
   c["enable_thinking"] = false;
   EXPECT_EQ(Render(t, c),
             "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nthink\n</think>\n\n"
@@ -78,8 +83,9 @@ TEST(ChatTemplateTest, DeepSeekV3Style) {
                            "Assistant\xEF\xBD\x9C>Hello!<\xEF\xBD\x9C"
                            "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
   EXPECT_EQ(Render(t, Context(kChat, false)), want);
-  EXPECT_EQ(Render(t, Context(kChat, true)),
-            want + "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
+  EXPECT_EQ(Render(t, Context(kChat, true)), want +
+                                                 "<\xEF\xBD\x9C"
+                                                 "Assistant\xEF\xBD\x9C>");
   // A list content concatenated with '+': jinja2 raises TypeError; so do we, with the line.
   absl::StatusOr<ChatTemplate> parsed = ChatTemplate::Parse(t);
   ASSERT_TRUE(parsed.ok());
