@@ -126,8 +126,9 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const Res
   absl::StatusOr<tasks::QuantizeJobResult> result;
   if (rf.in_memory && rf.resume) {
     result = absl::InvalidArgumentError("--resume and --in-memory exclude each other");
-  } else if (tasks::Resumable(spec) && !rf.in_memory) {
-    // Through the service's task hand-off, so that a killed run can be resumed.
+  } else if (!rf.in_memory && (tasks::Resumable(spec) || rf.resume)) {
+    // Through the service's task hand-off, so that a killed run can be resumed (a job that
+    // cannot take this path, with --resume, gets the one line saying why).
     tasks::ResumableOptions options;
     options.resume = rf.resume;
     options.work_dir = rf.work_dir;
@@ -136,9 +137,6 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const Res
     std::signal(SIGINT, OnInterrupt);
     result = tasks::RunResumableQuantizeJob(spec, options);
     std::signal(SIGINT, SIG_DFL);
-  } else if (rf.resume) {
-    result = absl::InvalidArgumentError(
-        "--resume: SLQ jobs and --expert-shards above 1 run in memory only (not resumable)");
   } else {
     result = tasks::RunQuantizeJob(spec, progress, Solve);
   }

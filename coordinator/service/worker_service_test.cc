@@ -430,13 +430,13 @@ TEST_F(WorkerServiceTest, CancelStopsTheRunningTaskAndRemovesTheScratch) {
   std::string log;
   while (std::chrono::steady_clock::now() - cancelled_at < std::chrono::seconds(30)) {
     log = ReadFile(tmp_ / "w.log");
-    if (log.find(" failed: GSQ stopped at step") != std::string::npos) break;
+    if (log.find("GSQ stopped at step") != std::string::npos) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - cancelled_at).count();
   EXPECT_NE(log.find("revoked: stopping it"), std::string::npos) << log;
-  EXPECT_NE(log.find(" failed: GSQ stopped at step"), std::string::npos) << log;
+  EXPECT_NE(log.find("GSQ stopped at step"), std::string::npos) << log;
   std::printf("the GSQ task stopped %.1f s after the cancel\n", seconds);
   EXPECT_EQ(Status(c, job).state(), quant::v1::JOB_CANCELLED);
   EXPECT_FALSE(fs::exists(tmp_ / "scratch" / ("job-" + std::to_string(job))));

@@ -274,6 +274,11 @@ absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec&
   const nlohmann::json report = nlohmann::json::parse(text, nullptr, false);
   if (report.is_discarded()) return absl::DataLossError(local_out + "/report.json: not JSON");
   FillFromReport(report, &result);
+  if (local_out != spec.out_dir) {  // published by the publish task: every file of the output
+    for (const auto& e : fs::recursive_directory_iterator(local_out, ec)) {
+      if (e.is_regular_file(ec)) result.uploaded_bytes += static_cast<int64_t>(e.file_size(ec));
+    }
+  }
   for (const std::string& phase : order) result.phases.push_back(phases[phase]);
   result.out_dir = spec.out_dir;
   result.report_path = spec.out_dir + "/report.json";
