@@ -1,5 +1,6 @@
 #include "common/file.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -44,6 +45,13 @@ absl::Status CheckFileReadable(const std::string& path, const std::string& what)
   if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error in ", what));
   if (in.gcount() == 0) return absl::InvalidArgumentError(absl::StrCat(path, ": empty ", what));
   return absl::OkStatus();
+}
+
+std::string UserCacheDir() {
+  const char* cache = std::getenv("XDG_CACHE_HOME");
+  if (cache != nullptr && *cache != 0) return cache;
+  const char* home = std::getenv("HOME");
+  return home != nullptr ? std::string(home) + "/.cache" : std::string();
 }
 
 }  // namespace quant

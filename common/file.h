@@ -15,4 +15,7 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const std::st
 // for inputs checked up front and read in pieces later.
 absl::Status CheckFileReadable(const std::string& path, const std::string& what);
 
+// The user's cache directory: $XDG_CACHE_HOME, else $HOME/.cache; "" when neither is set.
+std::string UserCacheDir();
+
 }  // namespace quant

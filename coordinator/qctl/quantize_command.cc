@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "common/file.h"
 #include "coordinator/qctl/commands.h"
 #include "coordinator/slq/solver.h"
 #include "storage/s3_flags.h"
@@ -220,12 +221,8 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const Res
 
 void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, bool* no_fallback,
                    double* bits) {
-  const char* cache_home = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  spec->probe_cache_dir = cache_home != nullptr && *cache_home != 0
-                              ? std::string(cache_home) + "/moe-quant/probes"
-                          : home != nullptr ? std::string(home) + "/.cache/moe-quant/probes"
-                                            : "";
+  const std::string cache = UserCacheDir();
+  spec->probe_cache_dir = cache.empty() ? "" : cache + "/moe-quant/probes";
   spec->calib_path = std::string(QUANT_SHARED_DIR) + "/data/calib/calib.txt";
   spec->eval_text = std::string(QUANT_SHARED_DIR) + "/data/eval/kjv_val.txt";
   sub->add_option("--model", spec->model_dir,

@@ -38,6 +38,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
     case absl::StatusCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
     case absl::StatusCode::kAlreadyExists: code = grpc::StatusCode::ALREADY_EXISTS; break;
     case absl::StatusCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
+    case absl::StatusCode::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
     case absl::StatusCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
     case absl::StatusCode::kResourceExhausted: code = grpc::StatusCode::RESOURCE_EXHAUSTED; break;
     default: code = grpc::StatusCode::INTERNAL; break;
@@ -91,19 +92,6 @@ bool SameLocation(std::string a, std::string b) {
   const fs::path x = fs::weakly_canonical(a, ec), y = fs::weakly_canonical(b, ec);
   return x.lexically_normal() == y.lexically_normal() ||
          fs::path(a).lexically_normal() == fs::path(b).lexically_normal();
-}
-
-grpc::Status CheckRoots(const tasks::QuantizeJobSpec& spec, const std::vector<std::string>& roots) {
-  if (roots.empty()) return grpc::Status::OK;
-  for (const auto& [field, path] : tasks::SpecPaths(spec)) {
-    if (path.empty() || (field == "eval_text" && !spec.evaluate)) continue;
-    if (!storage::ResolvesInside(path, roots)) {
-      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                          absl::StrCat("job spec: \"", field, "\": ", path,
-                                       " is outside the coordinator's allowed roots"));
-    }
-  }
-  return grpc::Status::OK;
 }
 
 void CountTask(const char* outcome) {
@@ -166,6 +154,14 @@ grpc::Status CoordinatorService::CheckWorker(grpc::ServerContext* ctx,
   return grpc::Status::OK;
 }
 
+// Whether `worker` is one of the task's recorded holders (a gang's are comma-separated).
+static bool IsHolder(const TaskRecord& task, const std::string& worker) {
+  for (absl::string_view holder : absl::StrSplit(task.worker, ',')) {
+    if (holder == worker) return true;
+  }
+  return false;
+}
+
 // "g/<job>/<task>/<epoch>/" of a key that CheckGangMember accepted.
 static std::string AttemptPrefix(const std::string& key) {
   size_t end = 0;
@@ -185,13 +181,8 @@ grpc::Status CoordinatorService::CheckGangMember(const std::string& key,
                         "rendezvous key must be g/<job>/<task>/<epoch>/... (at most 256 bytes)");
   }
   absl::StatusOr<TaskRecord> task = state_->GetTask(job_id, task_id);
-  bool member = false;
-  if (task.ok() && task->status == TaskStatus::kLeased && task->epoch == epoch) {
-    for (absl::string_view holder : absl::StrSplit(task->worker, ',')) {
-      member = member || holder == worker;
-    }
-  }
-  if (!member) {
+  if (!task.ok() || task->status != TaskStatus::kLeased || task->epoch != epoch ||
+      !IsHolder(*task, worker)) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                         absl::StrCat("rendezvous: ", worker, " is not a member of a live attempt ",
                                      "of job ", job_id, " task ", task_id, " epoch ", epoch));
@@ -219,7 +210,11 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
                                        " is relative; the service takes absolute paths"));
     }
   }
-  if (auto s = CheckRoots(*spec, options_.roots); !s.ok()) return s;
+  if (absl::Status s = tasks::CheckSpecInsideRoots(*spec, options_.roots,
+                                                   "is outside the coordinator's allowed roots");
+      !s.ok()) {
+    return ToGrpc(s);
+  }
   if (spec->slq) {
     return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                         "job spec: \"slq\": SLQ's probe pass runs in `qctl quantize` only; the "
@@ -692,11 +687,7 @@ grpc::Status CoordinatorService::Logs(grpc::ServerContext*, const v1::JobRequest
 
 bool CoordinatorService::Holds(int64_t job_id, int64_t task_id, const std::string& worker) {
   absl::StatusOr<TaskRecord> task = state_->GetTask(job_id, task_id);
-  if (!task.ok()) return false;
-  for (absl::string_view holder : absl::StrSplit(task->worker, ',')) {
-    if (holder == worker) return true;
-  }
-  return false;
+  return task.ok() && IsHolder(*task, worker);
 }
 
 void CoordinatorService::SawWorker(const std::string& id) {

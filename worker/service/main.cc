@@ -143,24 +143,6 @@ class CoordinatorStore : public quant::exchange::RendezvousStore {
   std::string worker_id_;
 };
 
-// The job's paths against the lease's roots, at use: a path swapped for a symlink after the
-// submission is refused here; the checkpoint itself is written through a directory opened
-// beneath its root (storage::OpenDirBeneath).
-absl::Status CheckPathsAtUse(const quant::tasks::QuantizeJobSpec& spec,
-                             const std::vector<std::string>& roots) {
-  if (roots.empty()) return absl::OkStatus();
-  for (const auto& [field, path] : quant::tasks::SpecPaths(spec)) {
-    if (path.empty() || field == "probe_cache_dir" || (field == "eval_text" && !spec.evaluate)) {
-      continue;
-    }
-    if (!quant::storage::ResolvesInside(path, roots)) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "job spec: \"", field, "\": ", path, " now resolves outside the allowed roots"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -279,7 +261,11 @@ int main(int argc, char** argv) {
           std::string attempt =
               quant::tasks::TaskOutputPaths(t.job_dir(), spec->out_dir, *task, t.epoch()).attempt;
           const std::vector<std::string> roots(t.roots().begin(), t.roots().end());
-          result = CheckPathsAtUse(*spec, roots);
+          // The job's paths against the lease's roots, at use: a path swapped for a symlink
+          // after the submission is refused here; the checkpoint itself is written through a
+          // directory opened beneath its root (storage::OpenDirBeneath).
+          result = quant::tasks::CheckSpecInsideRoots(*spec, roots,
+                                                      "now resolves outside the allowed roots");
           std::unique_ptr<quant::storage::PinnedDir> out_parent;
           if (result.ok() && !roots.empty() && task->kind == quant::tasks::TaskKind::kWrite &&
               !quant::storage::IsS3Location(spec->out_dir)) {
@@ -359,9 +345,14 @@ int main(int argc, char** argv) {
     metrics.GetHistogram("quant_worker_task_duration_seconds", "Task durations on this worker.",
                          quant::metrics::DurationBounds())
         .Observe(seconds);
-    Log(id, absl::StrCat(t.name(), result.ok() ? " done" : " failed: ", result.message(), " in ",
-                         seconds, " s", s.ok() && !committed.committed() && result.ok()
-                                            ? " (stale: discarded)" : ""));
+    // A message from inside the task names it already (GuardTask puts the name first).
+    const std::string what(result.message());
+    Log(id, absl::StrCat(result.ok() ? t.name() + " done"
+                         : what.starts_with(t.name() + ":") ? "failed: " + what
+                                                             : t.name() + " failed: " + what,
+                         " in ", seconds, " s",
+                         s.ok() && !committed.committed() && result.ok() ? " (stale: discarded)"
+                                                                         : ""));
     idle_since = std::chrono::steady_clock::now();
   }
 }

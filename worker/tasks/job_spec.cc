@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "storage/beneath.h"
 
 namespace quant::tasks {
 namespace {
@@ -241,6 +242,21 @@ std::vector<std::pair<std::string, std::string>> SpecPaths(const QuantizeJobSpec
   return {{"model", s.model_dir},          {"out", s.out_dir},
           {"calib", s.calib_path},         {"eval_text", s.eval_text},
           {"slq_allocation", s.slq_allocation}, {"probe_cache_dir", s.probe_cache_dir}};
+}
+
+absl::Status CheckSpecInsideRoots(const QuantizeJobSpec& spec,
+                                  const std::vector<std::string>& roots, std::string_view what) {
+  if (roots.empty()) return absl::OkStatus();
+  for (const auto& [field, path] : SpecPaths(spec)) {
+    if (path.empty() || field == "probe_cache_dir" || (field == "eval_text" && !spec.evaluate)) {
+      continue;
+    }
+    if (!storage::ResolvesInside(path, roots)) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("job spec: \"", field, "\": ", path, " ", std::string(what)));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateSpecFields(const QuantizeJobSpec& s, bool name_flags) {

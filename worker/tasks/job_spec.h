@@ -27,6 +27,14 @@ bool HasControlCharacter(std::string_view text);
 // The spec's path fields as (JSON key, value), the empty ones included.
 std::vector<std::pair<std::string, std::string>> SpecPaths(const QuantizeJobSpec& spec);
 
+// The confinement check of the job's paths, made by the coordinator at submit and by a worker
+// again before each task: every path the job reads or writes (not the evaluation text of a job
+// that does not evaluate, nor qctl's local probe cache) must resolve inside one of `roots`
+// (storage::ResolvesInside). PermissionDenied naming the field and the path, `what` after it
+// ("is outside the coordinator's allowed roots"). OK when `roots` is empty.
+absl::Status CheckSpecInsideRoots(const QuantizeJobSpec& spec,
+                                  const std::vector<std::string>& roots, std::string_view what);
+
 // Everything a worker needs to run the job's tasks: ToJson plus the output, the evaluation
 // text and the execution options. SpecFromJson(ServiceJson(s).dump()) gives s back.
 nlohmann::json ServiceJson(const QuantizeJobSpec& spec);

@@ -130,11 +130,8 @@ std::string WorkDirFor(const QuantizeJobSpec& spec) {
     while (out.size() > 1 && out.back() == '/') out.pop_back();
     return out + ".qctl-work";
   }
-  const char* cache = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  const std::string base = cache != nullptr && *cache != 0 ? std::string(cache)
-                           : home != nullptr              ? std::string(home) + "/.cache"
-                                                          : fs::temp_directory_path().string();
+  const std::string cache = UserCacheDir();
+  const std::string base = cache.empty() ? fs::temp_directory_path().string() : cache;
   return absl::StrFormat("%s/moe-quant/work/%016x", base, std::hash<std::string>{}(spec.out_dir));
 }
 
