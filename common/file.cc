@@ -1,49 +1,34 @@
 #include "common/file.h"
 
+#include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/confine.h"
+#include "common/status.h"
 
 namespace quant {
-namespace {
-
-// `path` opened for reading, or the one-line reason it cannot be (a directory opens as a stream
-// on Linux and only fails at the first read, with a misleading "read error").
-absl::Status OpenForReading(const std::string& path, const std::string& what,
-                            std::ifstream* in) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": is a directory; the ", what, " must be a file"));
-  }
-  in->open(path, std::ios::binary);
-  if (!*in) return absl::NotFoundError(absl::StrCat(path, ": cannot read ", what));
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const std::string& what) {
-  std::ifstream in;
-  if (absl::Status s = OpenForReading(path, what, &in); !s.ok()) return s;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error in ", what));
-  std::string s = ss.str();
+  ASSIGN_OR_RETURN(UniqueFile file, OpenInputFile(path, what));
+  std::string s;
+  char buffer[1 << 16];
+  size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), file.get())) > 0) s.append(buffer, n);
+  if (std::ferror(file.get()) != 0) {
+    return absl::DataLossError(absl::StrCat(path, ": read error in ", what));
+  }
   if (s.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": empty ", what));
   return s;
 }
 
 absl::Status CheckFileReadable(const std::string& path, const std::string& what) {
-  std::ifstream in;
-  if (absl::Status s = OpenForReading(path, what, &in); !s.ok()) return s;
-  char byte = 0;
-  in.read(&byte, 1);
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error in ", what));
-  if (in.gcount() == 0) return absl::InvalidArgumentError(absl::StrCat(path, ": empty ", what));
+  ASSIGN_OR_RETURN(UniqueFile file, OpenInputFile(path, what));
+  const int byte = std::fgetc(file.get());
+  if (byte == EOF && std::ferror(file.get()) != 0) {
+    return absl::DataLossError(absl::StrCat(path, ": read error in ", what));
+  }
+  if (byte == EOF) return absl::InvalidArgumentError(absl::StrCat(path, ": empty ", what));
   return absl::OkStatus();
 }
 

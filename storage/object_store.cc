@@ -14,6 +14,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/confine.h"
 #include "common/status.h"
 
 namespace quant::storage {
@@ -217,6 +218,10 @@ struct Mapped {
 absl::Status MapFile(const std::string& path, Mapped* m) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, path, "cannot open");
+  if (absl::Status inside = CheckOpenedInside(fd, path); !inside.ok()) {
+    ::close(fd);
+    return inside;
+  }
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
@@ -309,8 +314,12 @@ std::string LocalPathOf(std::string_view location) {
 }
 
 absl::StatusOr<std::unique_ptr<ByteSource>> OpenLocalFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return absl::ErrnoToStatus(errno, path + ": cannot open");
+  if (absl::Status inside = CheckOpenedInside(fd, path); !inside.ok()) {
+    ::close(fd);
+    return inside;
+  }
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     const int err = errno;

@@ -3,12 +3,14 @@
 // "http HOST:PORT" once listening (port 0 picks a free one), then serves until killed.
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <sstream>
 #include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "common/confine.h"
 #include "common/file.h"
 #include "common/http_endpoints.h"
 #include "coordinator/service/coordinator_service.h"
@@ -118,6 +120,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "quant-coordinator: error: %s\n",
                  std::string(credentials.status().message()).c_str());
     return 1;
+  }
+  // With --roots, what the coordinator reads for a job (the checkpoint it plans, the texts it
+  // checks, the attempts' manifests) must lie inside the roots or the scratch, checked on the
+  // open file: a file inside the model directory that is a symlink out of the roots is not
+  // read. The process's own files (tokens, certificates) were read above.
+  std::optional<quant::ScopedReadRoots> confined;
+  if (!roots.empty()) {
+    std::vector<std::string> readable = roots;
+    readable.push_back(scratch);
+    confined.emplace(readable);
   }
   builder.AddListeningPort(listen, *credentials, &grpc_port);
   builder.SetMaxReceiveMessageSize(4 << 20);  // bounded messages (DESIGN.md section 8)

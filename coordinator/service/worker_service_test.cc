@@ -472,6 +472,51 @@ TEST_F(WorkerServiceTest, SymlinkSwappedInAfterSubmitCannotMoveTheOutputOutOfThe
   EXPECT_TRUE(fs::is_empty(outside));
 }
 
+// Security: the job's paths were checked (at submit and at use), but not the files opened
+// through them: a file inside the model directory that is a symlink out of the roots was read
+// from anywhere the process could read. Now the coordinator and the workers check the file each
+// descriptor holds: a shard linked out of the roots refuses the submission, and a tokenizer
+// swapped for such a link after the submission fails the job with one line.
+TEST_F(WorkerServiceTest, AModelFileLinkedOutOfTheRootsIsNotRead) {
+  const fs::path allowed = tmp_ / "allowed", outside = tmp_ / "outside";
+  const fs::path model = allowed / "model";
+  fs::create_directories(allowed);
+  fs::create_directories(outside);
+  fs::copy(kModel, model, fs::copy_options::recursive);
+  Coordinator c(tmp_ / "state.db", tmp_ / "token",
+                {"--max-attempts", "1", "--roots",
+                 allowed.string() + "," + std::string(QUANT_SHARED_DIR) + "/data"});
+  ASSERT_TRUE(c.up());
+  const std::string flags = "--model " + model.string() + " --out " +
+                            (allowed / "out").string() +
+                            " --method rtn --bits 4 --calib-tokens 2048 --no-eval";
+  // The same bytes, but outside the roots: without the check the job would succeed.
+  const std::string shard = "model-00002-of-00003.safetensors";
+  fs::rename(model / shard, outside / shard);
+  fs::create_symlink(outside / shard, model / shard);
+  int rc = 0;
+  const std::string refused =
+      RunCommand(std::string(QCTL_BINARY) + " submit --coordinator " + c.grpc_address() +
+                     " --token-file " + (tmp_ / "token").string() + " " + flags,
+                 &rc);
+  EXPECT_NE(rc, 0) << refused;
+  EXPECT_NE(refused.find(shard + ": opens a file outside the allowed roots"), std::string::npos)
+      << refused;
+  fs::remove(model / shard);
+  fs::rename(outside / shard, model / shard);
+
+  const int64_t job = Submit(c, flags);
+  ASSERT_GE(job, 0);
+  fs::rename(model / "tokenizer.json", outside / "tokenizer.json");
+  fs::create_symlink(outside / "tokenizer.json", model / "tokenizer.json");
+  Worker w(c.grpc_address(), "w", tmp_ / "w.log");
+  ASSERT_TRUE(w.up());
+  const quant::v1::JobStatus st = WaitFor(c, job, 300);
+  EXPECT_EQ(st.state(), quant::v1::JOB_FAILED);
+  EXPECT_NE(st.error().find("tokenizer.json: opens a file outside the allowed roots"),
+            std::string::npos) << st.error();
+  EXPECT_FALSE(fs::exists(allowed / "out"));
+}
 
 // The task boundary on a worker: a torch error inside a task is a failed attempt whose one-line
 // message `qctl status` shows (retried per the job's attempts), and the worker lives on.

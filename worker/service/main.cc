@@ -12,11 +12,13 @@
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/confine.h"
 #include "common/file.h"
 #include "common/http_endpoints.h"
 #include "common/metrics.h"
@@ -245,10 +247,26 @@ int main(int argc, char** argv) {
     absl::Status result;
     {
       Heartbeats beats(stub.get(), id, t, registered.heartbeat_seconds());
+      const std::vector<std::string> roots(t.roots().begin(), t.roots().end());
+      // Every input this task opens must lie inside the roots or the job's scratch, checked on
+      // the open file (a path checked below can still be swapped before the open, and files
+      // inside the model directory are not checked by path at all).
+      std::optional<quant::ScopedReadRoots> confined;
+      if (!roots.empty()) {
+        std::vector<std::string> readable = roots;
+        readable.push_back(t.job_dir());
+        confined.emplace(readable);
+      }
       auto spec = quant::tasks::SpecFromJson(t.spec_json());
+      // The job's paths against the lease's roots, at use, before anything is read: a path
+      // swapped for a symlink after the submission is refused here; the checkpoint itself is
+      // written through a directory opened beneath its root (storage::OpenDirBeneath).
+      absl::Status inside =
+          spec.ok() ? quant::tasks::CheckSpecInsideRoots(*spec, roots,
+                                                         "now resolves outside the allowed roots")
+                    : spec.status();
       absl::StatusOr<quant::tasks::Plan> plan =
-          spec.ok() ? quant::tasks::PlanJob(*spec)
-                    : absl::StatusOr<quant::tasks::Plan>(spec.status());
+          inside.ok() ? quant::tasks::PlanJob(*spec) : absl::StatusOr<quant::tasks::Plan>(inside);
       result = plan.status();
       if (plan.ok()) {
         const quant::tasks::Task* task = nullptr;
@@ -260,12 +278,6 @@ int main(int argc, char** argv) {
         } else {
           std::string attempt =
               quant::tasks::TaskOutputPaths(t.job_dir(), spec->out_dir, *task, t.epoch()).attempt;
-          const std::vector<std::string> roots(t.roots().begin(), t.roots().end());
-          // The job's paths against the lease's roots, at use: a path swapped for a symlink
-          // after the submission is refused here; the checkpoint itself is written through a
-          // directory opened beneath its root (storage::OpenDirBeneath).
-          result = quant::tasks::CheckSpecInsideRoots(*spec, roots,
-                                                      "now resolves outside the allowed roots");
           std::unique_ptr<quant::storage::PinnedDir> out_parent;
           if (result.ok() && !roots.empty() && task->kind == quant::tasks::TaskKind::kWrite &&
               !quant::storage::IsS3Location(spec->out_dir)) {

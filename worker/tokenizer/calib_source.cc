@@ -3,12 +3,14 @@
 #include "worker/tokenizer/calib_source.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/confine.h"
 #include "common/file.h"
 #include "common/status.h"
 #include "worker/tokenizer/string_view_compat.h"
@@ -30,16 +32,25 @@ absl::Status AtLine(const std::string& path, int64_t line, std::string_view what
   return absl::InvalidArgumentError(absl::StrCat(path, ":", line, ": ", ToAbsl(what)));
 }
 
+// The next line of `file` without its '\n' (as std::getline: false at the end, or on an error).
+bool ReadLine(std::FILE* file, std::string* line) {
+  char* buffer = nullptr;
+  size_t capacity = 0;
+  const ssize_t n = ::getline(&buffer, &capacity, file);  // POSIX: any length, NULs kept
+  if (n > 0) line->assign(buffer, static_cast<size_t>(n) - (buffer[n - 1] == '\n' ? 1 : 0));
+  std::free(buffer);
+  return n > 0;
+}
+
 // Calls `fn` on each record of a .jsonl file until it returns false; "path:1: empty" when the
 // file holds no record.
 absl::Status ForEachRecord(const std::string& path,
                            const std::function<absl::StatusOr<bool>(CalibRecord)>& fn) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read ", kWhat));
+  ASSIGN_OR_RETURN(UniqueFile file, OpenInputFile(path, kWhat));
   std::string line;
   int64_t line_no = 0;
   bool any = false;
-  while (std::getline(in, line)) {
+  while (ReadLine(file.get(), &line)) {
     ++line_no;
     ASSIGN_OR_RETURN(std::optional<CalibRecord> record, ParseJsonlLine(line, path, line_no));
     if (!record.has_value()) continue;
@@ -47,7 +58,9 @@ absl::Status ForEachRecord(const std::string& path,
     ASSIGN_OR_RETURN(const bool more, fn(std::move(*record)));
     if (!more) return absl::OkStatus();
   }
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error in ", kWhat));
+  if (std::ferror(file.get()) != 0) {
+    return absl::DataLossError(absl::StrCat(path, ": read error in ", kWhat));
+  }
   if (!any) {
     return AtLine(path, std::max<int64_t>(line_no, 1),
                   line_no == 0 ? "empty calibration file" : "no record, only blank lines");
@@ -140,9 +153,11 @@ absl::Status CheckCalibSource(const CalibSource& source, int64_t max_samples) {
     if (max_samples > 0 && samples >= max_samples) break;
     if (!f.jsonl) {
       // A text file is one sample; an empty one is refused here with its line.
-      std::ifstream in(f.path, std::ios::binary);
-      if (!in) return absl::NotFoundError(absl::StrCat(f.path, ": cannot read ", kWhat));
-      if (in.peek() == std::ifstream::traits_type::eof()) {
+      ASSIGN_OR_RETURN(UniqueFile file, OpenInputFile(f.path, kWhat));
+      if (std::fgetc(file.get()) == EOF) {
+        if (std::ferror(file.get()) != 0) {
+          return absl::DataLossError(absl::StrCat(f.path, ": read error in ", kWhat));
+        }
         return AtLine(f.path, 1, "empty calibration file");
       }
       ++samples;

@@ -7,21 +7,15 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "common/confine.h"
+#include "common/status.h"
 
 namespace quant::tokenizer {
-namespace {
-
-struct FileCloser {
-  void operator()(std::FILE* f) const { std::fclose(f); }
-};
-
-}  // namespace
 
 absl::StatusOr<EncodedText> EncodeFile(const Tokenizer& tokenizer, const std::string& path,
                                        const std::string& what, int64_t max_tokens,
                                        const TextStreamOptions& options) {
-  std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
-  if (file == nullptr) return absl::NotFoundError(absl::StrCat(path, ": cannot read ", what));
+  ASSIGN_OR_RETURN(UniqueFile file, OpenInputFile(path, what));
   const size_t chunk_bytes = options.chunk_bytes > 0 ? options.chunk_bytes : 1;
   EncodedText out;
   std::string pending;  // read and not yet encoded; starts at a place to cut
@@ -35,8 +29,7 @@ absl::StatusOr<EncodedText> EncodeFile(const Tokenizer& tokenizer, const std::st
     pending.resize(old_size + n);
     out.bytes_read += static_cast<int64_t>(n);
     if (n < chunk_bytes) {
-      // fread falls short only at the end of the file or on an error (a directory reads as
-      // EISDIR here).
+      // fread falls short only at the end of the file or on an error.
       if (std::ferror(file.get()) != 0) {
         return absl::DataLossError(absl::StrCat(path, ": read error in ", what));
       }

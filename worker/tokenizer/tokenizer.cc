@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/file.h"
 #include "common/status.h"
 #include "worker/tokenizer/added_vocabulary.h"
 #include "worker/tokenizer/bpe_model.h"
@@ -606,21 +607,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& path) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) {
-    const int err = errno;
-    return absl::ErrnoToStatus(err, absl::StrCat(path, ": cannot open"));
-  }
-  std::string text;
-  char buffer[1 << 16];
-  size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) text.append(buffer, n);
-  const bool failed = std::ferror(file) != 0;
-  const int err = errno;
-  std::fclose(file);
-  if (failed) {
-    return absl::ErrnoToStatus(err, absl::StrCat(path, ": cannot read"));
-  }
+  ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path, "tokenizer"));
   return FromJson(text, path);
 }
 
