@@ -48,6 +48,13 @@ std::string ExpertPrefix(const std::string& name) {
   return name.substr(0, pos);
 }
 
+// Cancelled when the caller asks the task to stop (a revoked lease, Ctrl-C): asked before each
+// of the `n` pieces of a loop, so a cancel waits for one piece, not the task.
+absl::Status StopRequested(const JobState& job, const char* piece, int64_t i, int64_t n) {
+  if (!job.hooks.should_stop || !job.hooks.should_stop()) return absl::OkStatus();
+  return absl::CancelledError(absl::StrCat("stopped before ", piece, " ", i, " of ", n));
+}
+
 }  // namespace
 
 void LayerCapture::OnLinearInput(int layer, const std::string& linear, const at::Tensor& x) {
@@ -108,9 +115,11 @@ absl::Status ForwardBatches(JobState& job, const model::LayerWeights& w,
                             model::ForwardObserver* obs, bool replace) {
   const GangStep& g = job.gang;
   if (g.size <= 1) {
-    for (at::Tensor& h : job.hidden) {
-      at::Tensor out = job.model->LayerForward(w, h, obs);
-      if (replace) h = out;
+    const int64_t n = static_cast<int64_t>(job.hidden.size());
+    for (int64_t b = 0; b < n; ++b) {
+      RETURN_IF_ERROR(StopRequested(job, "batch", b, n));
+      at::Tensor out = job.model->LayerForward(w, job.hidden[b], obs);
+      if (replace) job.hidden[b] = out;
     }
     return absl::OkStatus();
   }
@@ -120,6 +129,9 @@ absl::Status ForwardBatches(JobState& job, const model::LayerWeights& w,
                                             " of the layer's ", g.batches, " batches"));
   }
   for (int64_t step = 0; step < steps; ++step) {
+    // A member that stops leaves the others waiting in the exchange until its watchdog; a
+    // stop is asked of every member of a cancelled gang, so they all end.
+    RETURN_IF_ERROR(StopRequested(job, "batch step", step, steps));
     if (step * g.size + g.rank < g.batches) {
       at::Tensor out = job.model->LayerForward(w, job.hidden[step], obs);
       RETURN_IF_ERROR(g.status());
@@ -186,7 +198,10 @@ absl::Status RunQuantizeTask(JobState& job) {
     }
     batches[absl::StrCat(key, "@", BitsOf(job, ls.prefix + local))].push_back(local);
   }
+  int64_t done = 0;
   for (const auto& [key, members] : batches) {
+    RETURN_IF_ERROR(
+        StopRequested(job, "unit batch", done++, static_cast<int64_t>(batches.size())));
     quant::QuantScheme scheme = job.scheme;
     scheme.bits = BitsOf(job, ls.prefix + members[0]);
     std::vector<at::Tensor> ws, hs;

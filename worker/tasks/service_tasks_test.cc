@@ -1,0 +1,91 @@
+// A stop asked of a running task (a revoked lease, Ctrl-C) ends it at the next piece of its
+// loop, not at its end: calibrate and propagate between forward batches, quantize between
+// batches of units (GSQ's steps are gsq_test's).
+#include "worker/tasks/service_tasks.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "worker/tasks/plan_input.h"
+
+namespace quant::tasks {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ServiceTaskStopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("service_tasks_test_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "job");
+    spec_.model_dir = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
+    spec_.out_dir = (dir_ / "out").string();
+    spec_.method = "gptq";
+    spec_.calib_path = std::string(QUANT_SHARED_DIR) + "/data/calib/calib.txt";
+    spec_.calib_tokens = 8 * 256;
+    spec_.batch_windows = 2;  // 4 forward batches
+    spec_.evaluate = false;
+    spec_.eval_text.clear();
+    auto plan = PlanJob(spec_);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    plan_ = *plan;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  const Task& Find(const std::string& name) const {
+    for (const Task& t : plan_.tasks) {
+      if (t.Name() == name) return t;
+    }
+    std::string names;
+    for (const Task& t : plan_.tasks) names += " " + t.Name();
+    ADD_FAILURE() << name << " is not in the plan:" << names;
+    return plan_.tasks.front();
+  }
+  // Runs `task` asking to stop from the (after+1)-th question on; returns the questions asked.
+  absl::Status Run(const Task& task, int after, int* asked) {
+    const TaskOutput paths = TaskOutputPaths((dir_ / "job").string(), spec_.out_dir, task, 1);
+    TaskHooks hooks;
+    hooks.should_stop = [after, asked] { return (*asked)++ >= after; };
+    absl::Status s = RunServiceTask(spec_, plan_, task, (dir_ / "job").string(), paths.attempt,
+                                    nullptr, hooks);
+    if (s.ok()) {
+      fs::rename(paths.attempt, paths.committed);  // what the coordinator does
+    } else {
+      fs::remove_all(paths.attempt);  // what the worker does with a stopped attempt
+    }
+    return s;
+  }
+
+  fs::path dir_;
+  QuantizeJobSpec spec_;
+  Plan plan_;
+};
+
+// Each task stopped once in the middle, then run whole (committed as the coordinator would) so
+// that the next one has its inputs: L0 is dense and out of scope (propagate only).
+TEST_F(ServiceTaskStopTest, CalibrateQuantizeAndPropagateStopBetweenTheirPieces) {
+  struct Case {
+    const char* task;
+    int after;  // questions answered "go on" before the stop
+    const char* message;
+  };
+  for (const Case& c : {Case{"L0/propagate", 1, "stopped before batch 1 of 4"},
+                        Case{"L1/calibrate", 3, "stopped before batch 3 of 4"},
+                        Case{"L1/quantize", 1, "stopped before unit batch 1 of 3"},
+                        Case{"L1/propagate", 2, "stopped before batch 2 of 4"}}) {
+    int asked = 0;
+    absl::Status s = Run(Find(c.task), c.after, &asked);
+    EXPECT_EQ(s.code(), absl::StatusCode::kCancelled) << c.task << ": " << s;
+    EXPECT_EQ(s.message(), c.message) << c.task;
+    EXPECT_EQ(asked, c.after + 1) << c.task;
+    asked = 0;
+    ASSERT_TRUE(Run(Find(c.task), 1 << 30, &asked).ok()) << c.task;
+  }
+}
+
+}  // namespace
+}  // namespace quant::tasks
