@@ -37,7 +37,8 @@ double Seconds(Clock::time_point since) {
 absl::StatusOr<at::Tensor> RunToFinalHidden(const model::Model& model,
                                             const model::WeightTransform* transform,
                                             const at::Tensor& windows, int batch,
-                                            const std::string& label, const ProgressFn& progress) {
+                                            const std::string& label, const ProgressFn& progress,
+                                            const std::function<bool()>& should_stop) {
   const int64_t n = windows.size(0);
   const int layers = model.config().num_layers;
   std::vector<at::Tensor> hidden;
@@ -46,6 +47,10 @@ absl::StatusOr<at::Tensor> RunToFinalHidden(const model::Model& model,
     hidden.push_back(h);
   }
   for (int layer = 0; layer < layers; ++layer) {
+    if (should_stop && should_stop()) {
+      return absl::CancelledError(absl::StrCat(label, ": stopped before layer ", layer, " of ",
+                                               layers));
+    }
     ASSIGN_OR_RETURN(model::LayerWeights w, model.LoadLayer(layer, transform));
     for (at::Tensor& h : hidden) h = model.LayerForward(w, h, nullptr);
     if (progress) progress(label, layer + 1, layers);
@@ -78,7 +83,8 @@ absl::StatusOr<std::vector<WindowStats>> ScoreHidden(const model::Model& candida
                                                      const model::Model* reference,
                                                      const at::Tensor& hp,
                                                      const at::Tensor& windows, int batch,
-                                                     const ProgressFn& progress) {
+                                                     const ProgressFn& progress,
+                                                     const std::function<bool()>& should_stop) {
   const int64_t n_windows = windows.size(0);
   const int64_t body = windows.size(1) - 1;
   ASSIGN_OR_RETURN(model::Model::Head head_q, candidate.LoadHead());
@@ -89,6 +95,10 @@ absl::StatusOr<std::vector<WindowStats>> ScoreHidden(const model::Model& candida
   std::vector<WindowStats> stats;
   stats.reserve(n_windows);
   for (int64_t b = 0; b < n_windows; b += batch) {
+    if (should_stop && should_stop()) {
+      return absl::CancelledError(absl::StrCat("scoring stopped before window ", b, " of ",
+                                               n_windows));
+    }
     const int64_t m = std::min<int64_t>(batch, n_windows - b);
     at::Tensor lq = candidate.Logits(head_q, hq.narrow(0, b, m));
     at::Tensor lp = reference ? reference->Logits(*head_p, hp.narrow(0, b, m)) : at::Tensor();
@@ -217,14 +227,16 @@ absl::StatusOr<EvalJobResult> RunEvalJob(const EvalJobOptions& options,
   const auto forward_start = Clock::now();
   const int batch = std::max(1, options.batch_windows);
   ASSIGN_OR_RETURN(at::Tensor hq, RunToFinalHidden(*candidate, transform ? &*transform : nullptr,
-                                                   windows, batch, "model", progress));
+                                                   windows, batch, "model", progress,
+                                                   options.should_stop));
   at::Tensor hp;
   if (reference) {
     ASSIGN_OR_RETURN(hp, RunToFinalHidden(*reference, nullptr, windows, batch, "reference",
-                                          progress));
+                                          progress, options.should_stop));
   }
   ASSIGN_OR_RETURN(std::vector<WindowStats> stats,
-                   ScoreHidden(*candidate, hq, reference.get(), hp, windows, batch, progress));
+                   ScoreHidden(*candidate, hq, reference.get(), hp, windows, batch, progress,
+                               options.should_stop));
   result.forward_seconds = Seconds(forward_start);
   result.forward_tokens = n_windows * options.window_tokens;
   result.summary = Summarize(stats, options.bootstrap_samples);

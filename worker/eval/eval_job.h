@@ -44,6 +44,7 @@ struct EvalJobOptions {
   int bootstrap_samples = 1000;
   int threads = 0;                // 0: leave libtorch's default
   std::string device = "cpu";     // cpu | cuda: where both models' weights and activations live
+  std::function<bool()> should_stop;  // asked per layer and per scored batch: Cancelled if true
 };
 
 struct EvalJobResult {

@@ -22,10 +22,12 @@ absl::StatusOr<at::Tensor> MakeWindows(const std::vector<int32_t>& ids, int wind
 
 // Runs `model` over all windows, one layer's weights resident at a time, `batch` windows per
 // forward; returns the final-normed hidden states [N, T, H] in the compute dtype.
+// `should_stop`, asked before each layer, ends it with Cancelled (a cancelled service task).
 absl::StatusOr<at::Tensor> RunToFinalHidden(const model::Model& model,
                                             const model::WeightTransform* transform,
                                             const at::Tensor& windows, int batch,
-                                            const std::string& label, const ProgressFn& progress);
+                                            const std::string& label, const ProgressFn& progress,
+                                            const std::function<bool()>& should_stop = nullptr);
 
 // Per-window statistics of candidate hidden states against reference ones (reference may be
 // null / hp undefined: perplexity and accuracy only).
@@ -34,7 +36,9 @@ absl::StatusOr<std::vector<WindowStats>> ScoreHidden(const model::Model& candida
                                                      const model::Model* reference,
                                                      const at::Tensor& hp,
                                                      const at::Tensor& windows, int batch,
-                                                     const ProgressFn& progress);
+                                                     const ProgressFn& progress,
+                                                     const std::function<bool()>& should_stop =
+                                                         nullptr);
 
 // RTN fake quantization of every in-scope linear as it is loaded; `summary` describes it and
 // `counter` counts the linears quantized.

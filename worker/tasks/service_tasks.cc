@@ -239,8 +239,9 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
                        ReadWholeFile(out + "/report.json", "the write task's report"));
       nlohmann::json report = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
       if (report.is_discarded()) return absl::DataLossError(out + "/report.json: not JSON");
-      ASSIGN_OR_RETURN(eval::EvalJobResult er,
-                       eval::RunEvalJob(EvalOptionsFor(spec, out), nullptr));
+      eval::EvalJobOptions options = EvalOptionsFor(spec, out);
+      options.should_stop = job.hooks.should_stop;
+      ASSIGN_OR_RETURN(eval::EvalJobResult er, eval::RunEvalJob(options, nullptr));
       report["eval"] = EvalJson(spec, er.summary);
       return WriteJsonFile(attempt, report);
     }

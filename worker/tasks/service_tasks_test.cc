@@ -1,6 +1,6 @@
 // A stop asked of a running task (a revoked lease, Ctrl-C) ends it at the next piece of its
 // loop, not at its end: calibrate and propagate between forward batches, quantize between
-// batches of units (GSQ's steps are gsq_test's).
+// batches of units, evaluate between layers and scored batches (GSQ's steps are gsq_test's).
 #include "worker/tasks/service_tasks.h"
 
 #include <gtest/gtest.h>
@@ -28,8 +28,7 @@ class ServiceTaskStopTest : public ::testing::Test {
     spec_.calib_path = std::string(QUANT_SHARED_DIR) + "/data/calib/calib.txt";
     spec_.calib_tokens = 8 * 256;
     spec_.batch_windows = 2;  // 4 forward batches
-    spec_.evaluate = false;
-    spec_.eval_text.clear();
+    spec_.eval_text = std::string(QUANT_SHARED_DIR) + "/data/eval/kjv_val.txt";
     auto plan = PlanJob(spec_);
     ASSERT_TRUE(plan.ok()) << plan.status();
     plan_ = *plan;
@@ -84,6 +83,18 @@ TEST_F(ServiceTaskStopTest, CalibrateQuantizeAndPropagateStopBetweenTheirPieces)
     EXPECT_EQ(asked, c.after + 1) << c.task;
     asked = 0;
     ASSERT_TRUE(Run(Find(c.task), 1 << 30, &asked).ok()) << c.task;
+  }
+  // The rest of the job, then its evaluation stopped between the model's layers.
+  for (const Task& t : plan_.tasks) {
+    if (t.layer < 2 && t.layer >= 0) continue;
+    int asked = 0;
+    if (t.kind != TaskKind::kEvaluate) {
+      ASSERT_TRUE(Run(t, 1 << 30, &asked).ok()) << t.Name();
+      continue;
+    }
+    absl::Status s = Run(t, 2, &asked);
+    EXPECT_EQ(s.code(), absl::StatusCode::kCancelled) << s;
+    EXPECT_EQ(s.message(), "model: stopped before layer 2 of 4");
   }
 }
 
