@@ -2,7 +2,7 @@
 """Re-plots an SLQ additivity run (bench/slq_additivity.py's JSON lines) with the EAR model of
 the solve: predicted KL (sum of unit probes) against measured KL; the summed unit 1 - EAR against
 measured 1 - EAR; and the solve's model, 1.1 sqrt(sum of the units' squared 1 - EAR)
-(worker/tasks/slq_files.h), against measured 1 - EAR. Prints Spearman correlations and the
+(job/slq_files.h), against measured 1 - EAR. Prints Spearman correlations and the
 model's range of measured / predicted.
 
 Usage: bench/slq_additivity_plot.py RUN.jsonl PNG PROBES.json

@@ -2,7 +2,7 @@
 """Brute force over every allocation of a tied-unit probe table (6 units x 6 bitwidths = 46,656
 on these models): at each average-bits budget, the allocation minimising the summed KL and the
 one minimising the quadrature EAR model (1.1 sqrt(sum of squared unit 1 - EAR),
-worker/tasks/slq_files.h), and each one's predicted EAR next to uniform's. Parameter weights:
+job/slq_files.h), and each one's predicted EAR next to uniform's. Parameter weights:
 gate_up units hold two matrices of a down_proj unit's size (true of both tiny models).
 
 Usage: bench/slq_bruteforce.py PROBES.json [BUDGET ...]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Per-expert SLQ with the per-layer calibration (issue 9), from the GPU run's files
 (scripts/gpu-slq-per-layer.sh):
-1. additivity: for each expert model (sum, scale, power; worker/tasks/slq_expert_model.h, the
+1. additivity: for each expert model (sum, scale, power; job/slq_expert_model.h, the
    same formulas re-implemented here), predicted KL and 1 - EAR of every random per-expert
    allocation against the measured ones: Spearman, measured/predicted range; a gnuplot scatter;
 2. SLQ against uniform at equal code bits: unpaired 95% intervals (as the job reports them)
@@ -20,7 +20,7 @@ import sys
 
 from slq_additivity import spearman  # rank correlation, shared with the tied-unit check
 
-EAR_MARGIN = 1.1  # worker/tasks/slq_files.h kEarMargin
+EAR_MARGIN = 1.1  # job/slq_files.h kEarMargin
 
 
 def tied_of(unit):

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "worker/tasks/quantize_job.h"
+#include "job/job_spec.h"
 
 namespace quant::qctl {
 

@@ -13,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "common/file.h"
 #include "coordinator/qctl/commands.h"
-#include "coordinator/slq/solver.h"
+#include "job/slq_solver.h"
 #include "storage/s3_flags.h"
 #include "worker/tasks/quantize_job.h"
 #include "worker/tasks/resumable_job.h"
@@ -22,7 +22,7 @@
 namespace quant::qctl {
 namespace {
 
-// SLQ's solve, coordinator-side (coordinator/slq), handed to the in-process job.
+// SLQ's solve (job/slq_solver.h), handed to the in-process job.
 absl::StatusOr<tasks::SlqAllocation> Solve(const std::vector<tasks::SlqUnitTable>& table,
                                           bool target, double limit) {
   std::vector<slq::Item> items;

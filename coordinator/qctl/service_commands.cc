@@ -21,7 +21,7 @@
 #include "proto/quant.grpc.pb.h"
 #include "proto/tls.h"
 #include "storage/object_store.h"
-#include "worker/tasks/job_spec.h"
+#include "job/job_spec.h"
 
 namespace quant::qctl {
 namespace {

@@ -19,11 +19,11 @@
 #include "storage/beneath.h"
 #include "storage/checkpoint.h"
 #include "storage/output_location.h"
-#include "worker/model/config.h"
-#include "worker/model/config_check.h"
-#include "worker/tasks/job_spec.h"
-#include "worker/tasks/plan.h"
-#include "worker/tasks/plan_input.h"
+#include "job/model_config.h"
+#include "job/config_check.h"
+#include "job/job_spec.h"
+#include "job/plan.h"
+#include "job/plan_input.h"
 
 namespace quant::coordinator {
 namespace {

@@ -2,7 +2,7 @@
 // (coordinator/state): qctl submits, watches and cancels jobs; workers register, lease tasks,
 // heartbeat and complete them. Every call checks the protocol version; Submit and Cancel need
 // the bearer token when one is configured (constant-time compare); a submitted job's spec is
-// parsed and checked field by field before anything is stored (worker/tasks/job_spec.h).
+// parsed and checked field by field before anything is stored (job/job_spec.h).
 // Torch-free: the planner and the checkpoint's config are read without libtorch.
 #pragma once
 
@@ -19,8 +19,8 @@
 
 #include "coordinator/state/state_store.h"
 #include "proto/quant.grpc.pb.h"
-#include "worker/tasks/plan.h"
-#include "worker/tasks/plan_input.h"
+#include "job/plan.h"
+#include "job/plan_input.h"
 
 namespace quant::coordinator {
 

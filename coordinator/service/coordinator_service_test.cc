@@ -22,7 +22,7 @@
 
 #include "coordinator/service/service_test_util.h"
 #include "proto/quant.grpc.pb.h"
-#include "worker/tasks/plan_input.h"
+#include "job/plan_input.h"
 
 namespace {
 

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/tasks/plan.h"
+#include "job/plan.h"
 
 struct sqlite3;
 

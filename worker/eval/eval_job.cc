@@ -18,7 +18,7 @@
 #include "worker/eval/metrics.h"
 #include "worker/model/model.h"
 #include "worker/quant/quantizer.h"
-#include "worker/quant/scope.h"
+#include "job/scope.h"
 #include "worker/tokenizer/text_stream.h"
 #include "worker/tokenizer/tokenizer.h"
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/eval/summary.h"
+#include "job/eval_summary.h"
 
 namespace quant::storage {
 class Checkpoint;

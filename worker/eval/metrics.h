@@ -5,7 +5,7 @@
 
 #include <ATen/ATen.h>
 
-#include "worker/eval/summary.h"
+#include "job/eval_summary.h"
 
 namespace quant::eval {
 

@@ -9,7 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
-#include "worker/model/config_check.h"
+#include "job/config_check.h"
 
 namespace quant::model {
 namespace {

@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "storage/checkpoint.h"
-#include "worker/model/config.h"
+#include "job/model_config.h"
 
 namespace quant::model {
 

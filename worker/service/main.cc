@@ -31,8 +31,8 @@
 #if defined(QUANT_WITH_NCCL)
 #include "worker/exchange/nccl_exchange.h"
 #endif
-#include "worker/tasks/job_spec.h"
-#include "worker/tasks/plan_input.h"
+#include "job/job_spec.h"
+#include "job/plan_input.h"
 #include "worker/tasks/service_tasks.h"
 #include "worker/tasks/task_guard.h"
 

@@ -17,9 +17,9 @@
 #include "worker/quant/gptq.h"
 #include "worker/quant/gsq.h"
 #include "worker/quant/quantizer.h"
-#include "worker/quant/scope.h"
+#include "job/scope.h"
 #include "worker/tasks/quantize_job.h"
-#include "worker/tasks/slq_files.h"
+#include "job/slq_files.h"
 
 namespace quant::tasks {
 

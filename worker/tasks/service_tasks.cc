@@ -12,7 +12,7 @@
 #include "worker/quant/export.h"
 #include "worker/quant/gsq.h"
 #include "worker/tasks/layer_tasks.h"
-#include "worker/tasks/plan_input.h"
+#include "job/plan_input.h"
 #include "worker/tasks/task_state.h"
 
 namespace quant::tasks {

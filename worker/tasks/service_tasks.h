@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "worker/exchange/exchange.h"
 #include "worker/tasks/layer_tasks.h"
-#include "worker/tasks/plan.h"
+#include "job/plan.h"
 #include "worker/tasks/quantize_job.h"
 
 namespace quant::tasks {

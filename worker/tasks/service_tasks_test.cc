@@ -9,7 +9,7 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
-#include "worker/tasks/plan_input.h"
+#include "job/plan_input.h"
 
 namespace quant::tasks {
 namespace {

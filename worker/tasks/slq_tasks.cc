@@ -15,9 +15,9 @@
 #include "common/status.h"
 #include "storage/object_store.h"
 #include "worker/eval/eval_pipeline.h"
-#include "worker/tasks/slq_expert_model.h"
-#include "worker/tasks/slq_files.h"
-#include "worker/quant/scope.h"
+#include "job/slq_expert_model.h"
+#include "job/slq_files.h"
+#include "job/scope.h"
 
 namespace quant::tasks {
 namespace {

@@ -6,7 +6,7 @@
 #include <functional>
 
 #include "absl/status/status.h"
-#include "worker/tasks/plan.h"
+#include "job/plan.h"
 
 namespace quant::tasks {
 

@@ -15,7 +15,7 @@
 #include "worker/eval/eval_job.h"
 #include "worker/eval/eval_pipeline.h"
 #include "worker/model/model.h"
-#include "worker/quant/scope.h"
+#include "job/scope.h"
 #include "worker/tokenizer/calib_source.h"
 #include "worker/tokenizer/text_stream.h"
 #include "worker/tokenizer/tokenizer.h"
