@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -109,6 +110,45 @@ JobEstimate EstimateJob(const storage::Checkpoint& checkpoint, const model::Mode
     e.seconds_per_worker = e.gsq_tflop_per_worker / e.assumed_tflops;
   }
   return e;
+}
+
+std::vector<storage::SpaceNeed> DiskNeeds(const JobEstimate& e, const Plan& plan,
+                                          const QuantizeJobSpec& spec,
+                                          const std::string& work_dir) {
+  int64_t layers = 0;
+  for (const Task& t : plan.tasks) layers += t.kind == TaskKind::kCalibrate && !t.probe_pass;
+  std::vector<storage::SpaceNeed> needs;
+  const bool s3 = storage::IsS3Location(spec.out_dir);
+  if (!s3) needs.push_back({spec.out_dir, e.output_bytes, "the checkpoint"});
+  if (!work_dir.empty()) {
+    needs.push_back({work_dir, e.scratch_bytes * static_cast<uint64_t>(layers),
+                     absl::StrCat("the work directory (", layers, " layers' hand-off state)")});
+    if (s3) needs.push_back({work_dir, e.output_bytes, "the checkpoint staged for upload"});
+  } else if (s3) {
+    std::error_code ec;
+    needs.push_back({std::filesystem::temp_directory_path(ec).string(), e.output_bytes,
+                     "the checkpoint staged for upload"});
+  }
+  return needs;
+}
+
+absl::Status CheckDiskSpace(const QuantizeJobSpec& spec, const std::string& work_dir,
+                            uint64_t work_dir_bytes, const storage::StatvfsFn& statvfs_fn) {
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::Checkpoint> checkpoint,
+                   storage::Checkpoint::Open(spec.model_dir));
+  ASSIGN_OR_RETURN(model::ModelConfig config, model::ReadModelConfig(*checkpoint));
+  ASSIGN_OR_RETURN(PlanInput in, PlanInputFor(*checkpoint, config, spec));
+  const Plan plan = PlanQuantizeJob(in);
+  const JobEstimate e = EstimateJob(*checkpoint, config, spec);
+  std::vector<storage::SpaceNeed> needs = DiskNeeds(e, plan, spec, work_dir);
+  for (storage::SpaceNeed& n : needs) {
+    if (!work_dir.empty() && n.path == work_dir) {
+      const uint64_t credit = std::min(n.bytes, work_dir_bytes);
+      n.bytes -= credit;
+      work_dir_bytes -= credit;
+    }
+  }
+  return storage::CheckFreeSpace(needs, statvfs_fn);
 }
 
 absl::StatusOr<Plan> PlanJob(const QuantizeJobSpec& spec) {

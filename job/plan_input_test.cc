@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+
 namespace quant::tasks {
 namespace {
 
@@ -77,6 +79,58 @@ TEST(PlanInput, TheEstimateSplitsTheExpertsOverTheGang) {
   EXPECT_LT(one.output_bytes, (*checkpoint)->total_bytes());
   EXPECT_GT(one.output_bytes, (*checkpoint)->total_bytes() / 8);
   EXPECT_GT(one.scratch_bytes, 0u);
+}
+
+// The free-space preflight with a fake statvfs: "/" has `free_bytes`, nothing below it exists.
+storage::StatvfsFn RootWithFree(uint64_t free_bytes) {
+  return [free_bytes](const char* path, struct statvfs* out) {
+    if (std::string(path) != "/") {
+      errno = ENOENT;
+      return -1;
+    }
+    *out = {};
+    out->f_frsize = 1;
+    out->f_bavail = free_bytes;
+    return 0;
+  };
+}
+
+TEST(PlanInput, TheDiskNeedsAreTheCheckpointAndEveryLayersHandOff) {
+  auto checkpoint = storage::Checkpoint::Open(kModel);
+  ASSERT_TRUE(checkpoint.ok());
+  auto config = model::ModelConfig::FromJson((*checkpoint)->config(), "config.json");
+  ASSERT_TRUE(config.ok());
+  const QuantizeJobSpec spec = Spec(1);
+  const JobEstimate e = EstimateJob(**checkpoint, *config, spec);
+  auto plan = PlanJob(spec);
+  ASSERT_TRUE(plan.ok());
+  // In memory: the checkpoint only.
+  std::vector<storage::SpaceNeed> needs = DiskNeeds(e, *plan, spec, "");
+  ASSERT_EQ(needs.size(), 1u);
+  EXPECT_EQ(needs[0].path, "/tmp/out");
+  EXPECT_EQ(needs[0].bytes, e.output_bytes);
+  // Resumable: plus the 3 calibrated (MoE) layers' hand-off state, kept until the end.
+  needs = DiskNeeds(e, *plan, spec, "/tmp/out.qctl-work");
+  ASSERT_EQ(needs.size(), 2u);
+  EXPECT_EQ(needs[1].bytes, 3 * e.scratch_bytes);
+  // s3://: staged in the work directory.
+  QuantizeJobSpec s3 = spec;
+  s3.out_dir = "s3://b/out";
+  needs = DiskNeeds(e, *plan, s3, "/w");
+  ASSERT_EQ(needs.size(), 2u);
+  EXPECT_EQ(needs[0].path, "/w");
+  EXPECT_EQ(needs[1].bytes, e.output_bytes);
+
+  const uint64_t total = e.output_bytes + 3 * e.scratch_bytes;
+  EXPECT_TRUE(CheckDiskSpace(spec, "/tmp/out.qctl-work", 0, RootWithFree(total)).ok());
+  const absl::Status s = CheckDiskSpace(spec, "/tmp/out.qctl-work", 0, RootWithFree(total - 1));
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("/tmp/out: not enough free disk space"), std::string::npos) << s;
+  // A resumed run's work already on disk counts against the need.
+  EXPECT_TRUE(CheckDiskSpace(spec, "/tmp/out.qctl-work", 1, RootWithFree(total - 1)).ok());
+  // In memory it needs the checkpoint's bytes only.
+  EXPECT_TRUE(CheckDiskSpace(spec, "", 0, RootWithFree(e.output_bytes)).ok());
+  EXPECT_FALSE(CheckDiskSpace(spec, "", 0, RootWithFree(e.output_bytes - 1)).ok());
 }
 
 }  // namespace

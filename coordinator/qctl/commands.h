@@ -27,6 +27,11 @@ void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, b
 absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, bool no_eval, bool no_fallback,
                               double bits);
 
+// The command line qctl was started with, each argument shell-quoted where it needs it (set by
+// main before parsing): what a failure tells the user to run again with --resume.
+std::string& CommandLine();
+std::string ShellQuote(const std::string& arg);
+
 // One clear error line on stderr: "qctl: error: <message>".
 void PrintError(const std::string& message);
 // Progress bar on stderr when it is a terminal; nothing otherwise.

@@ -15,6 +15,21 @@ void PrintError(const std::string& message) {
   std::fprintf(stderr, "qctl: error: %s\n", message.c_str());
 }
 
+std::string& CommandLine() {
+  static std::string* line = new std::string;
+  return *line;
+}
+
+std::string ShellQuote(const std::string& arg) {
+  const bool plain = !arg.empty() && arg.find_first_not_of(
+                                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                         "0123456789_./=:,@%+-") == std::string::npos;
+  if (plain) return arg;
+  std::string out = "'";
+  for (char c : arg) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 void PrintProgress(const std::string& phase, int64_t done, int64_t total) {
   static const bool tty = isatty(STDERR_FILENO) != 0;
   if (!tty || total <= 0) return;
@@ -41,6 +56,9 @@ int main(int argc, char** argv) {
 #if defined(QCTL_WITH_SERVICE)
   quant::qctl::AddServiceCommands(app, &runners);
 #endif
+  for (int i = 0; i < argc; ++i) {
+    quant::qctl::CommandLine() += (i > 0 ? " " : "") + quant::qctl::ShellQuote(argv[i]);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -15,6 +15,7 @@
 #include <iterator>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/s3/s3_servers.h"
 
@@ -166,6 +167,49 @@ TEST_F(QctlS3Test, BadS3InputIsOneLineAndLeavesNothing) {
   out = Run(Aws() + "s3 ls --recursive " + result + "/", &rc);
   EXPECT_TRUE(out.empty()) << out;
   EXPECT_TRUE(NothingStaged());
+}
+
+// An s3:// output with a local model: a bad secret, a bucket that does not exist and an endpoint
+// that does not answer are each one line before any work (no progress event, no staging or
+// work directory, nothing in the bucket).
+TEST_F(QctlS3Test, BadS3OutputIsOneLineBeforeAnyWork) {
+  const std::string cache = (dir_ / "cache").string();
+  struct Case {
+    std::string name, env, out, endpoint;
+    std::vector<std::string> expect;
+  };
+  const std::string out = "s3://" + kBucket + "/out/late";
+  const std::vector<Case> cases = {
+      {"wrong secret", "AWS_SECRET_ACCESS_KEY=wrong-Secret-0000", out, servers_->endpoint(),
+       {"--out " + out + ": the output cannot be reached", "403"}},
+      {"missing bucket", "", "s3://no-such-bucket/out", servers_->endpoint(),
+       {"--out s3://no-such-bucket/out: the output cannot be reached", "no-such-bucket"}},
+      {"unreachable endpoint", "", out, "http://127.0.0.1:1",
+       {"--out " + out + ": the output cannot be reached"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    int rc = 0;
+    const auto start = std::chrono::steady_clock::now();
+    const std::string text =
+        Run("env XDG_CACHE_HOME=" + cache + " " + c.env + " " + std::string(QCTL_BINARY) + " " +
+                Quantize(kModel, c.out) + " --progress json --s3-endpoint " + c.endpoint,
+            &rc);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%s: %.2f s: %s", c.name.c_str(), seconds, text.c_str());
+    EXPECT_NE(rc, 0);
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;  // no progress event
+    EXPECT_EQ(text.rfind("qctl: error: ", 0), 0u) << text;
+    for (const std::string& e : c.expect) EXPECT_NE(text.find(e), std::string::npos) << e;
+    EXPECT_EQ(text.find("wrong-Secret"), std::string::npos) << text;
+    EXPECT_LT(seconds, 30) << "retries of the unreachable endpoint are bounded";
+    EXPECT_FALSE(fs::exists(cache + "/moe-quant/work")) << "a work directory was made";
+    EXPECT_TRUE(NothingStaged());
+  }
+  int rc = 0;
+  const std::string listed = Run(Aws() + "s3 ls --recursive " + out + "/", &rc);
+  EXPECT_TRUE(listed.empty()) << listed;
 }
 
 }  // namespace

@@ -392,6 +392,71 @@ TEST_F(QctlTest, QuantizeTaskFailuresAreOneLine) {
                            "finished tasks"});
 }
 
+// A late failure (the export, after every layer) names what finished and the exact command that
+// continues it; that command then finishes the job from the kept work.
+TEST_F(QctlTest, QuantizeLateFailureNamesTheFinishedWorkAndTheResumeCommand) {
+  const std::string args = Quantize(tmp_ / "late", "--method rtn --calib-tokens 2048 --no-eval");
+  RunResult r = Qctl(args, "QUANT_INJECT_TASK_FAILURE=throw:write");
+  const std::string command = std::string(QCTL_BINARY) + " " + args + " --resume";
+  ExpectOneLineError(r, {"write: torch error: injected failure", "12 of 13 tasks are finished",
+                         "(L0, L1, L2, L3 done)", "to continue run: " + command + "\n"});
+  EXPECT_TRUE(fs::exists(tmp_ / "late.qctl-work"));
+  std::printf("%s", r.err.c_str());
+  // The named command, run as printed (a shell parses it), continues from the kept tasks.
+  const std::string printed = r.err.substr(r.err.find("to continue run: ") + 17);
+  const int status = std::system((printed.substr(0, printed.size() - 1) + " >" +
+                                  (tmp_ / "resume.out").string() + " 2>&1").c_str());
+  EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0) << Slurp(tmp_ / "resume.out");
+  EXPECT_NE(Slurp(tmp_ / "resume.out").find("resumed    12 tasks"), std::string::npos)
+      << Slurp(tmp_ / "resume.out");
+  EXPECT_TRUE(fs::exists(tmp_ / "late" / "quant_manifest.json"));
+  EXPECT_FALSE(fs::exists(tmp_ / "late.qctl-work"));
+}
+
+// Free disk space against the preflight estimate, on a real filesystem too small: a tmpfs
+// mounted in a user and mount namespace of our own (no root needed where unprivileged user
+// namespaces are allowed; skipped elsewhere: storage_test and plan_input_test check the same
+// logic through a fake statvfs). The resumable runner keeps every layer's hand-off state
+// (about 31 MB a layer here), the in-memory one writes the checkpoint only (about 10 MB).
+TEST_F(QctlTest, QuantizeRefusesAFilesystemTooSmallBeforeAnyWork) {
+  if (std::system("unshare --user --map-root-user --mount true >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "no unprivileged user namespaces here: cannot mount a small tmpfs";
+  }
+  const fs::path mnt = tmp_ / "small";
+  fs::create_directories(mnt);
+  auto in_tmpfs = [&](const std::string& size, const std::string& args) {
+    RunResult r;
+    const fs::path out = tmp_ / "stdout", err = tmp_ / "stderr";
+    const std::string cmd = "unshare --user --map-root-user --mount sh -c 'mount -t tmpfs -o size=" +
+                            size + " tmpfs " + mnt.string() + " && exec " + QCTL_BINARY + " " +
+                            args + "' >" + out.string() + " 2>" + err.string();
+    const auto start = std::chrono::steady_clock::now();
+    const int status = std::system(cmd.c_str());
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = Slurp(out);
+    r.err = Slurp(err);
+    return r;
+  };
+  const std::string job = "--method rtn --calib-tokens 2048 --no-eval --progress json";
+  RunResult r = in_tmpfs("64m", Quantize(mnt / "a" / "out", job));
+  ExpectOneLineError(r, {(mnt / "a" / "out").string() + ": not enough free disk space: ",
+                         " free on the filesystem of " + mnt.string() + ", the job needs about ",
+                         "the checkpoint", "the work directory (4 layers' hand-off state)"});
+  EXPECT_EQ(r.err.find("{\"event\""), std::string::npos) << "work began: " << r.err;
+  std::printf("too small (64 MiB, resumable): %.2f s: %s", r.seconds, r.err.c_str());
+  // The same filesystem takes the in-memory runner's checkpoint: the normal path passes.
+  r = in_tmpfs("64m", Quantize(mnt / "b" / "out", job + " --in-memory"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("wrote"), std::string::npos) << r.out;
+  std::printf("in memory on 64 MiB: %.2f s, exit %d\n", r.seconds, r.exit_code);
+  // And a filesystem with room for the estimate runs the resumable job to the end.
+  r = in_tmpfs("256m", Quantize(mnt / "c" / "out", job));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("wrote"), std::string::npos) << r.out;
+  std::printf("resumable on 256 MiB: %.2f s, exit %d\n", r.seconds, r.exit_code);
+}
+
 TEST_F(QctlTest, QuantizeGroupDoesNotDivideWithoutFallback) {
   // down_proj of tiny-qwen3-moe has 64 input columns: 48 divides neither it nor 256.
   ExpectOneLineError(Qctl(Quantize(tmp_ / "out", "--group 48 --no-channel-fallback")),

@@ -135,6 +135,7 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const Res
     options.work_dir = rf.work_dir;
     options.interrupted = &g_interrupted;
     options.progress = ProgressPrinter(rf.progress);
+    options.command = CommandLine();
     std::signal(SIGINT, OnInterrupt);
     result = tasks::RunResumableQuantizeJob(spec, options);
     std::signal(SIGINT, SIG_DFL);

@@ -98,7 +98,9 @@ absl::Status FailedAfter(const absl::Status& s,
   double seconds = 0;
   for (const auto& [name, t] : finished) seconds += t;
   return absl::Status(s.code(), absl::StrFormat("%s (after %zu finished tasks, %.0f s, the last "
-                                                "%s)", s.message(), finished.size(), seconds,
+                                                "%s; none kept: this runner holds its work in "
+                                                "memory, so the job must run again from the "
+                                                "start)", s.message(), finished.size(), seconds,
                                                 finished.back().first));
 }
 
@@ -133,7 +135,17 @@ absl::Status ValidateSpec(const QuantizeJobSpec& s) {
     // Local: the location's checks (and its missing parents) before the model is read.
     return storage::PrepareLocalOutput(s.out_dir, s.model_dir, s.overwrite);
   }
-  ASSIGN_OR_RETURN(const bool out_exists, storage::LocationExists(s.out_dir));
+  // An s3:// output's credentials, bucket and endpoint, by a signed listing of its prefix, before
+  // any work: a bad secret, a missing bucket or an unreachable endpoint is one line now, not an
+  // upload failure after the whole job.
+  const absl::StatusOr<bool> listed = storage::LocationExists(s.out_dir);
+  if (!listed.ok()) {
+    return absl::Status(listed.status().code(),
+                        absl::StrCat("--out ", s.out_dir, ": the output cannot be reached (checked "
+                                     "before any work: credentials, bucket, endpoint): ",
+                                     listed.status().message()));
+  }
+  const bool out_exists = *listed;
   if (out_exists && !s.overwrite) {
     return absl::AlreadyExistsError(
         absl::StrCat(s.out_dir, ": output directory already exists (pass --overwrite)"));
@@ -152,6 +164,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
                                                  const ProgressFn& progress,
                                                  const SlqSolveFn& solve) {
   RETURN_IF_ERROR(ValidateSpec(spec));
+  RETURN_IF_ERROR(CheckDiskSpace(spec, /*work_dir=*/""));  // before the model's weights are read
   if (spec.slq && !solve) return absl::InvalidArgumentError("SLQ needs a solver (internal)");
   QuantizeJobResult result;
   std::map<std::string, PhaseTiming> phases;

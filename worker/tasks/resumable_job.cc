@@ -120,6 +120,47 @@ void FillFromReport(const nlohmann::json& report, QuantizeJobResult* r) {
   }
 }
 
+// "L0, L1 done; L2 calibrate, gptq; write": the finished tasks by layer, in plan order.
+std::string FinishedSummary(const Plan& plan, const std::set<std::string>& finished,
+                            const QuantizeJobSpec& spec) {
+  std::vector<std::string> done_layers, parts;
+  std::map<int, std::pair<int, std::vector<std::string>>> layers;  // layer -> {tasks, done}
+  std::vector<int> layer_order;
+  for (const Task& t : plan.tasks) {
+    if (t.layer < 0) {
+      if (finished.count(t.Name())) parts.push_back(PhaseOf(t, spec));
+      continue;
+    }
+    auto [it, added] = layers.try_emplace(t.layer);
+    if (added) layer_order.push_back(t.layer);
+    ++it->second.first;
+    if (finished.count(t.Name())) it->second.second.push_back(PhaseOf(t, spec));
+  }
+  std::vector<std::string> partial;
+  for (int layer : layer_order) {
+    const auto& [total, done] = layers[layer];
+    if (done.empty()) continue;
+    if (static_cast<int>(done.size()) == total) {
+      done_layers.push_back(absl::StrCat("L", layer));
+    } else {
+      std::string names;
+      for (const std::string& d : done) absl::StrAppend(&names, names.empty() ? "" : ", ", d);
+      partial.push_back(absl::StrCat("L", layer, " ", names));
+    }
+  }
+  std::vector<std::string> all;
+  if (!done_layers.empty()) {
+    std::string names;
+    for (const std::string& d : done_layers) absl::StrAppend(&names, names.empty() ? "" : ", ", d);
+    all.push_back(names + " done");
+  }
+  for (const std::string& p : partial) all.push_back(p);
+  for (const std::string& p : parts) all.push_back(p);
+  std::string out;
+  for (const std::string& a : all) absl::StrAppend(&out, out.empty() ? "" : "; ", a);
+  return out;
+}
+
 }  // namespace
 
 bool Resumable(const QuantizeJobSpec& spec) { return !spec.slq && spec.expert_shards == 1; }
@@ -163,6 +204,15 @@ absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec&
     if (finished.count("write")) spec.overwrite = true;
   }
   RETURN_IF_ERROR(ValidateSpec(spec));
+  // Free disk space against the estimate before any work (a resumed run's committed work
+  // counts as already there).
+  uint64_t work_bytes = 0;
+  if (work_exists) {
+    for (const auto& e : fs::recursive_directory_iterator(work, ec)) {
+      if (e.is_regular_file(ec)) work_bytes += e.file_size(ec);
+    }
+  }
+  RETURN_IF_ERROR(CheckDiskSpace(spec, work, work_bytes));
   ASSIGN_OR_RETURN(const Plan plan, PlanJob(spec));
   if (!work_exists) {
     fs::create_directories(work, ec);
@@ -183,9 +233,15 @@ absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec&
       fs::remove_all(work, ec);
       return std::string();
     }
+    std::string command = options.command;
+    if (command.empty()) {
+      command = "the same command with --resume";
+    } else if (command.find(" --resume") == std::string::npos) {
+      command += " --resume";
+    }
     return absl::StrCat("; ", finished.size(), " of ", plan.tasks.size(),
-                        " tasks are finished and kept in ", work,
-                        ": run the same command with --resume to continue");
+                        " tasks are finished and kept in ", work, " (",
+                        FinishedSummary(plan, finished, spec), "): to continue run: ", command);
   };
   std::vector<std::string> kinds;
   for (const Task& t : plan.tasks) kinds.push_back(PhaseOf(t, spec));

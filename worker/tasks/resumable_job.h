@@ -25,6 +25,9 @@ struct ResumableOptions {
   const std::atomic<bool>* interrupted = nullptr;
   // Told of every finished task and of GSQ's steps (about once a second). Unset: silent.
   ProgressSink progress;
+  // The command that started the run, shell-quoted (qctl's argv): a failure after work names
+  // it with --resume as the way to continue. "": "the same command with --resume".
+  std::string command;
 };
 
 // Whether the job can take this path: not SLQ (its probe pass runs in memory only) and one
