@@ -114,6 +114,49 @@ void PrintStatus(const v1::JobStatus& st, bool tasks) {
   }
 }
 
+// "L1/gsq on w0: phase gsq, layer 1, step 27/40, loss 0.005925, 12.3 s, ETA task 5 s".
+std::string ProgressLine(const v1::TaskStatus& t) {
+  const v1::TaskProgress& p = t.progress();
+  std::string line = absl::StrFormat("%s on %s: phase %s", t.name(), p.worker(), p.phase());
+  if (p.layer() >= 0) line += absl::StrFormat(", layer %d", p.layer());
+  if (p.steps() > 0) {
+    line += absl::StrFormat(", step %d/%d, loss %.6g", p.step(), p.steps(), p.loss());
+  }
+  line += absl::StrFormat(", %.1f s", p.seconds());
+  if (p.eta_task_s() >= 0) line += absl::StrFormat(", ETA task %.0f s", p.eta_task_s());
+  return line;
+}
+
+// One JSON object per watched status (qctl watch --json).
+nlohmann::json WatchJson(const v1::JobStatus& st) {
+  nlohmann::json j = {{"job", st.job_id()},
+                      {"client_job_id", st.client_job_id()},
+                      {"state", StateName(st.state())},
+                      {"tasks_done", st.tasks_done()},
+                      {"tasks_total", st.tasks_total()},
+                      {"eta_job_s", st.eta_seconds()}};
+  if (!st.error().empty()) j["error"] = st.error();
+  nlohmann::json running = nlohmann::json::array();
+  for (const v1::TaskStatus& t : st.tasks()) {
+    if (t.state() != "leased") continue;
+    nlohmann::json r = {{"task", t.name()}, {"worker", t.worker()}, {"layer", t.layer()}};
+    if (t.has_progress()) {
+      const v1::TaskProgress& p = t.progress();
+      r["phase"] = p.phase();
+      r["seconds"] = p.seconds();
+      r["eta_task_s"] = p.eta_task_s();
+      if (p.steps() > 0) {
+        r["step"] = p.step();
+        r["steps"] = p.steps();
+        r["loss"] = p.loss();
+      }
+    }
+    running.push_back(std::move(r));
+  }
+  j["running"] = std::move(running);
+  return j;
+}
+
 }  // namespace
 
 void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
@@ -192,6 +235,12 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
                                : "Follow a job until it ends");
     sub->add_option("job", *id, "job id")->required();
     AddConnectionOptions(sub, conn.get());
+    auto json = std::make_shared<bool>(false);
+    if (cmd == "watch") {
+      sub->add_flag("--json", *json,
+                    "one JSON object per change: the job's state, tasks done, ETA, and each "
+                    "running task's progress (phase, layer, step, loss, seconds, ETA)");
+    }
     (*runners)[sub] = [=]() {
       v1::JobRequest req;
       req.set_protocol(kProtocol);
@@ -236,6 +285,12 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
       v1::JobStatus st;
       v1::JobState last = v1::JOB_STATE_UNSPECIFIED;
       while (reader->Read(&st)) {
+        if (*json) {
+          std::printf("%s\n", WatchJson(st).dump().c_str());
+          std::fflush(stdout);
+          last = st.state();
+          continue;
+        }
         std::string running, failed;
         for (const v1::TaskStatus& t : st.tasks()) {
           if (t.state() == "leased") {
@@ -254,6 +309,11 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
                                           : "",
                     running.empty() ? "" : "; running ", running.c_str(),
                     failed.empty() ? "" : "; failures: ", failed.c_str());
+        // Each running task's last reported progress: the fields of `qctl quantize --progress`.
+        for (const v1::TaskStatus& t : st.tasks()) {
+          if (t.state() != "leased" || !t.has_progress()) continue;
+          std::printf("  %s\n", ProgressLine(t).c_str());
+        }
         std::fflush(stdout);
         last = st.state();
       }

@@ -308,6 +308,13 @@ grpc::Status CoordinatorService::FillStatus(int64_t job_id, bool with_tasks, v1:
     p->set_executions(t.executions);
     p->set_worker(t.worker);
     p->set_last_error(t.last_error);
+    if (t.status == TaskStatus::kLeased) {
+      std::lock_guard<std::mutex> lock(progress_mu_);
+      auto it = progress_.find({job_id, t.task_id});
+      if (it != progress_.end() && it->second.epoch() == t.epoch) {
+        *p->mutable_progress() = it->second;
+      }
+    }
   }
   return grpc::Status::OK;
 }
@@ -338,6 +345,10 @@ grpc::Status CoordinatorService::Watch(grpc::ServerContext* ctx, const v1::JobRe
     std::string key = absl::StrCat(st.state(), "|", st.tasks_done(), "|");
     for (const v1::TaskStatus& t : st.tasks()) {
       if (t.state() == "leased" || t.state() == "failed") absl::StrAppend(&key, t.task_id(), t.state());
+      if (t.has_progress()) {  // a new report (a GSQ step, or seconds of a long task)
+        absl::StrAppend(&key, "|", t.progress().phase(), t.progress().step(), "/",
+                        static_cast<int64_t>(t.progress().seconds()));
+      }
     }
     if (key != last) {
       if (!writer->Write(st)) return grpc::Status::OK;  // the client went away
@@ -553,6 +564,19 @@ grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx, const v1::H
       resp->add_revoked_task_ids(held.task_id());  // stale epoch or cancelled job: stop it
     }
   }
+  for (const v1::TaskProgress& p : req->progress()) {
+    // Only a holder of the task's live lease, at that epoch, may report it; anything else is
+    // dropped (not an error: a report may cross a revocation).
+    absl::StatusOr<TaskRecord> task = state_->GetTask(p.job_id(), p.task_id());
+    if (!task.ok() || task->status != TaskStatus::kLeased || task->epoch != p.epoch() ||
+        !IsHolder(*task, req->worker_id()) || p.phase().size() > 32) {
+      continue;
+    }
+    v1::TaskProgress kept = p;
+    kept.set_worker(req->worker_id());
+    std::lock_guard<std::mutex> lock(progress_mu_);
+    progress_[{p.job_id(), p.task_id()}] = std::move(kept);
+  }
   return grpc::Status::OK;
 } catch (...) {
   return ExceptionToGrpc("Heartbeat");
@@ -741,6 +765,11 @@ void CoordinatorService::CleanUpJob(int64_t job_id) {
   {
     std::lock_guard<std::mutex> lock(cleaned_mu_);
     if (!cleaned_.insert(job_id).second) return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(progress_mu_);
+    progress_.erase(progress_.lower_bound({job_id, INT64_MIN}),
+                    progress_.lower_bound({job_id + 1, INT64_MIN}));
   }
   absl::StatusOr<JobRecord> job = state_->GetJob(job_id);
   if (!job.ok() || job->status == JobStatus::kRunning) {

@@ -135,6 +135,11 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
   std::mutex cleaned_mu_;
   std::set<int64_t> cleaned_;  // jobs already cleaned up (under cleaned_mu_)
   double last_sweep_ = 0;      // under cleaned_mu_
+  // Running tasks' progress as their holders last reported it (Heartbeat), shown by Status and
+  // Watch while the task is leased at the reported epoch; in memory only, dropped at completion
+  // and when the job is cleaned up.
+  std::mutex progress_mu_;
+  std::map<TaskKey, v1::TaskProgress> progress_;
   static constexpr size_t kMaxLogLines = 10000;
   void Log(int64_t job_id, const std::string& source, const std::string& text);
   std::mutex logs_mu_;

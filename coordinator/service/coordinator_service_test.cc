@@ -534,6 +534,71 @@ TEST_F(CoordinatorTest, SecurityRendezvousIsScopedToALiveGangAttempt) {
   }
 }
 
+// A running task's progress (the heartbeat's TaskProgress) is kept only from a holder of the
+// task's live lease at that epoch; Status shows it on the leased task.
+TEST_F(CoordinatorTest, SecurityOnlyTheLeaseHolderReportsProgress) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token");
+  ASSERT_TRUE(c.up());
+  quant::v1::SubmitResponse submitted;
+  {
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    ASSERT_TRUE(c.jobs().Submit(&ctx, Request("job-p", "rtn"), &submitted).ok());
+  }
+  quant::v1::LeaseResponse lease;
+  {
+    grpc::ClientContext ctx;
+    quant::testing::AuthorizeWorker(&ctx);
+    quant::v1::LeaseRequest lr;
+    lr.set_protocol(kProtocol);
+    lr.set_worker_id("w0");
+    ASSERT_TRUE(c.workers().Lease(&ctx, lr, &lease).ok());
+    ASSERT_TRUE(lease.has_task());
+  }
+  auto report = [&](const std::string& worker, int64_t epoch, int64_t step) {
+    grpc::ClientContext ctx;
+    quant::testing::AuthorizeWorker(&ctx);
+    quant::v1::HeartbeatRequest hr;
+    hr.set_protocol(kProtocol);
+    hr.set_worker_id(worker);
+    quant::v1::TaskProgress* p = hr.add_progress();
+    p->set_job_id(submitted.job_id());
+    p->set_task_id(lease.task().task_id());
+    p->set_epoch(epoch);
+    p->set_phase("gsq");
+    p->set_layer(lease.task().layer());
+    p->set_step(step);
+    p->set_steps(40);
+    p->set_loss(0.25);
+    p->set_seconds(1.5);
+    quant::v1::HeartbeatResponse hresp;
+    EXPECT_TRUE(c.workers().Heartbeat(&ctx, hr, &hresp).ok());
+  };
+  auto shown = [&]() -> quant::v1::TaskProgress {
+    grpc::ClientContext ctx;
+    quant::v1::JobRequest jr;
+    jr.set_protocol(kProtocol);
+    jr.set_job_id(submitted.job_id());
+    quant::v1::JobStatus st;
+    EXPECT_TRUE(c.jobs().Status(&ctx, jr, &st).ok());
+    for (const quant::v1::TaskStatus& t : st.tasks()) {
+      if (t.task_id() == lease.task().task_id()) return t.progress();
+    }
+    return {};
+  };
+  report("w1", lease.task().epoch(), 7);      // not the holder
+  report("w0", lease.task().epoch() + 1, 8);  // not the lease's epoch
+  EXPECT_EQ(shown().step(), 0);
+  EXPECT_TRUE(shown().worker().empty());
+  report("w0", lease.task().epoch(), 9);
+  const quant::v1::TaskProgress p = shown();
+  EXPECT_EQ(p.step(), 9);
+  EXPECT_EQ(p.steps(), 40);
+  EXPECT_EQ(p.phase(), "gsq");
+  EXPECT_DOUBLE_EQ(p.loss(), 0.25);
+  EXPECT_EQ(p.worker(), "w0");
+}
+
 // The coordinator will not start half-guarded: a submit token without any worker credential,
 // or one token for both.
 TEST_F(CoordinatorTest, SecurityRefusesToStartWithUnauthenticatedWorkers) {

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "coordinator/service/service_test_util.h"
+#include "nlohmann/json.hpp"
 #include "proto/quant.grpc.pb.h"
 
 namespace {
@@ -209,6 +212,65 @@ TEST_F(WorkerServiceTest, OneTwoAndFourWorkersWriteTheEmbeddedRunsBytes) {
     }
     EXPECT_FALSE(fs::exists(scratch)) << "the job's scratch outlives it";
   }
+}
+
+// Progress a person can read, through the service: the worker reports a running task's phase,
+// layer and GSQ's step and loss on its heartbeat, and `qctl watch` (text and --json) shows them.
+TEST_F(WorkerServiceTest, WatchShowsAGsqTasksStepAndLoss) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token");
+  ASSERT_TRUE(c.up());
+  Worker w(c.grpc_address(), "w0", tmp_ / "w0.log");
+  ASSERT_TRUE(w.up());
+  const int64_t job = Submit(c, JobFlags(tmp_ / "out", /*steps=*/120));
+  ASSERT_GT(job, 0);
+  auto watch = [&](const std::string& extra) {
+    const std::string cmd = std::string(QCTL_BINARY) + " watch " + std::to_string(job) +
+                            " --coordinator " + c.grpc_address() + extra + " 2>&1";
+    return popen(cmd.c_str(), "r");
+  };
+  FILE* text = watch("");
+  FILE* json = watch(" --json");
+  ASSERT_NE(text, nullptr);
+  ASSERT_NE(json, nullptr);
+  auto drain = [](FILE* f, int* rc) {
+    std::string out;
+    char buf[1024];
+    while (fgets(buf, sizeof(buf), f)) out += buf;
+    const int status = pclose(f);
+    *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return out;
+  };
+  int text_rc = -1, json_rc = -1;
+  std::string json_out;
+  std::thread json_reader([&] { json_out = drain(json, &json_rc); });
+  const std::string text_out = drain(text, &text_rc);
+  json_reader.join();
+  std::printf("%s", text_out.c_str());  // what docs/operations.md shows
+  EXPECT_EQ(text_rc, 0) << text_out;
+  EXPECT_EQ(json_rc, 0) << json_out;
+  // A GSQ task's line: "  L1/gsq on w0: phase gsq, layer 1, step 27/120, loss 0.0123, ...".
+  const std::regex step_line(R"(  L\d+/gsq on w0: phase gsq, layer \d+, step \d+/120, loss [0-9.e-]+, [0-9.]+ s(, ETA task \d+ s)?)");
+  EXPECT_TRUE(std::regex_search(text_out, step_line)) << text_out;
+  EXPECT_NE(text_out.find("phase calibrate, layer"), std::string::npos) << text_out;
+  EXPECT_NE(text_out.find("succeeded"), std::string::npos) << text_out;
+  // --json: one object per line; a GSQ task's step and loss among them.
+  bool saw_step = false;
+  std::istringstream lines(json_out);
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << line;
+    EXPECT_EQ(j["job"], job);
+    for (const nlohmann::json& r : j["running"]) {
+      if (r.value("phase", "") == "gsq" && r.contains("step")) {
+        saw_step = true;
+        EXPECT_EQ(r["steps"], 120);
+        EXPECT_GT(r["loss"].get<double>(), 0);
+        EXPECT_GE(r["seconds"].get<double>(), 0);
+        EXPECT_EQ(r["worker"], "w0");
+      }
+    }
+  }
+  EXPECT_TRUE(saw_step) << json_out;
 }
 
 TEST_F(WorkerServiceTest, KillNineOfAWorkerMidTaskReRunsTheTaskElsewhere) {

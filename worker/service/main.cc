@@ -64,12 +64,38 @@ std::unique_ptr<grpc::ClientContext> Ctx(double seconds = 30) {
   return ctx;
 }
 
-// Renews the lease while the task runs; stops at destruction.
+// The shortest gap between two heartbeats sent early to carry fresh progress (GSQ reports about
+// once a second): `qctl watch` follows a step within about a second without a heartbeat per step.
+constexpr auto kProgressGap = std::chrono::seconds(1);
+
+// Renews the lease while the task runs, carrying the task's progress (what `qctl watch` shows);
+// stops at destruction.
 class Heartbeats {
  public:
   Heartbeats(Workers::Stub* stub, std::string id, quant::v1::TaskLease lease, double every)
-      : thread_([=, this] { Run(stub, id, lease, every); }) {}
+      : start_(std::chrono::steady_clock::now()),
+        thread_([=, this] { Run(stub, id, lease, every); }) {}
   bool revoked() const { return revoked_.load(); }
+  // The task's phase and layer, before it starts.
+  void Start(const quant::v1::TaskProgress& progress) {
+    std::lock_guard<std::mutex> lock(mu_);
+    progress_ = progress;
+  }
+  // GSQ's step report: sent with the next heartbeat, early if the last one is kProgressGap old.
+  void Step(int64_t step, int64_t steps, double loss) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.set_step(step);
+      progress_.set_steps(steps);
+      progress_.set_loss(loss);
+      const double seconds = Seconds(start_);
+      progress_.set_eta_task_s(step > 0 ? seconds / static_cast<double>(step) *
+                                              static_cast<double>(steps - step)
+                                        : -1);
+      fresh_ = true;
+    }
+    cv_.notify_all();
+  }
   ~Heartbeats() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -81,14 +107,35 @@ class Heartbeats {
  private:
   void Run(Workers::Stub* stub, const std::string& id, const quant::v1::TaskLease& lease,
            double every) {
+    using Clock = std::chrono::steady_clock;
+    const auto period = std::chrono::milliseconds(static_cast<int64_t>(every * 1000));
+    auto last = Clock::now();
     std::unique_lock<std::mutex> lock(mu_);
-    while (!cv_.wait_for(lock, std::chrono::milliseconds(static_cast<int64_t>(every * 1000)),
-                         [this] { return stop_; })) {
+    while (true) {
+      // Wakes for the period, for a stop, or for fresh progress once kProgressGap has passed.
+      const auto due = [&] {
+        return stop_ || Clock::now() - last >= period ||
+               (fresh_ && Clock::now() - last >= kProgressGap);
+      };
+      if (!due()) {
+        const bool was_fresh = fresh_;
+        const auto until = was_fresh ? std::min(last + period, last + kProgressGap) : last + period;
+        cv_.wait_until(lock, until, [&] { return stop_ || (fresh_ && !was_fresh); });
+        continue;
+      }
+      if (stop_) return;
+      last = Clock::now();
+      fresh_ = false;
       quant::v1::HeartbeatRequest req;
       req.set_protocol(kProtocol);
       req.set_worker_id(id);
       *req.add_held() = lease;
       req.set_memory_bytes(static_cast<uint64_t>(quant::metrics::ResidentBytes()));
+      if (!progress_.phase().empty()) {
+        quant::v1::TaskProgress* p = req.add_progress();
+        *p = progress_;
+        p->set_seconds(Seconds(start_));
+      }
       quant::v1::HeartbeatResponse resp;
       lock.unlock();
       const grpc::Status s = stub->Heartbeat(Ctx(10).get(), req, &resp);
@@ -105,9 +152,12 @@ class Heartbeats {
       }
     }
   }
+  const std::chrono::steady_clock::time_point start_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
+  bool fresh_ = false;                    // progress not yet sent (under mu_)
+  quant::v1::TaskProgress progress_;     // under mu_
   std::atomic<bool> revoked_{false};  // set by the heartbeat thread, read by the task
   std::thread thread_;
 };
@@ -144,6 +194,16 @@ class CoordinatorStore : public quant::exchange::RendezvousStore {
   Workers::Stub* stub_;
   std::string worker_id_;
 };
+
+// The phase a task shows as progress: the names `qctl quantize --progress` uses.
+std::string PhaseName(const quant::tasks::Task& task, const quant::tasks::QuantizeJobSpec& spec) {
+  using quant::tasks::TaskKind;
+  switch (task.kind) {
+    case TaskKind::kQuantize: return spec.method == "rtn" ? "rtn" : "gptq";
+    case TaskKind::kEvaluate: return "eval";
+    default: return std::string(quant::tasks::TaskKindName(task.kind));
+  }
+}
 
 }  // namespace
 
@@ -318,14 +378,22 @@ int main(int argc, char** argv) {
             }
           }
           if (result.ok()) {
+            quant::v1::TaskProgress progress;
+            progress.set_job_id(t.job_id());
+            progress.set_task_id(t.task_id());
+            progress.set_epoch(t.epoch());
+            progress.set_phase(PhaseName(*task, *spec));
+            progress.set_layer(task->layer);
+            progress.set_eta_task_s(-1);
+            beats.Start(progress);
             // Whatever the task throws is a failed attempt with one line (the job's log and
             // `qctl status` show it), not a crash seen only as an expired lease.
             result = quant::tasks::GuardTask(*task, [&] {
-              return quant::tasks::RunServiceTask(*spec, *plan, *task, t.job_dir(), attempt,
-                                                  exchange.get(),
-                                                  {.should_stop = [&beats] {
-                                                    return beats.revoked();
-                                                  }});
+              return quant::tasks::RunServiceTask(
+                  *spec, *plan, *task, t.job_dir(), attempt, exchange.get(),
+                  {.should_stop = [&beats] { return beats.revoked(); },
+                   .on_gsq_step = [&beats](int64_t step, int64_t steps,
+                                           double loss) { beats.Step(step, steps, loss); }});
             });
           }
           if (beats.revoked()) {
