@@ -76,10 +76,14 @@ class Heartbeats {
       : start_(std::chrono::steady_clock::now()),
         thread_([=, this] { Run(stub, id, lease, every); }) {}
   bool revoked() const { return revoked_.load(); }
-  // The task's phase and layer, before it starts.
+  // The task's phase and layer, before it starts: sent once the task has run kProgressGap.
   void Start(const quant::v1::TaskProgress& progress) {
-    std::lock_guard<std::mutex> lock(mu_);
-    progress_ = progress;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_ = progress;
+      fresh_ = true;
+    }
+    cv_.notify_all();
   }
   // GSQ's step report: sent with the next heartbeat, early if the last one is kProgressGap old.
   void Step(int64_t step, int64_t steps, double loss) {
