@@ -120,30 +120,39 @@ absl::Status Take(const json& v, const std::string& key, std::vector<int>* out) 
   return absl::OkStatus();
 }
 
-absl::Status OneOf(const Namer& n, const std::string& key, const std::string& value,
-                   std::initializer_list<const char*> allowed) {
-  std::string list;
-  for (const char* a : allowed) {
-    if (value == a) return absl::OkStatus();
-    absl::StrAppend(&list, list.empty() ? "" : ", ", a);
+// `text` as one of E's names (job_enums.h), or "<field>: 'text' is not one of a, b".
+template <typename E>
+absl::Status Choose(const Namer& n, const std::string& key, const std::string& text, E* out) {
+  const std::optional<E> e = EnumFromName<E>(text);
+  if (!e) {
+    return n.Bad(key, absl::StrCat("'", text.substr(0, 64), "' is not one of ", EnumNameList<E>()));
   }
-  return n.Bad(key, absl::StrCat("'", value.substr(0, 64), "' is not one of ", list));
+  *out = *e;
+  return absl::OkStatus();
+}
+
+// A JSON string naming one of E's values.
+template <typename E>
+absl::Status TakeChoice(const json& v, const std::string& key, E* out) {
+  std::string text;
+  RETURN_IF_ERROR(Take(v, key, &text));
+  return Choose(Namer{}, key, text, out);
 }
 
 }  // namespace
 
 nlohmann::json QuantizeJobSpec::ToJson() const {
-  return {{"model", model_dir},       {"method", method},
-          {"bits", bits},             {"grid", grid},
+  return {{"model", model_dir},       {"method", NameOf(method)},
+          {"bits", bits},             {"grid", NameOf(grid)},
           {"group_size", group_size}, {"channel_fallback", channel_fallback},
-          {"scope", scope},           {"calib", calib_path},
+          {"scope", NameOf(scope)},   {"calib", calib_path},
           {"calib_tokens", calib_tokens}, {"window_tokens", window_tokens},
           {"calib_samples", calib_samples},
-          {"steps", steps},           {"objective", objective},
-          {"export", export_format},  {"seed", seed},
+          {"steps", steps},           {"objective", NameOf(objective)},
+          {"export", NameOf(export_format)}, {"seed", seed},
           {"damp", damp},             {"act_order", act_order},
           {"mse_scale_search", mse_scale_search}, {"batch_windows", batch_windows},
-          {"calib_inputs", calib_inputs}, {"device", device}, {"slq", slq},
+          {"calib_inputs", NameOf(calib_inputs)}, {"device", NameOf(device)}, {"slq", slq},
           {"slq_budget", slq_budget}, {"target_ear", target_ear},
           {"slq_bits", slq_bits}, {"probe_windows", probe_windows},
           {"slq_allocation", slq_allocation}, {"per_expert_bits", per_expert_bits},
@@ -175,13 +184,13 @@ absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text) {
       fields = {
           {"model", [&](const json& v, const std::string& k) { return Take(v, k, &s.model_dir); }},
           {"out", [&](const json& v, const std::string& k) { return Take(v, k, &s.out_dir); }},
-          {"method", [&](const json& v, const std::string& k) { return Take(v, k, &s.method); }},
+          {"method", [&](const json& v, const std::string& k) { return TakeChoice(v, k, &s.method); }},
           {"bits", [&](const json& v, const std::string& k) { return Take(v, k, &s.bits); }},
-          {"grid", [&](const json& v, const std::string& k) { return Take(v, k, &s.grid); }},
+          {"grid", [&](const json& v, const std::string& k) { return TakeChoice(v, k, &s.grid); }},
           {"group_size", [&](const json& v, const std::string& k) { return Take(v, k, &s.group_size); }},
           {"channel_fallback",
            [&](const json& v, const std::string& k) { return Take(v, k, &s.channel_fallback); }},
-          {"scope", [&](const json& v, const std::string& k) { return Take(v, k, &s.scope); }},
+          {"scope", [&](const json& v, const std::string& k) { return TakeChoice(v, k, &s.scope); }},
           {"calib", [&](const json& v, const std::string& k) { return Take(v, k, &s.calib_path); }},
           {"calib_tokens",
            [&](const json& v, const std::string& k) { return Take(v, k, &s.calib_tokens); }},
@@ -190,8 +199,8 @@ absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text) {
           {"calib_samples",
            [&](const json& v, const std::string& k) { return Take(v, k, &s.calib_samples); }},
           {"steps", [&](const json& v, const std::string& k) { return Take(v, k, &s.steps); }},
-          {"objective", [&](const json& v, const std::string& k) { return Take(v, k, &s.objective); }},
-          {"export", [&](const json& v, const std::string& k) { return Take(v, k, &s.export_format); }},
+          {"objective", [&](const json& v, const std::string& k) { return TakeChoice(v, k, &s.objective); }},
+          {"export", [&](const json& v, const std::string& k) { return TakeChoice(v, k, &s.export_format); }},
           {"seed", [&](const json& v, const std::string& k) { return Take(v, k, &s.seed); }},
           {"damp", [&](const json& v, const std::string& k) { return Take(v, k, &s.damp); }},
           {"act_order", [&](const json& v, const std::string& k) { return Take(v, k, &s.act_order); }},
@@ -200,8 +209,8 @@ absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text) {
           {"batch_windows",
            [&](const json& v, const std::string& k) { return Take(v, k, &s.batch_windows); }},
           {"calib_inputs",
-           [&](const json& v, const std::string& k) { return Take(v, k, &s.calib_inputs); }},
-          {"device", [&](const json& v, const std::string& k) { return Take(v, k, &s.device); }},
+           [&](const json& v, const std::string& k) { return TakeChoice(v, k, &s.calib_inputs); }},
+          {"device", [&](const json& v, const std::string& k) { return TakeChoice(v, k, &s.device); }},
           {"slq", [&](const json& v, const std::string& k) { return Take(v, k, &s.slq); }},
           {"slq_budget", [&](const json& v, const std::string& k) { return Take(v, k, &s.slq_budget); }},
           {"target_ear", [&](const json& v, const std::string& k) { return Take(v, k, &s.target_ear); }},
@@ -229,6 +238,24 @@ absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text) {
   if (s.out_dir.empty()) return Bad("out", "is required");
   RETURN_IF_ERROR(ValidateSpecFields(s, /*name_flags=*/false));
   return s;
+}
+
+SpecChoices ChoicesOf(const QuantizeJobSpec& s) {
+  return {std::string(NameOf(s.method)),        std::string(NameOf(s.grid)),
+          std::string(NameOf(s.scope)),         std::string(NameOf(s.objective)),
+          std::string(NameOf(s.export_format)), std::string(NameOf(s.device)),
+          std::string(NameOf(s.calib_inputs))};
+}
+
+absl::Status ApplyChoices(const SpecChoices& text, QuantizeJobSpec* spec) {
+  const Namer n{/*flags=*/true};
+  RETURN_IF_ERROR(Choose(n, "method", text.method, &spec->method));
+  RETURN_IF_ERROR(Choose(n, "grid", text.grid, &spec->grid));
+  RETURN_IF_ERROR(Choose(n, "scope", text.scope, &spec->scope));
+  RETURN_IF_ERROR(Choose(n, "objective", text.objective, &spec->objective));
+  RETURN_IF_ERROR(Choose(n, "export", text.export_format, &spec->export_format));
+  RETURN_IF_ERROR(Choose(n, "device", text.device, &spec->device));
+  return Choose(n, "calib_inputs", text.calib_inputs, &spec->calib_inputs);
 }
 
 bool HasControlCharacter(std::string_view text) {
@@ -265,19 +292,12 @@ absl::Status ValidateSpecFields(const QuantizeJobSpec& s, bool name_flags) {
   for (const auto& [field, path] : SpecPaths(s)) {
     if (HasControlCharacter(path)) return n.Bad(field, "holds a control character");
   }
-  RETURN_IF_ERROR(OneOf(n, "method", s.method, {"rtn", "gptq", "gsq"}));
   if (s.bits < kMinBits || s.bits > kMaxBits) {
     return n.Bad("bits", absl::StrCat(s.bits, " is outside 2..8"));
   }
   if (s.group_size <= 0 || s.group_size > (1 << 20)) {
     return n.Bad("group_size", absl::StrCat(s.group_size, " is not in 1..1048576"));
   }
-  RETURN_IF_ERROR(OneOf(n, "grid", s.grid, {"sym", "asym"}));
-  RETURN_IF_ERROR(OneOf(n, "scope", s.scope, {"experts", "all"}));
-  RETURN_IF_ERROR(OneOf(n, "objective", s.objective, {"expert-output", "layer-local"}));
-  RETURN_IF_ERROR(OneOf(n, "export", s.export_format, {"vllm", "native"}));
-  RETURN_IF_ERROR(OneOf(n, "calib_inputs", s.calib_inputs, {"quantized", "original"}));
-  RETURN_IF_ERROR(OneOf(n, "device", s.device, {"cpu", "cuda"}));
   if (s.steps < 0 || s.steps > 1000000) {
     return n.Bad("steps", absl::StrCat(s.steps, " is not in 0..1000000"));
   }
@@ -299,12 +319,12 @@ absl::Status ValidateSpecFields(const QuantizeJobSpec& s, bool name_flags) {
   if (s.expert_shards < 1 || s.expert_shards > 4096) {
     return n.Bad("expert_shards", "must be in 1..4096");
   }
-  if (s.expert_shards > 1 && s.scope != "experts") {
+  if (s.expert_shards > 1 && s.scope != quant::Scope::kExperts) {
     return n.Bad("expert_shards", "above 1 needs " + n.Name("scope") +
                                       " experts (the gang does not merge attention Hessians yet)");
   }
   if (s.per_expert_bits && !s.slq) return n.Bad("per_expert_bits", "needs " + n.Name("slq"));
-  if (s.per_expert_bits && s.export_format != "native") {
+  if (s.per_expert_bits && s.export_format != quant::ExportFormat::kNative) {
     return n.Bad("per_expert_bits", absl::StrCat("needs ", n.Name("export"),
                                                " native: vLLM's fused MoE kernels take one "
                                                "scheme for all experts of a layer"));

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "job/job_enums.h"
 #include "nlohmann/json.hpp"
 
 namespace quant::tasks {
@@ -19,12 +20,12 @@ namespace quant::tasks {
 struct QuantizeJobSpec {
   std::string model_dir;
   std::string out_dir;
-  std::string method = "gsq";          // rtn | gptq | gsq
+  Method method = Method::kGsq;
   int bits = 4;                        // 2..8
-  std::string grid = "sym";            // sym | asym
+  quant::Grid grid = quant::Grid::kSymmetric;
   int group_size = 128;
   bool channel_fallback = true;        // per-channel when the group does not divide
-  std::string scope = "experts";       // experts | all
+  quant::Scope scope = quant::Scope::kExperts;
   std::string calib_path;              // default: ../shared/data/calib/calib.txt
   int64_t calib_tokens = 384 * 256;    // the reference's 384 windows of 256 tokens
   int window_tokens = 256;            // --seq-len: the window length, BOS included
@@ -32,11 +33,11 @@ struct QuantizeJobSpec {
   // text (then instead of calib_tokens / window_tokens); 0: no cap (calib_tokens decides).
   int64_t calib_samples = 0;
   int steps = 640;                     // GSQ steps per layer
-  std::string objective = "expert-output";  // expert-output | layer-local
-  std::string export_format = "vllm";  // vllm | native
+  quant::GsqObjective objective = quant::GsqObjective::kExpertOutput;
+  quant::ExportFormat export_format = quant::ExportFormat::kVllm;
   uint64_t seed = 0;
   int threads = 2;
-  std::string device = "cpu";          // cpu | cuda (GSQ's steps on the GPU; the rest on CPU)
+  Device device = Device::kCpu;
   bool overwrite = false;
   double damp = 0.01;
   bool act_order = false;
@@ -44,9 +45,7 @@ struct QuantizeJobSpec {
   int batch_windows = 16;              // windows per forward batch and per GSQ step
   std::string eval_text;               // default: ../shared/data/eval/kjv_val.txt; "" + no_eval
   bool evaluate = true;
-  // Which layers make the next layer's calibration inputs: "quantized" (GPTQ/GSQ, DESIGN.md 4)
-  // or "original" (every layer calibrated on the full-precision model's activations).
-  std::string calib_inputs = "quantized";
+  CalibInputs calib_inputs = CalibInputs::kQuantized;
   // SLQ (DESIGN.md section 6): a probe pass and a global solve give each unit its bits.
   bool slq = false;
   double slq_budget = 0;               // average bits over the quantized weights (--bits 3.5)
@@ -77,6 +76,15 @@ struct QuantizeJobSpec {
 inline constexpr size_t kMaxJobSpecBytes = 64 * 1024;
 
 absl::StatusOr<QuantizeJobSpec> SpecFromJson(std::string_view text);
+
+// The spec's typed choices as text, as qctl's flags take them.
+struct SpecChoices {
+  std::string method, grid, scope, objective, export_format, device, calib_inputs;
+};
+// `spec`'s choices by name (the flags' defaults).
+SpecChoices ChoicesOf(const QuantizeJobSpec& spec);
+// Each into `spec`, or one line naming the flag: "--method: 'awq' is not one of rtn, gptq, gsq".
+absl::Status ApplyChoices(const SpecChoices& text, QuantizeJobSpec* spec);
 
 // True when `text` holds a byte below 0x20 or DEL: NUL cuts a path short where the kernel reads
 // it (a path that passed a check as one string names another at open), and newlines or escape

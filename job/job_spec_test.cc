@@ -16,12 +16,12 @@ TEST(JobSpec, FullSpecRoundTrips) {
   s.model_dir = "/models/x";
   s.out_dir = "/out/x";
   s.calib_path = "/data/calib.txt";
-  s.method = "gsq";
+  s.method = Method::kGsq;
   s.bits = 2;
   s.slq = true;
   s.slq_budget = 3.5;
   s.per_expert_bits = true;
-  s.export_format = "native";
+  s.export_format = quant::ExportFormat::kNative;
   s.expert_aggregation = "power";
   s.calib_samples = 8;
   s.window_tokens = 128;
@@ -33,6 +33,34 @@ TEST(JobSpec, FullSpecRoundTrips) {
   EXPECT_EQ(back->out_dir, "/out/x");
   EXPECT_EQ(back->calib_samples, 8);
   EXPECT_EQ(back->window_tokens, 128);
+}
+
+// The typed choices keep the names their JSON and flags had as strings.
+TEST(JobSpec, ChoicesAreTypedWithTheirNames) {
+  auto spec = SpecFromJson(Spec(R"(, "grid": "asym", "scope": "all", "device": "cuda", )"
+                                R"("objective": "layer-local", "export": "native", )"
+                                R"("calib_inputs": "original")"));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->method, Method::kGptq);
+  EXPECT_EQ(spec->grid, quant::Grid::kAsymmetric);
+  EXPECT_EQ(spec->scope, quant::Scope::kAll);
+  EXPECT_EQ(spec->device, Device::kCuda);
+  EXPECT_EQ(spec->objective, quant::GsqObjective::kLayerLocal);
+  EXPECT_EQ(spec->export_format, quant::ExportFormat::kNative);
+  EXPECT_EQ(spec->calib_inputs, CalibInputs::kOriginal);
+  const SpecChoices names = ChoicesOf(*spec);
+  EXPECT_EQ(names.method, "gptq");
+  EXPECT_EQ(names.objective, "layer-local");
+  QuantizeJobSpec back;
+  ASSERT_TRUE(ApplyChoices(names, &back).ok());
+  const SpecChoices again = ChoicesOf(back);
+  EXPECT_EQ(std::tie(again.method, again.grid, again.scope, again.objective, again.export_format,
+                     again.device, again.calib_inputs),
+            std::tie(names.method, names.grid, names.scope, names.objective, names.export_format,
+                     names.device, names.calib_inputs));
+  SpecChoices bad = names;
+  bad.method = "awq";
+  EXPECT_EQ(ApplyChoices(bad, &back).message(), "--method: 'awq' is not one of rtn, gptq, gsq");
 }
 
 TEST(JobSpec, EachFailureModeNamesTheField) {
@@ -51,6 +79,10 @@ TEST(JobSpec, EachFailureModeNamesTheField) {
       {Spec(R"(, "bits": 99999999999)"), "\"bits\": is out of range"},
       {Spec(R"(, "method": "awq")"), "\"method\": 'awq' is not one of rtn, gptq, gsq"},
       {Spec(R"(, "grid": 1)"), "\"grid\": must be a string"},
+      {Spec(R"(, "grid": "nf4")"), "\"grid\": 'nf4' is not one of sym, asym"},
+      {Spec(R"(, "device": "tpu")"), "\"device\": 'tpu' is not one of cpu, cuda"},
+      {Spec(R"(, "export": "gguf")"), "\"export\": 'gguf' is not one of vllm, native"},
+      {Spec(R"(, "objective": "kl")"), "\"objective\": 'kl' is not one of expert-output, layer-local"},
       {Spec(R"(, "seed": -1)"), "\"seed\": must be a non-negative integer"},
       {Spec(R"(, "damp": 1e999)"), "not a JSON object"},  // not JSON: out of double range
       {Spec(R"(, "damp": 100)"), "\"damp\": must be in 0..10"},

@@ -16,7 +16,7 @@ namespace quant::tasks {
 absl::StatusOr<PlanInput> PlanInputFor(const storage::Checkpoint& checkpoint,
                                        const model::ModelConfig& config,
                                        const QuantizeJobSpec& spec) {
-  ASSIGN_OR_RETURN(quant::Scope scope, quant::ParseScope(spec.scope));
+  const quant::Scope scope = spec.scope;
   PlanInput in;
   in.num_layers = config.num_layers;
   in.layer_has_units.assign(config.num_layers, false);
@@ -33,7 +33,7 @@ absl::StatusOr<PlanInput> PlanInputFor(const storage::Checkpoint& checkpoint,
   for (int layer = 0; layer < config.num_layers; ++layer) {
     in.layer_is_moe[layer] = config.IsMoeLayer(layer);
   }
-  in.gsq = spec.method == "gsq";
+  in.gsq = spec.method == Method::kGsq;
   in.evaluate = spec.evaluate;
   in.slq = spec.slq;
   in.expert_shards = spec.expert_shards;
@@ -53,7 +53,7 @@ JobEstimate EstimateJob(const storage::Checkpoint& checkpoint, const model::Mode
   const double expert_params = 3 * h * inter;
   // The layer's tensors other than routed experts (attention, router, shared experts, norms),
   // the largest over layers, and the stored bytes of what is not quantized.
-  auto scope = quant::ParseScope(spec.scope);
+  const quant::Scope scope = spec.scope;
   double other_params = 0, kept_bytes = 0, quantized_params = 0;
   std::map<int, double> layer_other;
   for (const std::string& name : checkpoint.Names()) {
@@ -61,7 +61,7 @@ JobEstimate EstimateJob(const storage::Checkpoint& checkpoint, const model::Mode
     if (info == nullptr) continue;
     double n = 1;
     for (int64_t d : info->shape) n *= static_cast<double>(d);
-    const bool quantized = info->shape.size() == 2 && scope.ok() && quant::InQuantScope(name, *scope);
+    const bool quantized = info->shape.size() == 2 && quant::InQuantScope(name, scope);
     if (quantized) {
       quantized_params += n;
     } else {
@@ -91,7 +91,7 @@ JobEstimate EstimateJob(const storage::Checkpoint& checkpoint, const model::Mode
                 : quantize >= gsq              ? "quantize"
                                                : "gsq";
   const double bits = spec.slq ? spec.slq_budget : spec.bits;
-  const double per_param = bits / 8 + 2.0 / spec.group_size + (spec.grid == "asym" ? 0.5 : 0) /
+  const double per_param = bits / 8 + 2.0 / spec.group_size + (spec.grid == quant::Grid::kAsymmetric ? 0.5 : 0) /
                                                                    spec.group_size;
   e.output_bytes = static_cast<uint64_t>(kept_bytes + quantized_params * per_param);
   // The scratch at its largest: a layer's inputs, its calibration and its quantized units.
@@ -100,13 +100,13 @@ JobEstimate EstimateJob(const storage::Checkpoint& checkpoint, const model::Mode
                                           experts * expert_params * (1 + 8.0 / spec.group_size));
   // GSQ's matmuls: per step and expert, rows = batch tokens x k / E, forward and two backward
   // products of the three projections (2 FLOPs a multiply-add).
-  if (spec.method == "gsq") {
+  if (spec.method == Method::kGsq) {
     int moe_layers = 0;
     for (int l = 0; l < c.num_layers; ++l) moe_layers += c.IsMoeLayer(l);
     const double rows = static_cast<double>(spec.batch_windows) * spec.window_tokens * k / experts;
     const double flop = moe_layers * spec.steps * experts * 3 * 2 * rows * expert_params;
     e.gsq_tflop_per_worker = flop / g / 1e12;
-    e.assumed_tflops = spec.device == "cuda" ? 500 : 0.15;
+    e.assumed_tflops = spec.device == Device::kCuda ? 500 : 0.15;
     e.seconds_per_worker = e.gsq_tflop_per_worker / e.assumed_tflops;
   }
   return e;

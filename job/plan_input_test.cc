@@ -15,7 +15,7 @@ QuantizeJobSpec Spec(int shards) {
   QuantizeJobSpec s;
   s.model_dir = kModel;
   s.out_dir = "/tmp/out";
-  s.method = "gsq";
+  s.method = Method::kGsq;
   s.bits = 3;
   s.expert_shards = shards;
   return s;

@@ -14,18 +14,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/sha256.h"
 #include "common/status.h"
 
 namespace quant::storage {
 namespace {
-
-std::string Sha256Hex(std::string_view data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  std::string hex;
-  for (unsigned char c : digest) absl::StrAppendFormat(&hex, "%02x", c);
-  return hex;
-}
 
 // RFC 3986 unreserved characters stay; '/' stays in keys.
 std::string UriEncode(std::string_view s, bool keep_slash) {

@@ -20,6 +20,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/atomic_file.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -44,27 +45,10 @@ absl::Status Invalid(std::string_view file_label, std::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(Absl(file_label), ": ", Absl(problem)));
 }
 
-absl::Status ErrnoError(int err, std::string_view path, std::string_view what) {
-  return absl::ErrnoToStatus(err, absl::StrCat(Absl(path), ": ", Absl(what)));
-}
-
 // One JSON value's type, for "expected X, got Y" messages.
 absl::string_view JsonTypeName(const json& v) {
   if (v.is_number_integer()) return v.is_number_unsigned() ? "non-negative integer" : "integer";
   return v.type_name();
-}
-
-absl::Status WriteFully(int fd, const uint8_t* src, size_t size, std::string_view path) {
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t put = ::write(fd, src + done, size - done);
-    if (put < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError(errno, path, "write failed");
-    }
-    done += static_cast<size_t>(put);
-  }
-  return absl::OkStatus();
 }
 
 // Parses one tensor entry of the header. `data_bytes` is the size of the data section.
@@ -398,39 +382,12 @@ absl::Status SafetensorsWriter::Write(const std::string& path) const {
   uint8_t prefix[8];
   for (int i = 0; i < 8; ++i) prefix[i] = static_cast<uint8_t>(header_json.size() >> (8 * i));
 
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(errno, tmp, "cannot create");
-  absl::Status status = WriteFully(fd, prefix, sizeof(prefix), tmp);
-  if (status.ok()) {
-    status = WriteFully(fd, reinterpret_cast<const uint8_t*>(header_json.data()),
-                        header_json.size(), tmp);
-  }
-  for (const auto& [name, t] : tensors_) {
-    if (!status.ok()) break;
-    status = WriteFully(fd, t.bytes.data(), t.bytes.size(), tmp);
-  }
-  // fsync before rename: otherwise a crash can leave the new name pointing at missing data.
-  if (status.ok() && ::fsync(fd) != 0) status = ErrnoError(errno, tmp, "fsync failed");
-  if (::close(fd) != 0 && status.ok()) status = ErrnoError(errno, tmp, "close failed");
-  if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    status = ErrnoError(errno, path, absl::StrCat("cannot rename ", tmp, " to it"));
-  }
-  if (!status.ok()) {
-    ::unlink(tmp.c_str());
-    return status;
-  }
-  // Persist the rename itself (the directory entry).
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    const int rc = ::fsync(dir_fd);
-    const int err = errno;
-    ::close(dir_fd);
-    if (rc != 0 && err != EINVAL) return ErrnoError(err, dir, "fsync of directory failed");
-  }
-  return absl::OkStatus();
+  // Written beside its name and renamed over it, fsynced (common/atomic_file.h).
+  ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> file, AtomicFile::Create(path));
+  RETURN_IF_ERROR(file->Write(prefix, sizeof(prefix)));
+  RETURN_IF_ERROR(file->Write(header_json));
+  for (const auto& [name, t] : tensors_) RETURN_IF_ERROR(file->Write(t.bytes.data(), t.bytes.size()));
+  return file->Commit();
 }
 
 }  // namespace quant::storage

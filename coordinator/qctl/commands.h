@@ -22,10 +22,12 @@ Runner AddQuantizeCommand(CLI::App& app);
 void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners);
 
 // The job options shared by `quantize` and `submit`, and their checks after parsing.
-void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, bool* no_fallback,
-                   double* bits);
-absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, bool no_eval, bool no_fallback,
-                              double bits);
+// The typed choices (method, grid, ...) are taken as text into `choices` and parsed by
+// FinishJobOptions.
+void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, tasks::SpecChoices* choices,
+                   bool* no_eval, bool* no_fallback, double* bits);
+absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, const tasks::SpecChoices& choices,
+                              bool no_eval, bool no_fallback, double bits);
 
 // The command line qctl was started with, each argument shell-quoted where it needs it (set by
 // main before parsing): what a failure tells the user to run again with --resume.

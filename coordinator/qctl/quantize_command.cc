@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/file.h"
+#include "common/status.h"
 #include "coordinator/qctl/commands.h"
 #include "job/slq_solver.h"
 #include "storage/s3_flags.h"
@@ -116,7 +117,7 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const Res
   std::unique_ptr<tasks::TorchProfile> profile;
   if (!profile_path.empty()) {
     absl::StatusOr<std::unique_ptr<tasks::TorchProfile>> started =
-        tasks::TorchProfile::Start(profile_path, spec.device == "cuda");
+        tasks::TorchProfile::Start(profile_path, spec.device == tasks::Device::kCuda);
     if (!started.ok()) {
       PrintError(std::string(started.status().message()));
       return 1;
@@ -159,13 +160,14 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const Res
                 static_cast<long long>(r.resumed_tasks));
   }
   std::printf("wrote      %s (%s export, %lld quantized linears)\n", r.out_dir.c_str(),
-              spec.export_format.c_str(), static_cast<long long>(r.units));
-  std::printf("method     %s %s %s g%d scope %s%s\n", spec.method.c_str(),
+              std::string(NameOf(spec.export_format)).c_str(), static_cast<long long>(r.units));
+  std::printf("method     %s %s %s g%d scope %s%s\n", std::string(NameOf(spec.method)).c_str(),
               spec.slq ? "SLQ mixed-bit" : absl::StrFormat("%d-bit", spec.bits).c_str(),
-              spec.grid.c_str(), spec.group_size, spec.scope.c_str(),
-              spec.method == "gsq" ? absl::StrFormat(", %d steps, %s", spec.steps,
-                                                     spec.objective).c_str()
-                                   : "");
+              std::string(NameOf(spec.grid)).c_str(), spec.group_size,
+              std::string(NameOf(spec.scope)).c_str(),
+              spec.method == tasks::Method::kGsq
+                  ? absl::StrFormat(", %d steps, %s", spec.steps, std::string(NameOf(spec.objective))).c_str()
+                  : "");
   std::printf("bits/param quantized weights %.4f true, %.4f stored; whole checkpoint %.4f true, "
               "%.4f stored\n",
               r.bits_per_quantized_param_true, r.bits_per_quantized_param_stored,
@@ -189,7 +191,7 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const Res
   std::printf("fallbacks  %zu experts saw no calibration token (H = I)%s\n",
               r.fallback_experts.size(), r.fallback_experts.empty() ? "" : ":");
   for (const std::string& e : r.fallback_experts) std::printf("           %s\n", e.c_str());
-  if (spec.method == "gsq") {
+  if (spec.method == tasks::Method::kGsq) {
     std::printf("gsq        %.2f%% of codes changed, objective after/before %.3f (mean)\n",
                 100 * r.gsq_mean_changed_fraction, r.gsq_mean_loss_ratio);
   }
@@ -220,8 +222,9 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const Res
 
 }  // namespace
 
-void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, bool* no_fallback,
-                   double* bits) {
+void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, tasks::SpecChoices* choices,
+                   bool* no_eval, bool* no_fallback, double* bits) {
+  *choices = tasks::ChoicesOf(*spec);
   const std::string cache = UserCacheDir();
   spec->probe_cache_dir = cache.empty() ? "" : cache + "/moe-quant/probes";
   spec->calib_path = std::string(QUANT_SHARED_DIR) + "/data/calib/calib.txt";
@@ -233,7 +236,7 @@ void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, b
                   "Output directory or s3://bucket/prefix (must not exist unless --overwrite; "
                   "missing parents are created)")
       ->required();
-  sub->add_option("--method", spec->method, "rtn, gptq or gsq")->capture_default_str();
+  sub->add_option("--method", choices->method, "rtn, gptq or gsq")->capture_default_str();
   sub->add_option("--bits", *bits, "Bits per weight, 2-8 (with --slq: the average budget)")
       ->capture_default_str();
   sub->add_flag("--slq", spec->slq, "SLQ: per-unit bitwidths from probes and a global solve");
@@ -254,12 +257,12 @@ void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, b
   sub->add_option("--probe-cache", spec->probe_cache_dir,
                   "With --slq: probe cache directory (\"\" : none)")
       ->capture_default_str();
-  sub->add_option("--grid", spec->grid, "sym or asym")->capture_default_str();
+  sub->add_option("--grid", choices->grid, "sym or asym")->capture_default_str();
   sub->add_option("--group", spec->group_size, "Group size (input columns)")
       ->capture_default_str();
   sub->add_flag("--no-channel-fallback", *no_fallback,
                 "Fail when the group does not divide a linear's input width");
-  sub->add_option("--scope", spec->scope, "experts or all")->capture_default_str();
+  sub->add_option("--scope", choices->scope, "experts or all")->capture_default_str();
   sub->add_option("--calib", spec->calib_path,
                   "Calibration data: a text file, a .jsonl file of {\"text\": ...} or "
                   "{\"messages\": [...]} records (chats rendered by the model's chat template), "
@@ -276,16 +279,16 @@ void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, b
                   "Calibration window length in tokens, BOS included")
       ->capture_default_str();
   sub->add_option("--steps", spec->steps, "GSQ steps per layer")->capture_default_str();
-  sub->add_option("--objective", spec->objective, "GSQ objective: expert-output or layer-local")
+  sub->add_option("--objective", choices->objective, "GSQ objective: expert-output or layer-local")
       ->capture_default_str();
-  sub->add_option("--export", spec->export_format, "vllm or native")->capture_default_str();
+  sub->add_option("--export", choices->export_format, "vllm or native")->capture_default_str();
   sub->add_option("--seed", spec->seed, "Random seed")->capture_default_str();
   sub->add_option("--threads", spec->threads, "CPU threads")->capture_default_str();
   sub->add_option("--expert-shards", spec->expert_shards,
                   "GSQ tasks per MoE layer (the service's expert-parallel gang size; the "
                   "checkpoint does not depend on it)")
       ->capture_default_str();
-  sub->add_option("--device", spec->device,
+  sub->add_option("--device", choices->device,
                   "cpu or cuda (cuda: the model, calibration, GPTQ, GSQ and eval on the GPU)")
       ->capture_default_str();
   sub->add_option("--damp", spec->damp, "GPTQ damping (times mean diag H)")
@@ -295,14 +298,15 @@ void AddJobOptions(CLI::App* sub, tasks::QuantizeJobSpec* spec, bool* no_eval, b
   sub->add_option("--batch", spec->batch_windows, "Windows per forward batch and GSQ step")
       ->capture_default_str();
   sub->add_option("--eval-text", spec->eval_text, "Evaluation text")->capture_default_str();
-  sub->add_option("--calib-inputs", spec->calib_inputs,
+  sub->add_option("--calib-inputs", choices->calib_inputs,
                   "Next layer's calibration inputs from the quantized or the original layers")
       ->capture_default_str();
   sub->add_flag("--no-eval", *no_eval, "Skip the evaluation of the written checkpoint");
 }
 
-absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, bool no_eval, bool no_fallback,
-                              double bits) {
+absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, const tasks::SpecChoices& choices,
+                              bool no_eval, bool no_fallback, double bits) {
+  RETURN_IF_ERROR(tasks::ApplyChoices(choices, &spec));
   spec.evaluate = !no_eval;
   spec.channel_fallback = !no_fallback;
   spec.model_dir = storage::LocalPathOf(spec.model_dir);  // file:// taken as the path
@@ -329,11 +333,12 @@ absl::Status FinishJobOptions(tasks::QuantizeJobSpec& spec, bool no_eval, bool n
 
 Runner AddQuantizeCommand(CLI::App& app) {
   auto spec = std::make_shared<tasks::QuantizeJobSpec>();
+  auto choices = std::make_shared<tasks::SpecChoices>();
   auto no_eval = std::make_shared<bool>(false);
   auto no_fallback = std::make_shared<bool>(false);
   auto bits = std::make_shared<double>(4);
   CLI::App* sub = app.add_subcommand("quantize", "Quantize a checkpoint in this process");
-  AddJobOptions(sub, spec.get(), no_eval.get(), no_fallback.get(), bits.get());
+  AddJobOptions(sub, spec.get(), choices.get(), no_eval.get(), no_fallback.get(), bits.get());
   sub->add_flag("--overwrite", spec->overwrite,
                 "Replace an existing output directory: only an empty one or a checkpoint this "
                 "tool wrote (it holds quant_manifest.json); anything else is refused");
@@ -359,8 +364,8 @@ Runner AddQuantizeCommand(CLI::App& app) {
                   "cuda) into this Chrome-trace JSON file; bench/trace_summary.py sums it");
   auto s3 = std::make_shared<storage::S3Flags>();
   s3->AddTo(sub);
-  return [spec, no_eval, no_fallback, bits, s3, profile, resume]() {
-    absl::Status s = FinishJobOptions(*spec, *no_eval, *no_fallback, *bits);
+  return [spec, choices, no_eval, no_fallback, bits, s3, profile, resume]() {
+    absl::Status s = FinishJobOptions(*spec, *choices, *no_eval, *no_fallback, *bits);
     if (s.ok() && !profile->empty()) s = CheckProfilePath(*profile);
     if (!s.ok()) {
       PrintError(std::string(s.message()));

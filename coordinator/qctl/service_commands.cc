@@ -163,6 +163,7 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
   // submit
   {
     auto spec = std::make_shared<tasks::QuantizeJobSpec>();
+    auto choices = std::make_shared<tasks::SpecChoices>();
     auto no_eval = std::make_shared<bool>(false);
     auto no_fallback = std::make_shared<bool>(false);
     auto bits = std::make_shared<double>(4);
@@ -170,14 +171,15 @@ void AddServiceCommands(CLI::App& app, std::map<CLI::App*, Runner>* runners) {
     auto job_id = std::make_shared<std::string>();
     auto dry_run = std::make_shared<bool>(false);
     CLI::App* sub = app.add_subcommand("submit", "Submit a quantize job to quant-coordinator");
-    AddJobOptions(sub, spec.get(), no_eval.get(), no_fallback.get(), bits.get());
+    AddJobOptions(sub, spec.get(), choices.get(), no_eval.get(), no_fallback.get(), bits.get());
     AddConnectionOptions(sub, conn.get());
     sub->add_option("--job-id", *job_id,
                     "client job id (default: derived from the options, so a resubmission of the "
                     "same command is the same job)");
     sub->add_flag("--dry-run", *dry_run, "preflight estimate only: nothing is created");
     (*runners)[sub] = [=]() {
-      if (absl::Status s = FinishJobOptions(*spec, *no_eval, *no_fallback, *bits); !s.ok()) {
+      if (absl::Status s = FinishJobOptions(*spec, *choices, *no_eval, *no_fallback, *bits);
+          !s.ok()) {
         PrintError(std::string(s.message()));
         return 1;
       }

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/exceptions.h"
+#include "common/atomic_file.h"
 #include "common/file.h"
 #include "common/status.h"
 #include "common/metrics.h"
@@ -449,7 +450,7 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
       auto lease = state_->LeaseTaskById(holders, now, job_id, task_id);
       if (!lease.ok()) return ToGrpc(lease.status());
       if (!lease->has_value()) continue;
-      const quant::coordinator::Lease& l = **lease;
+      const coordinator::Lease& l = **lease;
       DropStoreKeys(job_id, task_id);  // an earlier attempt's rendezvous ends with it
       v1::TaskLease t;
       t.set_job_id(l.job_id);
@@ -855,8 +856,11 @@ absl::Status CoordinatorService::CommitOutput(const tasks::Task& task,
     return absl::OkStatus();
   }
   if (pinned == nullptr) fs::create_directories(fs::path(committed).parent_path(), ec);
-  fs::rename(attempt, committed, ec);
-  if (ec) return absl::DataLossError(absl::StrCat(task.Name(), ": commit: ", ec.message()));
+  // Renamed and both directories fsynced (common/atomic_file.h's rule): a commit recorded in
+  // the state store is on disk.
+  if (absl::Status s = RenameDurably(attempt, committed); !s.ok()) {
+    return absl::DataLossError(absl::StrCat(task.Name(), ": commit: ", s.message()));
+  }
   return absl::OkStatus();
 }
 

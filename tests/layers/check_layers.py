@@ -32,7 +32,17 @@ ALLOWED = {
     "coordinator/qctl/commands.h": {"job", "common"},
     "coordinator/qctl": {"coordinator/qctl", "worker", "job", "storage", "common", "proto",
                          "kernels"},
-    "worker": {"worker", "job", "storage", "common", "proto", "kernels"},
+    # The numerics know nothing of tasks or the service (DESIGN.md section 2).
+    "worker/tokenizer": {"worker/tokenizer", "common"},
+    "worker/model": {"worker/model", "job", "storage", "common", "kernels"},
+    "worker/quant": {"worker/quant", "worker/model", "job", "storage", "common", "kernels"},
+    # Departure: eval's RTN anchor (fake quantization while evaluating) uses the quantizer.
+    "worker/eval": {"worker/eval", "worker/model", "worker/tokenizer", "worker/quant", "job",
+                    "storage", "common"},
+    "worker/exchange": {"worker/exchange", "worker/model", "common"},
+    "worker/tasks": {"worker/tasks", "worker/model", "worker/tokenizer", "worker/quant",
+                     "worker/eval", "worker/exchange", "job", "storage", "common", "kernels"},
+    "worker/service": {"worker", "job", "storage", "common", "proto"},
 }
 # What a part's tests, fuzzers and benches may include besides (tests/ is allowed to all of them).
 TEST_EXTRA = {

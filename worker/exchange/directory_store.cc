@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/atomic_file.h"
 #include "worker/exchange/exchange.h"
 
 namespace quant::exchange {
@@ -19,15 +20,9 @@ std::string DirectoryStore::Path(const std::string& key) const {
 absl::Status DirectoryStore::Set(const std::string& key, const std::string& value) {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
-  const std::string path = Path(key), tmp = path + ".tmp" + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << value;
-    if (!out) return absl::UnavailableError(absl::StrCat(tmp, ": write failed"));
-  }
-  std::filesystem::rename(tmp, path, ec);  // readers see the whole value or nothing
-  if (ec) return absl::UnavailableError(absl::StrCat(path, ": ", ec.message()));
-  return absl::OkStatus();
+  // Readers see the whole value or nothing.
+  absl::Status s = WriteFileAtomically(Path(key), value);
+  return s.ok() ? s : absl::UnavailableError(s.message());
 }
 
 absl::StatusOr<std::optional<std::string>> DirectoryStore::Get(const std::string& key) {

@@ -4,7 +4,6 @@
 #include "worker/quant/export.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,6 +20,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/atomic_file.h"
+#include "common/sha256.h"
 #include "common/status.h"
 #include "storage/packing.h"
 #include "storage/tensor.h"
@@ -52,35 +53,7 @@ constexpr char kFp8ScaleSuffix[] = "_scale_inv";
 constexpr char kWeightSuffix[] = ".weight";
 constexpr char kToolName[] = "moe-quant";
 
-// ---- SHA-256 (OpenSSL EVP) and a file that hashes what it writes.
-
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) {
-    QUANT_CHECK(ctx_ != nullptr && EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) == 1);
-  }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void Update(const void* data, size_t n) { QUANT_CHECK(EVP_DigestUpdate(ctx_, data, n) == 1); }
-  std::string HexDigest() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    QUANT_CHECK(EVP_DigestFinal_ex(ctx_, md, &len) == 1 && len == 32);
-    std::string hex;
-    for (unsigned int i = 0; i < len; ++i) absl::StrAppendFormat(&hex, "%02x", md[i]);
-    return hex;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
-
-std::string Sha256Hex(std::string_view bytes) {
-  Sha256 sha;
-  sha.Update(bytes.data(), bytes.size());
-  return sha.HexDigest();
-}
+// ---- A file that hashes what it writes (common/atomic_file.h's rule, common/sha256.h).
 
 struct FileRecord {
   std::string file;  // name inside the checkpoint directory
@@ -91,42 +64,24 @@ struct FileRecord {
 class HashingFile {
  public:
   static absl::StatusOr<std::unique_ptr<HashingFile>> Create(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot create"));
-    return std::unique_ptr<HashingFile>(new HashingFile(path, fd));
-  }
-  ~HashingFile() {
-    if (fd_ >= 0) ::close(fd_);
+    ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> file, AtomicFile::Create(path));
+    return std::unique_ptr<HashingFile>(new HashingFile(std::move(file)));
   }
   absl::Status Write(const void* data, size_t n) {
     sha_.Update(data, n);
-    const auto* p = static_cast<const uint8_t*>(data);
-    while (n > 0) {
-      const ssize_t wrote = ::write(fd_, p, n);
-      if (wrote < 0) {
-        if (errno == EINTR) continue;
-        return absl::ErrnoToStatus(errno, absl::StrCat(path_, ": write failed"));
-      }
-      p += wrote;
-      n -= static_cast<size_t>(wrote);
-      bytes_ += static_cast<uint64_t>(wrote);
-    }
-    return absl::OkStatus();
+    return file_->Write(data, n);
   }
-  // fsync and close: the rename at the end must not publish data still in the page cache.
+  // Durable under its name: the directory's rename at the end must not publish data still in
+  // the page cache.
   absl::StatusOr<FileRecord> Finish() {
-    if (::fsync(fd_) != 0) return absl::ErrnoToStatus(errno, absl::StrCat(path_, ": fsync failed"));
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    if (rc != 0) return absl::ErrnoToStatus(errno, absl::StrCat(path_, ": close failed"));
-    return FileRecord{fs::path(path_).filename().string(), bytes_, sha_.HexDigest()};
+    RETURN_IF_ERROR(file_->Commit());
+    return FileRecord{fs::path(file_->path()).filename().string(), file_->bytes(),
+                      sha_.HexDigest()};
   }
 
  private:
-  HashingFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
-  std::string path_;
-  int fd_;
-  uint64_t bytes_ = 0;
+  explicit HashingFile(std::unique_ptr<AtomicFile> file) : file_(std::move(file)) {}
+  std::unique_ptr<AtomicFile> file_;
   Sha256 sha_;
 };
 
@@ -134,19 +89,6 @@ absl::StatusOr<FileRecord> WriteWholeFile(const std::string& path, std::string_v
   ASSIGN_OR_RETURN(std::unique_ptr<HashingFile> file, HashingFile::Create(path));
   RETURN_IF_ERROR(file->Write(bytes.data(), bytes.size()));
   return file->Finish();
-}
-
-absl::Status FsyncDir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat(dir, ": cannot open directory"));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  // Some file systems cannot fsync a directory (EINVAL); the data files are synced already.
-  if (rc != 0 && err != EINVAL) {
-    return absl::ErrnoToStatus(err, absl::StrCat(dir, ": fsync of directory failed"));
-  }
-  return absl::OkStatus();
 }
 
 // ---- Units: validated, moved to the CPU, in the form the writer needs.
@@ -663,7 +605,7 @@ absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
   ASSIGN_OR_RETURN(FileRecord manifest_record,
                    WriteWholeFile(tmp + "/" + kManifestFile, manifest.dump(2) + "\n"));
   stats.bytes_written += static_cast<int64_t>(manifest_record.bytes);
-  RETURN_IF_ERROR(FsyncDir(tmp));
+  RETURN_IF_ERROR(SyncDirectory(tmp));
   return stats;
 }
 
@@ -736,7 +678,7 @@ absl::StatusOr<ExportStats> ExportCheckpoint(const storage::Checkpoint& source,
   if (swapped) RemoveAllQuietly(tmp);  // the old checkpoint, now under the temporary name
   // Persisting the rename is best effort: the checkpoint is complete and in place either way.
   const std::string parent = fs::path(out_dir).parent_path().string();
-  FsyncDir(parent.empty() ? "." : parent).IgnoreError();
+  SyncDirectory(parent.empty() ? "." : parent).IgnoreError();
   return stats;
 }
 

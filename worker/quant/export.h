@@ -18,7 +18,6 @@
 
 namespace quant::quant {
 
-enum class ExportFormat { kVllm, kNative };
 absl::StatusOr<ExportFormat> ParseExportFormat(std::string_view text);  // "vllm" | "native"
 std::string_view ExportFormatName(ExportFormat format);                 // the inverse
 

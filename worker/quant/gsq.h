@@ -16,10 +16,6 @@
 
 namespace quant::quant {
 
-enum class GsqObjective {
-  kExpertOutput,  // MSE of each expert's output vs its full-precision output on routed tokens
-  kLayerLocal,    // tr(dW H dW^T) per linear, no token replay
-};
 absl::StatusOr<GsqObjective> ParseGsqObjective(std::string_view text);
 
 // Defaults from the reference code (DESIGN.md section 5).

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "job/job_enums.h"
 
 namespace quant::quant {
 
@@ -23,8 +24,6 @@ inline constexpr int kMaxBits = 8;
 // suggested true; the numbers say otherwise.) Sym grids do not depend on it. The scalar
 // reference and the tensor version both read this one flag.
 inline constexpr bool kZeroFromFp32Scale = false;
-
-enum class Grid { kSymmetric, kAsymmetric };
 
 struct QuantScheme {
   int bits = 4;  // 2..8

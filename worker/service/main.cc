@@ -203,7 +203,8 @@ class CoordinatorStore : public quant::exchange::RendezvousStore {
 std::string PhaseName(const quant::tasks::Task& task, const quant::tasks::QuantizeJobSpec& spec) {
   using quant::tasks::TaskKind;
   switch (task.kind) {
-    case TaskKind::kQuantize: return spec.method == "rtn" ? "rtn" : "gptq";
+    case TaskKind::kQuantize:
+      return spec.method == quant::tasks::Method::kRtn ? "rtn" : "gptq";
     case TaskKind::kEvaluate: return "eval";
     default: return std::string(quant::tasks::TaskKindName(task.kind));
   }

@@ -105,7 +105,7 @@ absl::Status RunCalibrateTask(JobState& job, int layer, bool capture_tokens) {
   LayerState& ls = job.layer;
   if (ls.names.empty() && job.gang.size <= 1) return absl::OkStatus();
   ls.capture = std::make_unique<LayerCapture>(
-      capture_tokens && job.spec.method == "gsq" &&
+      capture_tokens && job.spec.method == Method::kGsq &&
           job.objective == quant::GsqObjective::kExpertOutput && config.IsMoeLayer(layer),
       job.model->device());
   return ForwardBatches(job, ls.weights, ls.capture.get(), /*replace=*/false);
@@ -154,7 +154,7 @@ at::Tensor HessianOf(const LayerState& ls, const std::string& local, int64_t* to
 absl::StatusOr<std::vector<quant::QuantizedWeight>> QuantizeStart(
     const JobState& job, const std::vector<at::Tensor>& weights,
     const std::vector<at::Tensor>& hessians, const quant::QuantScheme& scheme) {
-  if (job.spec.method == "rtn") {
+  if (job.spec.method == Method::kRtn) {
     quant::RtnQuantizer rtn;
     std::vector<quant::QuantizedWeight> qs;
     for (const at::Tensor& w : weights) {
@@ -210,8 +210,8 @@ absl::Status RunQuantizeTask(JobState& job) {
       UnitReport r;
       r.name = ls.prefix + local;
       r.bits = scheme.bits;
-      r.grid = spec.grid;
-      r.method = spec.method;
+      r.grid = NameOf(spec.grid);
+      r.method = NameOf(spec.method);
       const at::Tensor h = HessianOf(ls, local, &r.tokens);
       if (!h.defined()) {
         r.fallback = true;  // no calibration token reached it: H = I
@@ -258,7 +258,7 @@ absl::Status RunGsqTask(JobState& job, int shard, int shards) {
   gsq_options.steps = spec.steps;
   gsq_options.seed = spec.seed + static_cast<uint64_t>(ls.index) * 1000003u;
   gsq_options.threads = std::max(1, spec.threads);
-  gsq_options.cuda = spec.device == "cuda";
+  gsq_options.cuda = spec.device == Device::kCuda;
   gsq_options.batch_tokens = int64_t{spec.batch_windows} * spec.window_tokens;
   gsq_options.should_stop = job.hooks.should_stop;
   gsq_options.on_step = job.hooks.on_gsq_step;
@@ -383,7 +383,7 @@ absl::Status RunPropagateTask(JobState& job, int layer) {
                              ls.hessian_of.at(local));
   }
   // The quantized layer makes the next layer's inputs (DESIGN.md section 4).
-  if (job.spec.calib_inputs == "quantized") {
+  if (job.spec.calib_inputs == CalibInputs::kQuantized) {
     for (const std::string& local : ls.names) {
       ls.weights.tensors[local] =
           job.units.at(ls.prefix + local).Dequantize().to(job.model->device());

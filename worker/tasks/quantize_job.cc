@@ -108,7 +108,7 @@ absl::Status FailedAfter(const absl::Status& s,
 
 absl::Status ValidateSpec(const QuantizeJobSpec& s) {
   RETURN_IF_ERROR(ValidateSpecFields(s, /*name_flags=*/true));
-  if (s.device == "cuda" && !quant::GsqCudaAvailable()) {
+  if (s.device == Device::kCuda && !quant::GsqCudaAvailable()) {
     return absl::FailedPreconditionError(
         "--device cuda: no CUDA device here, or this build or its libtorch has no CUDA");
   }
@@ -175,7 +175,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     p.peak_rss_bytes = std::max(p.peak_rss_bytes, eval::PeakRssBytes());
   };
 
-  ASSIGN_OR_RETURN(quant::ExportFormat format, quant::ParseExportFormat(spec.export_format));
+  const quant::ExportFormat format = spec.export_format;
   // --threads sizes our fused kernels only: ATen's intra-op pool stays as it is, since OpenBLAS
   // already runs its own threads (OPENBLAS_NUM_THREADS) and two pools on two cores spin against
   // each other (calibrating tiny-qwen3-moe took 183 s with at::set_num_threads(2), 15 s
@@ -198,7 +198,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     add_phase("probe", Since(t0));
   }
   const Plan plan = PlanQuantizeJob(plan_input);
-  const std::string quantize_phase = spec.method == "rtn" ? "rtn" : "gptq";
+  const std::string quantize_phase = spec.method == Method::kRtn ? "rtn" : "gptq";
   for (const Task& task : plan.tasks) {
     if (task.kind == TaskKind::kWrite || task.kind == TaskKind::kEvaluate ||
         task.kind == TaskKind::kPublish) {
@@ -236,7 +236,7 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
       }
     });
     if (!status.ok()) return FailedAfter(status, result.tasks);
-    if (spec.device == "cuda") quant::SyncDevice();
+    if (spec.device == Device::kCuda) quant::SyncDevice();
     const double seconds = Since(t0);
     add_phase(phase, seconds);
     result.tasks.emplace_back(task.Name(), seconds);

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/atomic_file.h"
 #include "common/file.h"
 #include "common/status.h"
 #include "storage/object_store.h"
@@ -63,7 +64,7 @@ std::set<std::string> ReadJournal(const std::string& dir) {
 std::string PhaseOf(const Task& task, const QuantizeJobSpec& spec) {
   switch (task.kind) {
     case TaskKind::kCalibrate: return "calibrate";
-    case TaskKind::kQuantize: return spec.method == "rtn" ? "rtn" : "gptq";
+    case TaskKind::kQuantize: return spec.method == Method::kRtn ? "rtn" : "gptq";
     case TaskKind::kGsq: return "gsq";
     case TaskKind::kPropagate: return "propagate";
     case TaskKind::kWrite: return "write";
@@ -296,10 +297,9 @@ absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec&
       fs::remove_all(paths.committed, ec);
     }
     fs::create_directories(fs::path(paths.committed).parent_path(), ec);
-    fs::rename(paths.attempt, paths.committed, ec);
-    if (ec) {
+    if (absl::Status s = RenameDurably(paths.attempt, paths.committed); !s.ok()) {
       return absl::DataLossError(absl::StrCat(task.Name(), ": commit of ", paths.attempt, ": ",
-                                              ec.message(), resume_hint()));
+                                              s.message(), resume_hint()));
     }
     RETURN_IF_ERROR(AppendJournal(work, task.Name()));
     finished.insert(task.Name());

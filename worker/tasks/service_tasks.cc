@@ -216,7 +216,7 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
       for (int l = 0; l < layers; ++l) {
         RETURN_IF_ERROR(LoadUnits(Committed(job_dir, spec, TaskKind::kPropagate, l), job));
       }
-      ASSIGN_OR_RETURN(quant::ExportFormat format, quant::ParseExportFormat(spec.export_format));
+      const quant::ExportFormat format = spec.export_format;
       quant::ExportOptions export_options;
       export_options.format = format;
       export_options.out_dir = attempt;

@@ -24,7 +24,7 @@ class ServiceTaskStopTest : public ::testing::Test {
     fs::create_directories(dir_ / "job");
     spec_.model_dir = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
     spec_.out_dir = (dir_ / "out").string();
-    spec_.method = "gptq";
+    spec_.method = Method::kGptq;
     spec_.calib_path = std::string(QUANT_SHARED_DIR) + "/data/calib/calib.txt";
     spec_.calib_tokens = 8 * 256;
     spec_.batch_windows = 2;  // 4 forward batches

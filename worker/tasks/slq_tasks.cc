@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/file.h"
+#include "common/atomic_file.h"
 #include "common/status.h"
 #include "storage/object_store.h"
 #include "worker/eval/eval_pipeline.h"
@@ -36,8 +37,11 @@ std::string ProbeFingerprint(const JobState& job) {
   auto files = storage::DescribeFiles(job.model->checkpoint().store());
   // A listing that fails gives a key of its own: the cache is missed, never wrongly hit.
   absl::StrAppend(&key, "|", files.ok() ? *files : "unlisted:" + std::to_string(getpid()));
-  absl::StrAppend(&key, "|", s.method == "rtn" ? "rtn" : "gptq", "|", s.grid, "|", s.group_size,
-                  "|", s.channel_fallback, "|", s.scope, "|", s.calib_path, "|", s.calib_tokens,
+  // The names the spec's choices had as strings: caches written before they were enums still hit.
+  absl::StrAppend(&key, "|", s.method == Method::kRtn ? "rtn" : "gptq", "|",
+                  std::string(NameOf(s.grid)), "|", s.group_size, "|", s.channel_fallback, "|",
+                  std::string(NameOf(s.scope)), "|", s.calib_path,
+                  "|", s.calib_tokens,
                   "|", s.window_tokens, "|", s.probe_windows, "|", s.batch_windows, "|");
   absl::StrAppend(&key, absl::StrFormat("%.6g", s.damp), "|", s.act_order, "|",
                   s.mse_scale_search);
@@ -58,16 +62,7 @@ absl::StatusOr<SlqAllocation> ReadAllocation(const std::string& path,
 
 absl::Status SaveProbeCache(const JobState& job) {
   if (job.probe_cache_file.empty()) return absl::OkStatus();
-  const std::string tmp = job.probe_cache_file + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << SerializeProbeCache(job.probes);
-    if (!out) return absl::DataLossError(absl::StrCat(tmp, ": write failed"));
-  }
-  std::error_code ec;
-  fs::rename(tmp, job.probe_cache_file, ec);
-  if (ec) return absl::DataLossError(absl::StrCat(job.probe_cache_file, ": ", ec.message()));
-  return absl::OkStatus();
+  return WriteFileAtomically(job.probe_cache_file, SerializeProbeCache(job.probes));
 }
 
 absl::Status LoadProbeCache(JobState& job) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file.h"
 #include "common/metrics.h"
+#include "common/atomic_file.h"
 #include "common/status.h"
 #include "storage/object_store.h"
 #include "storage/safetensors.h"
@@ -35,10 +36,6 @@ absl::StatusOr<storage::DType> StorageType(at::ScalarType t) {
       return absl::InvalidArgumentError(absl::StrCat("task state: cannot save dtype ",
                                                      at::toString(t)));
   }
-}
-
-quant::Grid GridOf(const std::string& g) {
-  return g == "asym" ? quant::Grid::kAsymmetric : quant::Grid::kSymmetric;
 }
 
 }  // namespace
@@ -95,14 +92,14 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string&
 absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job, at::Tensor* windows) {
   job->spec = spec;
   job->scheme.bits = spec.bits;
-  job->scheme.grid = GridOf(spec.grid);
+  job->scheme.grid = spec.grid;
   job->scheme.group_size = spec.group_size;
-  ASSIGN_OR_RETURN(job->scope, quant::ParseScope(spec.scope));
-  ASSIGN_OR_RETURN(job->objective, quant::ParseGsqObjective(spec.objective));
+  job->scope = spec.scope;
+  job->objective = spec.objective;
   ASSIGN_OR_RETURN(job->model, model::Model::Open(spec.model_dir, model::ComputeDType::kF32));
   // --device cuda: weights, activations, Hessians, GPTQ and GSQ on the GPU; quantized units
   // come back to the host for export.
-  job->model->SetDevice(at::Device(spec.device == "cuda" ? at::kCUDA : at::kCPU));
+  job->model->SetDevice(at::Device(spec.device == Device::kCuda ? at::kCUDA : at::kCPU));
   // Every in-scope linear must have a grid before any work starts.
   for (const std::string& name : job->model->checkpoint().Names()) {
     if (!quant::InQuantScope(name, job->scope)) continue;
@@ -348,7 +345,7 @@ absl::Status SaveUnits(const std::string& dir, const JobState& job,
     tensors.emplace_back(name + "/scales", q.scales);
     tensors.emplace_back(name + "/zeros", q.zeros);
     units[name] = {{"bits", q.scheme.bits},
-                   {"grid", q.scheme.grid == quant::Grid::kAsymmetric ? "asym" : "sym"},
+                   {"grid", NameOf(q.scheme.grid)},
                    {"scheme_group_size", q.scheme.group_size},
                    {"group_size", q.group_size}};
   }
@@ -381,7 +378,8 @@ static absl::Status LoadUnitsPart(const std::string& part, JobState& job) {
   for (const auto& [name, u] : units.items()) {
     quant::QuantizedWeight q;
     q.scheme.bits = u.at("bits").get<int>();
-    q.scheme.grid = GridOf(u.at("grid").get<std::string>());
+    q.scheme.grid = EnumFromName<quant::Grid>(u.at("grid").get<std::string>())
+                        .value_or(quant::Grid::kSymmetric);
     q.scheme.group_size = u.at("scheme_group_size").get<int>();
     q.group_size = u.at("group_size").get<int>();
     q.codes = tensors.at(name + "/codes");
@@ -470,7 +468,7 @@ eval::EvalJobOptions EvalOptionsFor(const QuantizeJobSpec& spec,
   eo.reference_dir = spec.model_dir;
   eo.text_path = spec.eval_text;
   eo.batch_windows = spec.batch_windows;
-  eo.device = spec.device;
+  eo.device = std::string(NameOf(spec.device));
   return eo;
 }
 
@@ -483,17 +481,9 @@ nlohmann::json EvalJson(const QuantizeJobSpec& spec, const eval::EvalSummary& e)
 }
 
 absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& j) {
-  const std::string tmp = path + ".tmp";
-  fs::create_directories(fs::path(path).parent_path());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(1) << "\n";
-    if (!out) return absl::DataLossError(absl::StrCat(tmp, ": write failed"));
-  }
   std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return absl::DataLossError(absl::StrCat(path, ": ", ec.message()));
-  return absl::OkStatus();
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  return WriteFileAtomically(path, j.dump(1) + "\n");
 }
 
 }  // namespace quant::tasks

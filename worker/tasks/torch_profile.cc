@@ -7,6 +7,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/atomic_file.h"
 #include "common/status.h"
 
 namespace quant::tasks {
@@ -82,7 +83,8 @@ absl::Status TorchProfile::Save(const std::string& path) {
   if (!running_) return absl::FailedPreconditionError("--profile: the profiler is not running");
   running_ = false;
   const std::string tmp = absl::StrCat(path, ".tmp");
-  if (!DisableAndSave(tmp) || std::rename(tmp.c_str(), path.c_str()) != 0) {
+  // The profiler writes the file itself; its rename follows the one rule (common/atomic_file.h).
+  if (!DisableAndSave(tmp) || !RenameDurably(tmp, path).ok()) {
     std::remove(tmp.c_str());
     return absl::InternalError(absl::StrCat("--profile: cannot write ", path));
   }
