@@ -335,6 +335,7 @@ grpc::Status CoordinatorService::Watch(grpc::ServerContext* ctx, const v1::JobRe
   const double start = Now();
   int64_t done_at_start = -1;
   while (!ctx->IsCancelled()) {
+    const uint64_t seen = Changes();  // before reading: a change meanwhile is not missed
     v1::JobStatus st;
     if (auto s = FillStatus(req->job_id(), /*with_tasks=*/true, &st); !s.ok()) return s;
     // ETA from the pace since the watch began (tasks are of unequal cost: a rough guide).
@@ -356,7 +357,9 @@ grpc::Status CoordinatorService::Watch(grpc::ServerContext* ctx, const v1::JobRe
       last = key;
     }
     if (st.state() != v1::JOB_RUNNING) return grpc::Status::OK;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // Woken by a change (NotifyChanged), or after a second for what only time changes (a lease
+    // expiring, the ETA) and to notice a client that went away.
+    WaitForChange(seen, 1.0);
   }
   return grpc::Status::OK;
 } catch (...) {
@@ -575,8 +578,11 @@ grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx, const v1::H
     }
     v1::TaskProgress kept = p;
     kept.set_worker(req->worker_id());
-    std::lock_guard<std::mutex> lock(progress_mu_);
-    progress_[{p.job_id(), p.task_id()}] = std::move(kept);
+    {
+      std::lock_guard<std::mutex> lock(progress_mu_);
+      progress_[{p.job_id(), p.task_id()}] = std::move(kept);
+    }
+    NotifyChanged();
   }
   return grpc::Status::OK;
 } catch (...) {
@@ -693,6 +699,26 @@ void CoordinatorService::Log(int64_t job_id, const std::string& source, const st
   l.set_text(text);
   lines.push_back(std::move(l));
   while (lines.size() > kMaxLogLines) lines.pop_front();
+  NotifyChanged();  // every change a watcher shows is logged: submission, leases, completions
+}
+
+void CoordinatorService::NotifyChanged() {
+  {
+    std::lock_guard<std::mutex> lock(changes_mu_);
+    ++changes_;
+  }
+  changed_.notify_all();
+}
+
+uint64_t CoordinatorService::Changes() {
+  std::lock_guard<std::mutex> lock(changes_mu_);
+  return changes_;
+}
+
+void CoordinatorService::WaitForChange(uint64_t seen, double max_seconds) {
+  std::unique_lock<std::mutex> lock(changes_mu_);
+  changed_.wait_for(lock, std::chrono::milliseconds(static_cast<int64_t>(max_seconds * 1000)),
+                    [&] { return changes_ != seen; });
 }
 
 grpc::Status CoordinatorService::Logs(grpc::ServerContext*, const v1::JobRequest* req,

@@ -8,6 +8,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <map>
 #include <set>
@@ -144,6 +146,14 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
   void Log(int64_t job_id, const std::string& source, const std::string& text);
   std::mutex logs_mu_;
   std::map<int64_t, std::deque<v1::LogLine>> logs_;
+  // Watch sleeps until something changes instead of polling: a counter bumped by every logged
+  // change and progress report, and a condition variable.
+  void NotifyChanged();
+  uint64_t Changes();
+  void WaitForChange(uint64_t seen, double max_seconds);
+  std::mutex changes_mu_;
+  std::condition_variable changed_;
+  uint64_t changes_ = 0;
 };
 
 // Seconds on the coordinator's clock (monotonic within a process, wall time across restarts so
