@@ -11,11 +11,13 @@
 #include <string_view>
 
 #include "job/scope.h"
+#include "storage/compressed_tensors.h"
 
 namespace quant::quant {
 
 enum class Grid { kSymmetric, kAsymmetric };
-enum class ExportFormat { kVllm, kNative };
+// The checkpoint formats are storage's (storage/compressed_tensors.h).
+using ExportFormat = ::quant::storage::ExportFormat;
 enum class GsqObjective {
   kExpertOutput,  // MSE of each expert's output vs its full-precision output on routed tokens
   kLayerLocal,    // tr(dW H dW^T) per linear, no token replay

@@ -38,8 +38,6 @@ using storage::HostTensor;
 // through std::string.
 std::string S(std::string_view s) { return std::string(s); }
 
-// Scales are stored bf16 (DESIGN.md section 7): 16 bits each in the bits-per-parameter counts.
-constexpr int kScaleBits = 16;
 // Files copied beside the weights when the source has them (what a Hugging Face loader and
 // vLLM read besides config.json).
 // Side files, config and index are small; a bigger one is not what we think it is.
@@ -93,20 +91,13 @@ absl::StatusOr<FileRecord> WriteWholeFile(const std::string& path, std::string_v
 
 // ---- Units: validated, moved to the CPU, in the form the writer needs.
 
-struct UnitPlan {
+// A unit as the format stores it (storage::PackedLinear), with the host tensors its arrays
+// point into.
+struct UnitPlan : storage::PackedLinear {
   std::string weight_name;  // "...gate_proj.weight" (the key of `units`)
-  std::string module;       // "...gate_proj"
-  int64_t out = 0;
-  int64_t in = 0;
-  int64_t groups = 0;  // scales per row
-  int64_t group_size = 0;
-  int bits = 0;       // true bits
-  int container = 0;  // stored bits per code and zero point
-  bool symmetric = true;
-  bool channel = false;  // one group per row: compressed-tensors strategy "channel"
-  at::Tensor codes;      // uint8 [out, in], CPU, contiguous
-  at::Tensor scales;     // float32 [out, groups]
-  at::Tensor zeros;      // int32 [out, groups]
+  at::Tensor codes_cpu;     // uint8 [out, in], CPU, contiguous
+  at::Tensor scales_cpu;    // float32 [out, groups]
+  at::Tensor zeros_cpu;     // int32 [out, groups]
 };
 
 std::string ShapeText(at::IntArrayRef sizes) {
@@ -155,17 +146,20 @@ absl::StatusOr<UnitPlan> PlanUnit(const storage::Checkpoint& source, const std::
       !c10::isIntegralType(qw.zeros.scalar_type(), /*includeBool=*/false)) {
     return bad(absl::StrCat("zeros must be an integer tensor ", ShapeText(group_shape)));
   }
-  u.codes = qw.codes.to(at::kCPU).contiguous();
-  u.scales = qw.scales.to(at::kCPU).contiguous();
-  u.zeros = qw.zeros.to(at::kCPU).to(at::kInt).contiguous();
+  u.codes_cpu = qw.codes.to(at::kCPU).contiguous();
+  u.scales_cpu = qw.scales.to(at::kCPU).contiguous();
+  u.zeros_cpu = qw.zeros.to(at::kCPU).to(at::kInt).contiguous();
+  u.codes = u.codes_cpu.data_ptr<uint8_t>();
+  u.scales = u.scales_cpu.data_ptr<float>();
+  u.zeros = u.zeros_cpu.data_ptr<int32_t>();
   const int maxq = (1 << u.bits) - 1;
-  if (u.codes.numel() > 0 && u.codes.max().item<int>() > maxq) {
+  if (u.codes_cpu.numel() > 0 && u.codes_cpu.max().item<int>() > maxq) {
     return bad(absl::StrCat("a code exceeds 2^", u.bits, " - 1 = ", maxq));
   }
-  const int32_t* zeros = u.zeros.data_ptr<int32_t>();
-  const float* scales = u.scales.data_ptr<float>();
+  const int32_t* zeros = u.zeros;
+  const float* scales = u.scales;
   const int sym_zero = storage::SymmetricZero(u.bits);
-  for (int64_t i = 0; i < u.zeros.numel(); ++i) {
+  for (int64_t i = 0; i < u.zeros_cpu.numel(); ++i) {
     if (zeros[i] < 0 || zeros[i] > maxq) {
       return bad(absl::StrCat("zero point ", zeros[i], " outside [0, ", maxq, "]"));
     }
@@ -185,7 +179,7 @@ absl::StatusOr<UnitPlan> PlanUnit(const storage::Checkpoint& source, const std::
 
 // ---- Output plan: every tensor of the new checkpoint, what produces it, and its shard.
 
-enum class Producer { kCopy, kFp8ToBf16, kPacked, kScale, kZeroPoint, kShape };
+enum class Producer { kCopy, kFp8ToBf16, kUnitPart };
 
 struct OutTensor {
   std::string name;
@@ -194,13 +188,13 @@ struct OutTensor {
   uint64_t bytes = 0;
   Producer producer = Producer::kCopy;
   std::string source_name;  // kCopy, kFp8ToBf16
-  size_t unit = 0;          // index into the unit plans for the others
+  size_t unit = 0;          // kUnitPart: index into the unit plans, and which part
+  storage::PackedPart part = storage::PackedPart::kPacked;
   size_t shard = 0;
 };
 
 absl::StatusOr<std::vector<uint8_t>> Produce(const OutTensor& t, const storage::Checkpoint& source,
-                                             const std::vector<UnitPlan>& units,
-                                             ExportFormat format) {
+                                             const std::vector<UnitPlan>& units) {
   std::vector<uint8_t> bytes;
   switch (t.producer) {
     case Producer::kCopy: {
@@ -218,59 +212,15 @@ absl::StatusOr<std::vector<uint8_t>> Produce(const OutTensor& t, const storage::
     default:
       break;
   }
-  const UnitPlan& u = units[t.unit];
-  switch (t.producer) {
-    case Producer::kPacked: {
-      // Symmetric codes are stored as q + 2^(container-1) with q = u - 2^(bits-1): the same
-      // bytes when container == bits, shifted to the middle of a wider container for vLLM.
-      // Asymmetric codes stay u; their zero point carries the offset (w = s (u - z)).
-      const uint8_t* codes = u.codes.data_ptr<uint8_t>();
-      std::vector<uint8_t> stored(codes, codes + u.codes.numel());
-      if (u.symmetric) {
-        const int shift = storage::SymmetricZero(u.container) - storage::SymmetricZero(u.bits);
-        for (uint8_t& v : stored) v = static_cast<uint8_t>(v + shift);
-      }
-      // Dense packing at 4 and 8 container bits is compressed-tensors' pack_to_int32 layout.
-      const storage::PackLayout layout = storage::PackLayout::kDense;
-      QUANT_CHECK(format == ExportFormat::kNative || 32 % u.container == 0);
-      bytes.resize(t.bytes);
-      storage::PackRows(stored.data(), u.out, u.in, u.container, layout,
-                        reinterpret_cast<int32_t*>(bytes.data()));
-      return bytes;
-    }
-    case Producer::kScale: {
-      bytes.resize(t.bytes);
-      uint16_t* dst = reinterpret_cast<uint16_t*>(bytes.data());
-      const float* src = u.scales.data_ptr<float>();
-      for (int64_t i = 0; i < u.scales.numel(); ++i) dst[i] = storage::FloatToBF16(src[i]);
-      return bytes;
-    }
-    case Producer::kZeroPoint: {
-      const int32_t* zeros = u.zeros.data_ptr<int32_t>();
-      std::vector<uint8_t> z(static_cast<size_t>(u.zeros.numel()));
-      for (size_t i = 0; i < z.size(); ++i) z[i] = static_cast<uint8_t>(zeros[i]);
-      bytes.resize(t.bytes);
-      storage::PackColumns(z.data(), u.out, u.groups, u.container, storage::PackLayout::kDense,
-                           reinterpret_cast<int32_t*>(bytes.data()));
-      return bytes;
-    }
-    case Producer::kShape: {
-      const int64_t shape[2] = {u.out, u.in};
-      bytes.resize(sizeof(shape));
-      std::memcpy(bytes.data(), shape, sizeof(shape));
-      return bytes;
-    }
-    default:
-      QUANT_CHECK(false);
-  }
-  return bytes;
+  QUANT_CHECK(t.producer == Producer::kUnitPart);
+  return storage::PackedBytes(units[t.unit], t.part);
 }
 
 // One shard, streamed: header from the plan, then each tensor as it is produced.
 absl::StatusOr<FileRecord> WriteShard(const std::string& path,
                                       const std::vector<const OutTensor*>& tensors,
                                       const storage::Checkpoint& source,
-                                      const std::vector<UnitPlan>& units, ExportFormat format) {
+                                      const std::vector<UnitPlan>& units) {
   // The layout SafetensorsWriter writes: __metadata__ first, tensors in offset order, header
   // padded with spaces so the data section starts 8-byte aligned.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
@@ -291,7 +241,7 @@ absl::StatusOr<FileRecord> WriteShard(const std::string& path,
   RETURN_IF_ERROR(file->Write(prefix, sizeof(prefix)));
   RETURN_IF_ERROR(file->Write(header_json.data(), header_json.size()));
   for (const OutTensor* t : tensors) {
-    absl::StatusOr<std::vector<uint8_t>> bytes = Produce(*t, source, units, format);
+    absl::StatusOr<std::vector<uint8_t>> bytes = Produce(*t, source, units);
     if (!bytes.ok()) {
       return absl::Status(bytes.status().code(),
                           absl::StrCat(path, ": cannot write tensor \"", t->name,
@@ -357,66 +307,6 @@ absl::Status RenameIntoPlace(const std::string& from, const std::string& to, boo
   return absl::OkStatus();
 }
 
-// One quantization_config group: (stored bits, symmetric, strategy, group size).
-using GroupKey = std::tuple<int, bool, bool, int64_t>;  // bits, !symmetric, channel, group
-
-json BuildQuantizationConfig(const std::vector<UnitPlan>& units,
-                             const std::vector<std::string>& ignore, ExportFormat format) {
-  std::map<GroupKey, std::vector<std::string>> groups;
-  for (const UnitPlan& u : units) {
-    const int bits = format == ExportFormat::kVllm ? u.container : u.bits;
-    groups[{bits, !u.symmetric, u.channel, u.channel ? 0 : u.group_size}].push_back(u.module);
-  }
-  json config_groups = json::object();
-  int index = 0;
-  for (auto& [key, targets] : groups) {
-    const auto& [bits, asym, channel, group_size] = key;
-    std::sort(targets.begin(), targets.end());
-    json weights = {{"num_bits", bits},
-                    {"type", "int"},
-                    {"symmetric", !asym},
-                    {"strategy", channel ? "channel" : "group"},
-                    {"group_size", channel ? json() : json(group_size)},
-                    {"dynamic", false},
-                    {"actorder", json()},
-                    {"observer", "minmax"}};
-    config_groups[absl::StrCat("group_", index++)] = {{"targets", targets},
-                                                      {"weights", std::move(weights)},
-                                                      {"input_activations", json()},
-                                                      {"output_activations", json()}};
-  }
-  if (format == ExportFormat::kVllm) {
-    return {{"quant_method", S(storage::kCompressedTensorsMethod)},
-            {"format", S(storage::kPackQuantizedFormat)},
-            {"quantization_status", "compressed"},
-            {"config_groups", std::move(config_groups)},
-            {"ignore", ignore},
-            {"kv_cache_scheme", json()}};
-  }
-  return {{"quant_method", S(storage::kNativeMethod)},
-          {"format", S(storage::kNativeFormat)},
-          {"version", storage::kNativeFormatVersion},
-          {"config_groups", std::move(config_groups)},
-          {"ignore", ignore}};
-}
-
-std::string ContainerNote(const std::vector<UnitPlan>& units, ExportFormat format) {
-  if (format != ExportFormat::kVllm) return "";
-  std::map<int, std::set<int>> widened;  // container -> true bits stored in it
-  for (const UnitPlan& u : units) {
-    if (u.container != u.bits) widened[u.container].insert(u.bits);
-  }
-  std::string note;
-  for (const auto& [container, bits] : widened) {
-    std::string list;
-    for (int b : bits) absl::StrAppend(&list, list.empty() ? "" : ", ", b);
-    absl::StrAppend(&note, note.empty() ? "" : "; ", list, "-bit codes stored in ", container,
-                    "-bit containers");
-  }
-  if (!note.empty()) absl::StrAppend(&note, " (vLLM's kernels take 4 and 8 bits)");
-  return note;
-}
-
 absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
                                        const std::vector<UnitPlan>& units,
                                        const ExportOptions& options, const std::string& tmp) {
@@ -458,37 +348,24 @@ absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
   }
   double quant_bits_true = 0;
   double quant_bits_stored = 0;
-  const storage::PackLayout layout = storage::PackLayout::kDense;
+  std::vector<storage::PackedLinear> linears(units.begin(), units.end());
   for (size_t i = 0; i < units.size(); ++i) {
     const UnitPlan& u = units[i];
-    const int64_t params = u.out * u.in;
-    const int64_t n_groups = u.out * u.groups;
-    stats.quantized_params += params;
+    stats.quantized_params += u.out * u.in;
     // Exact counts (docs/formats.md): codes, bf16 scales, zero points of asymmetric grids.
-    auto bits_at = [&](int b) {
-      return static_cast<double>(params) * b + static_cast<double>(n_groups) * kScaleBits +
-             (u.symmetric ? 0.0 : static_cast<double>(n_groups) * b);
-    };
-    quant_bits_true += bits_at(u.bits);
-    quant_bits_stored += bits_at(u.container);
-    auto add = [&](std::string suffix, DType dtype, std::vector<int64_t> shape, Producer p) {
+    quant_bits_true += storage::StoredBits(u, u.bits);
+    quant_bits_stored += storage::StoredBits(u, u.container);
+    for (const storage::PackedTensor& p : storage::PackedTensorsOf(u)) {
       OutTensor t;
-      t.name = u.module + suffix;
-      t.dtype = dtype;
-      t.shape = std::move(shape);
-      t.bytes = static_cast<uint64_t>(storage::NumElements(t.shape) * storage::DTypeSize(dtype));
-      t.producer = p;
+      t.name = p.name;
+      t.dtype = p.dtype;
+      t.shape = p.shape;
+      t.bytes = p.bytes;
+      t.producer = Producer::kUnitPart;
       t.unit = i;
+      t.part = p.part;
       plan.push_back(std::move(t));
-    };
-    add(S(storage::kWeightPackedSuffix), DType::kI32,
-        {u.out, storage::PackedWordCount(u.in, u.container, layout)}, Producer::kPacked);
-    add(S(storage::kWeightScaleSuffix), DType::kBF16, {u.out, u.groups}, Producer::kScale);
-    if (!u.symmetric) {
-      add(S(storage::kWeightZeroPointSuffix), DType::kI32,
-          {storage::PackedWordCount(u.out, u.container, layout), u.groups}, Producer::kZeroPoint);
     }
-    add(S(storage::kWeightShapeSuffix), DType::kI64, {2}, Producer::kShape);
   }
   stats.total_params += stats.quantized_params;
   if (stats.quantized_params > 0) {
@@ -499,7 +376,7 @@ absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
     stats.bits_per_param_true = (quant_bits_true + other_bits) / stats.total_params;
     stats.bits_per_param_stored = (quant_bits_stored + other_bits) / stats.total_params;
   }
-  stats.container_note = ContainerNote(units, options.format);
+  stats.container_note = storage::ContainerNote(linears, options.format);
   std::sort(plan.begin(), plan.end(),
             [](const OutTensor& a, const OutTensor& b) { return a.name < b.name; });
   for (size_t i = 1; i < plan.size(); ++i) {
@@ -531,7 +408,7 @@ absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
   for (size_t s = 0; s < n_shards; ++s) {
     const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, n_shards);
     ASSIGN_OR_RETURN(FileRecord record,
-                     WriteShard(tmp + "/" + file, by_shard[s], source, units, options.format));
+                     WriteShard(tmp + "/" + file, by_shard[s], source, units));
     for (const OutTensor* t : by_shard[s]) weight_map[t->name] = file;
     shard_records.push_back({{"file", file}, {"bytes", record.bytes}, {"sha256", record.sha256}});
     stats.shards.push_back(file);
@@ -559,7 +436,7 @@ absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
   json config = source.config();
   config.erase("quantization_config");  // fp8's (its weights are bf16 now) or none
   if (!units.empty()) {
-    config["quantization_config"] = BuildQuantizationConfig(units, ignore, options.format);
+    config["quantization_config"] = storage::QuantizationConfig(linears, ignore, options.format);
   }
   ASSIGN_OR_RETURN(FileRecord config_record,
                    WriteWholeFile(tmp + "/" + kConfigFile, config.dump(2) + "\n"));
@@ -590,7 +467,7 @@ absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
       {"tool_version", options.tool_version},
       {"fingerprint", Sha256Hex(fingerprint_input)},
       {"options", options.job_options},
-      {"export", S(ExportFormatName(options.format))},
+      {"export", S(NameOf(options.format))},
       {"shards", shard_records},
       {"files", file_records},
       {"units", unit_records},
@@ -610,24 +487,6 @@ absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
 }
 
 }  // namespace
-
-absl::StatusOr<ExportFormat> ParseExportFormat(std::string_view text) {
-  if (text == "vllm") return ExportFormat::kVllm;
-  if (text == "native") return ExportFormat::kNative;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown export format \"", S(text), "\" (expected \"vllm\" or \"native\")"));
-}
-
-std::string_view ExportFormatName(ExportFormat format) {
-  return format == ExportFormat::kVllm ? "vllm" : "native";
-}
-
-int ContainerBits(int bits, ExportFormat format) {
-  QUANT_CHECK(bits >= kMinBits && bits <= kMaxBits);
-  if (format == ExportFormat::kNative) return bits;
-  // vLLM's compressed-tensors WNA16 schemes take 4- and 8-bit weights (DESIGN.md section 7).
-  return bits <= 4 ? 4 : 8;
-}
 
 absl::StatusOr<ExportStats> ExportCheckpoint(const storage::Checkpoint& source,
                                              const std::map<std::string, QuantizedWeight>& units,

@@ -18,12 +18,10 @@
 
 namespace quant::quant {
 
-absl::StatusOr<ExportFormat> ParseExportFormat(std::string_view text);  // "vllm" | "native"
-std::string_view ExportFormatName(ExportFormat format);                 // the inverse
-
-// Bits each stored code takes: vLLM's compressed-tensors kernels take 4- and 8-bit weights, so
-// kVllm widens 2-3 bit codes to 4 and 5-7 bit codes to 8; kNative stores the true bits.
-int ContainerBits(int bits, ExportFormat format);
+// The formats' rules are storage's (storage/compressed_tensors.h): container bits, the tensors a
+// quantized linear becomes, quantization_config. This exporter validates the units, plans the
+// shards and writes the checkpoint.
+using storage::ContainerBits;
 
 // The manifest's name and version (docs/formats.md).
 inline constexpr char kManifestFile[] = "quant_manifest.json";

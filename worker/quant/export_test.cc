@@ -469,7 +469,7 @@ TEST_P(ExportFormatTest, ModelLoaderSeesDequantizedWeights) {
 INSTANTIATE_TEST_SUITE_P(BothFormats, ExportFormatTest,
                          ::testing::Values(ExportFormat::kVllm, ExportFormat::kNative),
                          [](const auto& info) {
-                           return std::string(ExportFormatName(info.param));
+                           return std::string(NameOf(info.param));
                          });
 
 TEST(ExportTest, ThreeBitQwenExpertsBitsPerParam) {
@@ -503,7 +503,7 @@ TEST(ExportTest, ThreeBitQwenExpertsBitsPerParam) {
       EXPECT_NEAR(stats->bits_per_quantized_param_true, 3 + scale_bits + 3 * zero_bits, 1e-12);
       EXPECT_NEAR(stats->bits_per_quantized_param_stored, c + scale_bits + c * zero_bits, 1e-12);
       std::cout << "[ bits/param ] tiny-qwen3-moe experts 3-bit "
-                << (grid == Grid::kSymmetric ? "sym" : "asym") << " " << ExportFormatName(format)
+                << (grid == Grid::kSymmetric ? "sym" : "asym") << " " << NameOf(format)
                 << ": quantized true " << stats->bits_per_quantized_param_true << " stored "
                 << stats->bits_per_quantized_param_stored << "; checkpoint true "
                 << stats->bits_per_param_true << " stored " << stats->bits_per_param_stored << "; "
@@ -737,10 +737,10 @@ TEST(ExportTest, InvalidUnitsAreRefusedBeforeWriting) {
   }
 }
 
-TEST(ExportTest, ParseExportFormat) {
-  EXPECT_EQ(*ParseExportFormat("vllm"), ExportFormat::kVllm);
-  EXPECT_EQ(*ParseExportFormat("native"), ExportFormat::kNative);
-  EXPECT_FALSE(ParseExportFormat("gguf").ok());
+TEST(ExportTest, ExportFormatNamesAndContainerBits) {
+  EXPECT_EQ(*EnumFromName<ExportFormat>("vllm"), ExportFormat::kVllm);
+  EXPECT_EQ(*EnumFromName<ExportFormat>("native"), ExportFormat::kNative);
+  EXPECT_FALSE(EnumFromName<ExportFormat>("gguf").has_value());
   EXPECT_EQ(ContainerBits(2, ExportFormat::kVllm), 4);
   EXPECT_EQ(ContainerBits(3, ExportFormat::kVllm), 4);
   EXPECT_EQ(ContainerBits(4, ExportFormat::kVllm), 4);

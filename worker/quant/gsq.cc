@@ -249,13 +249,6 @@ double Schedule(double start, double end, int64_t step, int64_t steps) {
 
 }  // namespace
 
-absl::StatusOr<GsqObjective> ParseGsqObjective(std::string_view text) {
-  if (text == "expert-output") return GsqObjective::kExpertOutput;
-  if (text == "layer-local") return GsqObjective::kLayerLocal;
-  return absl::InvalidArgumentError(absl::StrCat("--objective: '", std::string(text),
-                                                 "' is not one of expert-output, layer-local"));
-}
-
 void SyncDevice() {
 #if defined(QUANT_WITH_CUDA)
   if (at::hasCUDA()) cudaDeviceSynchronize();

@@ -16,7 +16,6 @@
 
 namespace quant::quant {
 
-absl::StatusOr<GsqObjective> ParseGsqObjective(std::string_view text);
 
 // Defaults from the reference code (DESIGN.md section 5).
 struct GsqOptions {
