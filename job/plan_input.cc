@@ -186,4 +186,47 @@ TaskOutput TaskOutputPaths(const std::string& job_dir, const std::string& out_di
   }
 }
 
+std::vector<Task> TaskInputsOf(const Plan& plan, const Task& task) {
+  // Whether `t` (of the same pass) is an input of `task`.
+  auto reads = [&](const Task& t) {
+    if (t.probe_pass != task.probe_pass || t.id == task.id) return false;
+    const bool previous_propagate = t.kind == TaskKind::kPropagate && t.layer == task.layer - 1 &&
+                                    task.layer > 0;
+    switch (task.kind) {
+      case TaskKind::kCalibrate: return previous_propagate;
+      case TaskKind::kQuantize: return t.kind == TaskKind::kCalibrate && t.layer == task.layer;
+      case TaskKind::kGsq:
+        return t.layer == task.layer &&
+               (t.kind == TaskKind::kCalibrate || t.kind == TaskKind::kQuantize);
+      case TaskKind::kPropagate:
+        return previous_propagate ||
+               (t.layer == task.layer && (t.kind == TaskKind::kCalibrate ||
+                                          t.kind == TaskKind::kQuantize ||
+                                          t.kind == TaskKind::kGsq));
+      case TaskKind::kWrite: return t.kind == TaskKind::kPropagate;
+      case TaskKind::kEvaluate:
+      case TaskKind::kPublish: return t.kind == TaskKind::kWrite;
+      case TaskKind::kProbe:  // SLQ's probe pass: not leased yet (the service refuses SLQ)
+      case TaskKind::kSolve: return false;
+    }
+    return false;
+  };
+  std::vector<Task> inputs;
+  for (const Task& t : plan.tasks) {
+    if (reads(t)) inputs.push_back(t);
+  }
+  return inputs;
+}
+
+LeasedTask LeaseTask(const Plan& plan, const Task& task, const std::string& job_dir,
+                     const std::string& out_dir, int64_t epoch) {
+  LeasedTask leased;
+  leased.task = task;
+  for (const Task& t : TaskInputsOf(plan, task)) {
+    leased.inputs.push_back({t, TaskOutputPaths(job_dir, out_dir, t, epoch).committed});
+  }
+  leased.output = TaskOutputPaths(job_dir, out_dir, task, epoch);
+  return leased;
+}
+
 }  // namespace quant::tasks

@@ -75,4 +75,27 @@ TaskOutput TaskOutputPaths(const std::string& job_dir, const std::string& out_di
 // "L3-calibrate", "L3-gsq-1-of-4", "write": the task's directory name under the job's scratch.
 std::string TaskDirName(const Task& task);
 
+// A task as a worker runs it (DESIGN.md section 2: a lease carries the task; workers never
+// re-plan): the task, the committed outputs of the tasks whose outputs it reads, and where this
+// attempt writes. Made by the coordinator (and by `qctl quantize`'s resumable runner) from the
+// plan; the worker gets it through the lease (proto/task_wire.h).
+struct TaskInput {
+  Task task;              // kind, layer, shard, shards, probe_pass of the task read
+  std::string committed;  // its committed output
+};
+struct LeasedTask {
+  Task task;
+  std::vector<TaskInput> inputs;  // in plan order
+  TaskOutput output;              // this attempt's and the committed path
+};
+// The tasks of `plan` whose committed outputs `task` reads: calibrate reads the previous layer's
+// propagate (none for layer 0: the calibration windows); quantize its calibrate; GSQ its
+// calibrate and quantize; propagate the previous layer's propagate and, for a layer with units,
+// its calibrate, quantize and GSQ shards; write every layer's propagate; evaluate and publish
+// the write. Always of the same pass (probe_pass) as `task`.
+std::vector<Task> TaskInputsOf(const Plan& plan, const Task& task);
+// `task` of `plan` with its inputs' committed paths and its attempt at `epoch`.
+LeasedTask LeaseTask(const Plan& plan, const Task& task, const std::string& job_dir,
+                     const std::string& out_dir, int64_t epoch);
+
 }  // namespace quant::tasks
