@@ -6,7 +6,7 @@
 
 namespace {
 
-TEST(Proto, VersionIsOne) { EXPECT_EQ(quant::v1::PROTOCOL_VERSION, 1); }
+TEST(Proto, VersionIsTwo) { EXPECT_EQ(quant::v1::PROTOCOL_VERSION, 2); }
 
 TEST(Proto, LeaseRoundTrips) {
   quant::v1::LeaseResponse r;

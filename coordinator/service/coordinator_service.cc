@@ -25,6 +25,7 @@
 #include "job/job_spec.h"
 #include "job/plan.h"
 #include "job/plan_input.h"
+#include "proto/task_wire.h"
 
 namespace quant::coordinator {
 namespace {
@@ -460,11 +461,16 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
       t.set_task_id(l.task_id);
       t.set_epoch(l.epoch);
       t.set_name(l.name);
-      t.set_kind(l.kind);
-      t.set_layer(l.layer);
-      t.set_shard((*task)->shard);
-      t.set_shards((*task)->shards);
       t.set_spec_json(job->spec_json);
+      // The task itself, its inputs' committed paths and this epoch's attempt: the worker runs
+      // it as it is, without planning the job (DESIGN.md section 2).
+      auto spec = tasks::SpecFromJson(job->spec_json);
+      if (!spec.ok()) return ToGrpc(spec.status());
+      auto plan = PlanOf(job_id, job->spec_json);
+      if (!plan.ok()) return ToGrpc(plan.status());
+      wire::LeasedTaskToProto(
+          tasks::LeaseTask(**plan, **task, JobDir(l.job_id), spec->out_dir, l.epoch),
+          t.mutable_task());
       t.set_job_dir(JobDir(l.job_id));
       for (const std::string& root : options_.roots) t.add_roots(root);
       t.set_deadline_seconds(l.deadline - now);
@@ -831,8 +837,8 @@ std::string CoordinatorService::JobDir(int64_t job_id) const {
   return absl::StrCat(options_.scratch, "/job-", job_id);
 }
 
-absl::StatusOr<const tasks::Task*> CoordinatorService::FindTask(int64_t job_id, int64_t task_id,
-                                                                const std::string& spec_json) {
+absl::StatusOr<const tasks::Plan*> CoordinatorService::PlanOf(int64_t job_id,
+                                                              const std::string& spec_json) {
   std::lock_guard<std::mutex> lock(plans_mu_);
   auto it = plans_.find(job_id);
   if (it == plans_.end()) {
@@ -840,7 +846,13 @@ absl::StatusOr<const tasks::Task*> CoordinatorService::FindTask(int64_t job_id, 
     ASSIGN_OR_RETURN(tasks::Plan plan, tasks::PlanJob(spec));
     it = plans_.emplace(job_id, std::move(plan)).first;
   }
-  for (const tasks::Task& t : it->second.tasks) {
+  return &it->second;
+}
+
+absl::StatusOr<const tasks::Task*> CoordinatorService::FindTask(int64_t job_id, int64_t task_id,
+                                                                const std::string& spec_json) {
+  ASSIGN_OR_RETURN(const tasks::Plan* plan, PlanOf(job_id, spec_json));
+  for (const tasks::Task& t : plan->tasks) {
     if (t.id == task_id) return &t;
   }
   return absl::NotFoundError(absl::StrCat("job ", job_id, " has no task ", task_id));

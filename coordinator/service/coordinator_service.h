@@ -96,6 +96,7 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
   grpc::Status FillStatus(int64_t job_id, bool with_tasks, v1::JobStatus* out);
   std::string JobDir(int64_t job_id) const;
   // The job's plan (planned again from its stored spec after a restart).
+  absl::StatusOr<const tasks::Plan*> PlanOf(int64_t job_id, const std::string& spec_json);
   absl::StatusOr<const tasks::Task*> FindTask(int64_t job_id, int64_t task_id,
                                               const std::string& spec_json);
   // Renames the attempt's output to its committed place; a no-op when a directory output is

@@ -68,18 +68,12 @@ class CoordinatorTest : public ::testing::Test {
     EXPECT_TRUE(c.workers().Lease(&lctx, lr, &lease).ok());
     if (!lease.has_task()) return false;
     std::this_thread::sleep_for(hold);
-    // The attempt's output, where a real worker would write it (the coordinator commits it).
-    quant::tasks::Task task;
-    EXPECT_TRUE(quant::tasks::ParseTaskKind(lease.task().kind(), &task.kind));
-    task.layer = lease.task().layer();
-    task.shard = lease.task().shard();
-    task.shards = lease.task().shards();
-    const std::string attempt = quant::tasks::TaskOutputPaths(lease.task().job_dir(),
-                                                              (tmp_ / "out").string(), task,
-                                                              lease.task().epoch())
-                                    .attempt;
+    // The attempt's output, where the lease tells a real worker to write it (the coordinator
+    // commits it).
+    const std::string attempt = lease.task().task().attempt();
+    EXPECT_FALSE(attempt.empty());
     fs::create_directories(fs::path(attempt).parent_path());
-    if (task.kind == quant::tasks::TaskKind::kEvaluate) {
+    if (lease.task().task().kind() == quant::v1::TASK_EVALUATE) {
       std::ofstream(attempt) << "{}\n";
     } else {
       fs::create_directories(attempt);
@@ -566,7 +560,7 @@ TEST_F(CoordinatorTest, SecurityOnlyTheLeaseHolderReportsProgress) {
     p->set_task_id(lease.task().task_id());
     p->set_epoch(epoch);
     p->set_phase("gsq");
-    p->set_layer(lease.task().layer());
+    p->set_layer(lease.task().task().layer());
     p->set_step(step);
     p->set_steps(40);
     p->set_loss(0.25);

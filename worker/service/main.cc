@@ -33,6 +33,7 @@
 #endif
 #include "job/job_spec.h"
 #include "job/plan_input.h"
+#include "proto/task_wire.h"
 #include "worker/tasks/service_tasks.h"
 #include "worker/tasks/task_guard.h"
 
@@ -311,7 +312,13 @@ int main(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     absl::Status result;
     {
-      Heartbeats beats(stub.get(), id, t, registered.heartbeat_seconds());
+      // The heartbeat names the lease (job, task, epoch), not its task's inputs.
+      quant::v1::TaskLease held;
+      held.set_job_id(t.job_id());
+      held.set_task_id(t.task_id());
+      held.set_epoch(t.epoch());
+      held.set_name(t.name());
+      Heartbeats beats(stub.get(), id, held, registered.heartbeat_seconds());
       const std::vector<std::string> roots(t.roots().begin(), t.roots().end());
       // Every input this task opens must lie inside the roots or the job's scratch, checked on
       // the open file (a path checked below can still be swapped before the open, and files
@@ -330,19 +337,19 @@ int main(int argc, char** argv) {
           spec.ok() ? quant::tasks::CheckSpecInsideRoots(*spec, roots,
                                                          "now resolves outside the allowed roots")
                     : spec.status();
-      absl::StatusOr<quant::tasks::Plan> plan =
-          inside.ok() ? quant::tasks::PlanJob(*spec) : absl::StatusOr<quant::tasks::Plan>(inside);
-      result = plan.status();
-      if (plan.ok()) {
-        const quant::tasks::Task* task = nullptr;
-        for (const quant::tasks::Task& x : plan->tasks) {
-          if (x.id == t.task_id()) task = &x;
-        }
-        if (task == nullptr) {
-          result = absl::NotFoundError(absl::StrCat("task ", t.task_id(), " is not in the plan"));
-        } else {
-          std::string attempt =
-              quant::tasks::TaskOutputPaths(t.job_dir(), spec->out_dir, *task, t.epoch()).attempt;
+      // The task as the coordinator planned it, with its inputs and attempt: never re-planned.
+      absl::StatusOr<quant::tasks::LeasedTask> leased =
+          inside.ok() ? quant::wire::LeasedTaskFromProto(t.task())
+                      : absl::StatusOr<quant::tasks::LeasedTask>(inside);
+      if (leased.ok() && leased->task.id != t.task_id()) {
+        leased = absl::InvalidArgumentError(absl::StrCat("lease of task ", t.task_id(),
+                                                         " names task ", leased->task.id));
+      }
+      result = leased.status();
+      if (leased.ok()) {
+        const quant::tasks::Task* task = &leased->task;
+        {
+          std::string& attempt = leased->output.attempt;
           std::unique_ptr<quant::storage::PinnedDir> out_parent;
           if (result.ok() && !roots.empty() && task->kind == quant::tasks::TaskKind::kWrite &&
               !quant::storage::IsS3Location(spec->out_dir)) {
@@ -395,7 +402,7 @@ int main(int argc, char** argv) {
             // `qctl status` show it), not a crash seen only as an expired lease.
             result = quant::tasks::GuardTask(*task, [&] {
               return quant::tasks::RunServiceTask(
-                  *spec, *plan, *task, t.job_dir(), attempt, exchange.get(),
+                  *spec, *leased, exchange.get(),
                   {.should_stop = [&beats] { return beats.revoked(); },
                    .on_gsq_step = [&beats](int64_t step, int64_t steps,
                                            double loss) { beats.Step(step, steps, loss); }});

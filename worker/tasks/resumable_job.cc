@@ -260,7 +260,9 @@ absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec&
     event.layers = num_layers;
     event.tasks_total = static_cast<int64_t>(plan.tasks.size());
     if (interrupted()) return absl::CancelledError(absl::StrCat("interrupted", resume_hint()));
-    const TaskOutput paths = TaskOutputPaths(work, spec.out_dir, task, /*epoch=*/1);
+    // The task as a lease would carry it (its inputs' committed paths, its attempt).
+    const LeasedTask leased = LeaseTask(plan, task, work, spec.out_dir, /*epoch=*/1);
+    const TaskOutput& paths = leased.output;
     fs::remove_all(paths.attempt, ec);  // a killed run's partial attempt
     const auto t0 = Clock::now();
     TaskHooks hooks;
@@ -283,7 +285,7 @@ absl::StatusOr<QuantizeJobResult> RunResumableQuantizeJob(const QuantizeJobSpec&
       };
     }
     absl::Status s = GuardTask(task, [&] {
-      return RunServiceTask(spec, plan, task, work, paths.attempt, nullptr, hooks);
+      return RunServiceTask(spec, leased, nullptr, hooks);
     });
     if (!s.ok()) {
       fs::remove_all(paths.attempt, ec);

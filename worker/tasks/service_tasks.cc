@@ -20,14 +20,25 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Committed(const std::string& job_dir, const QuantizeJobSpec& spec, TaskKind kind,
-                      int layer, int shard = 0, int shards = 1) {
-  Task t;
-  t.kind = kind;
-  t.layer = layer;
-  t.shard = shard;
-  t.shards = shards;
-  return TaskOutputPaths(job_dir, spec.out_dir, t, 0).committed;
+// The committed outputs of the lease's inputs of `kind` at `layer`, in plan order (GSQ: every
+// shard).
+std::vector<std::string> InputsOf(const LeasedTask& leased, TaskKind kind, int layer) {
+  std::vector<std::string> dirs;
+  for (const TaskInput& in : leased.inputs) {
+    if (in.task.kind == kind && in.task.layer == layer) dirs.push_back(in.committed);
+  }
+  return dirs;
+}
+
+// The one input of `kind` at `layer`; FailedPrecondition naming it when the lease has none.
+absl::StatusOr<std::string> InputOf(const LeasedTask& leased, TaskKind kind, int layer) {
+  std::vector<std::string> dirs = InputsOf(leased, kind, layer);
+  if (dirs.size() != 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        leased.task.Name(), ": the lease names ", dirs.size(), " inputs of ",
+        layer >= 0 ? absl::StrCat("L", layer, "/") : "", TaskKindName(kind), ", not one"));
+  }
+  return dirs[0];
 }
 
 // The batches of the calibration windows, and which of them this member forwards.
@@ -38,10 +49,21 @@ std::vector<int64_t> OwnBatches(const JobState& job) {
   return ids;
 }
 
-// Layer `layer`'s inputs (this member's batches): the embeddings of the calibration windows for
-// layer 0, else what layer - 1's propagate task committed.
-absl::StatusOr<std::vector<at::Tensor>> LayerInputs(const JobState& job, const at::Tensor& windows,
-                                                    const std::string& job_dir, int layer) {
+// The layer's inputs (this member's batches): for layer 0 the embeddings of the calibration
+// windows, made here (the only tasks that tokenize the calibration text: they forward the model
+// over it), else what layer - 1's propagate task committed (and the window count its files
+// hold). Sets job.windows and the gang's batch count.
+absl::StatusOr<std::vector<at::Tensor>> LayerInputs(JobState& job, const LeasedTask& leased) {
+  const int layer = leased.task.layer;
+  at::Tensor windows;
+  std::string previous;
+  if (layer == 0) {
+    RETURN_IF_ERROR(MakeCalibrationWindows(&job, &windows));
+  } else {
+    ASSIGN_OR_RETURN(previous, InputOf(leased, TaskKind::kPropagate, layer - 1));
+    ASSIGN_OR_RETURN(job.windows, HiddenWindows(previous));
+  }
+  job.gang.batches = (job.windows + job.spec.batch_windows - 1) / job.spec.batch_windows;
   const std::vector<int64_t> ids = OwnBatches(job);
   if (layer == 0) {
     ASSIGN_OR_RETURN(std::vector<at::Tensor> all, EmbedWindows(job, windows));
@@ -49,8 +71,7 @@ absl::StatusOr<std::vector<at::Tensor>> LayerInputs(const JobState& job, const a
     for (int64_t id : ids) own.push_back(all[id]);
     return own;
   }
-  return LoadHidden(Committed(job_dir, job.spec, TaskKind::kPropagate, layer - 1), ids,
-                    job.model->device());
+  return LoadHidden(previous, ids, job.model->device());
 }
 
 // A full tensor name's routed expert ("model.layers.3.mlp.experts.5.up_proj" -> 5), or -1.
@@ -87,21 +108,13 @@ std::vector<std::string> UnitNames(const JobState& job, const std::string& prefi
   return names;
 }
 
-// The GSQ shards of `layer` in the plan (0 when the layer has no GSQ task).
-int GsqShards(const Plan& plan, int layer) {
-  for (const Task& t : plan.tasks) {
-    if (t.kind == TaskKind::kGsq && t.layer == layer && !t.probe_pass) return t.shards;
-  }
-  return 0;
-}
-
 // The publish task: the committed checkpoint and report, uploaded to the s3:// output. Idempotent
 // (a re-run uploads the same files again); the manifest goes last.
-absl::Status Publish(const QuantizeJobSpec& spec, const std::string& job_dir,
+absl::Status Publish(const QuantizeJobSpec& spec, const std::string& written,
                      const std::string& attempt) {
   ASSIGN_OR_RETURN(const uint64_t bytes,
-                   storage::PublishDirectory(LocalOutDir(job_dir, spec.out_dir), spec.out_dir,
-                                             quant::kManifestFile, spec.overwrite));
+                   storage::PublishDirectory(written, spec.out_dir, quant::kManifestFile,
+                                             spec.overwrite));
   metrics::Default()
       .GetCounter("quant_object_bytes_uploaded_total",
                   "Bytes uploaded to object storage (published checkpoints).")
@@ -109,19 +122,42 @@ absl::Status Publish(const QuantizeJobSpec& spec, const std::string& job_dir,
   return WriteJsonFile(attempt, {{"location", spec.out_dir}, {"bytes", bytes}});
 }
 
+// The evaluate task: the checkpoint the write task committed (`written`) against the original,
+// added to its report. Opens neither the job's model nor its calibration text (the evaluation
+// opens both models and reads the evaluation text itself).
+absl::Status Evaluate(const QuantizeJobSpec& spec, const std::string& written,
+                      const std::string& attempt, const TaskHooks& hooks) {
+  ASSIGN_OR_RETURN(std::string text,
+                   ReadWholeFile(written + "/report.json", "the write task's report"));
+  nlohmann::json report = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (report.is_discarded()) return absl::DataLossError(written + "/report.json: not JSON");
+  eval::EvalJobOptions options = EvalOptionsFor(spec, written);
+  options.should_stop = hooks.should_stop;
+  ASSIGN_OR_RETURN(eval::EvalJobResult er, eval::RunEvalJob(options, nullptr));
+  report["eval"] = EvalJson(spec, er.summary);
+  return WriteJsonFile(attempt, report);
+}
+
 }  // namespace
 
-absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const Task& task,
-                            const std::string& job_dir, const std::string& attempt,
+absl::Status RunServiceTask(const QuantizeJobSpec& spec, const LeasedTask& leased,
                             exchange::Exchange* exchange, TaskHooks hooks) {
+  const Task& task = leased.task;
+  const std::string& attempt = leased.output.attempt;
   if (task.probe_pass || task.kind == TaskKind::kProbe || task.kind == TaskKind::kSolve) {
     return absl::UnimplementedError(
         "SLQ's probe pass runs in `qctl quantize` only; the service does not run it yet");
   }
-  if (task.kind == TaskKind::kPublish) return Publish(spec, job_dir, attempt);
+  // Publish opens nothing but the output, evaluate nothing of the job's own.
+  if (task.kind == TaskKind::kPublish || task.kind == TaskKind::kEvaluate) {
+    ASSIGN_OR_RETURN(const std::string written, InputOf(leased, TaskKind::kWrite, -1));
+    return task.kind == TaskKind::kPublish ? Publish(spec, written, attempt)
+                                           : Evaluate(spec, written, attempt, hooks);
+  }
+  // The model (its headers and config; layers load as the task needs them); the calibration
+  // windows only where the task forwards the model over them (LayerInputs of layer 0).
   JobState job;
-  at::Tensor windows;
-  RETURN_IF_ERROR(OpenJob(spec, &job, &windows));
+  RETURN_IF_ERROR(OpenJob(spec, &job));
   job.hooks = std::move(hooks);
   // The checkpoint's bytes this task read, counted however it ends.
   struct CountReads {
@@ -148,7 +184,6 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
     job.model->SetExpertParallel(first, last, runner.get());
     job.gang.rank = exchange->rank();
     job.gang.size = exchange->size();
-    job.gang.batches = (job.windows + spec.batch_windows - 1) / spec.batch_windows;
     exchange::ExpertParallelRunner* r = runner.get();
     model::Model* m = job.model.get();
     job.gang.idle = [r, m](const model::LayerWeights& w, model::ForwardObserver* obs) {
@@ -163,7 +198,7 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
   };
   switch (task.kind) {
     case TaskKind::kCalibrate: {
-      ASSIGN_OR_RETURN(job.hidden, LayerInputs(job, windows, job_dir, task.layer));
+      ASSIGN_OR_RETURN(job.hidden, LayerInputs(job, leased));
       RETURN_IF_ERROR(RunCalibrateTask(job, task.layer));
       if (runner != nullptr) CountExchange(*exchange, *runner, last - first);
       // A member's statistics of anything but its own experts cover its batches only.
@@ -173,15 +208,26 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
                              });
     }
     case TaskKind::kQuantize: {
-      RETURN_IF_ERROR(RestoreCalibration(
-          job, task.layer, Committed(job_dir, spec, TaskKind::kCalibrate, task.layer)));
+      ASSIGN_OR_RETURN(const std::string calibration,
+                       InputOf(leased, TaskKind::kCalibrate, task.layer));
+      RETURN_IF_ERROR(RestoreCalibration(job, task.layer, calibration));
       RETURN_IF_ERROR(RunQuantizeTask(job));
       return SaveUnits(attempt, job, UnitNames(job, prefix), prefix);
     }
     case TaskKind::kGsq: {
-      RETURN_IF_ERROR(RestoreCalibration(
-          job, task.layer, Committed(job_dir, spec, TaskKind::kCalibrate, task.layer)));
-      RETURN_IF_ERROR(LoadUnits(Committed(job_dir, spec, TaskKind::kQuantize, task.layer), job));
+      // Everything from the calibrate/quantize hand-off: the calibration text is not read.
+      ASSIGN_OR_RETURN(const std::string calibration,
+                       InputOf(leased, TaskKind::kCalibrate, task.layer));
+      ASSIGN_OR_RETURN(const std::string quantized,
+                       InputOf(leased, TaskKind::kQuantize, task.layer));
+      RETURN_IF_ERROR(RestoreCalibration(job, task.layer, calibration));
+      if (job.windows == 0) {
+        // A hand-off saved before calibrations recorded their window count (a resumed
+        // `qctl quantize` work directory of an older build): count them again.
+        at::Tensor windows;
+        RETURN_IF_ERROR(MakeCalibrationWindows(&job, &windows));
+      }
+      RETURN_IF_ERROR(LoadUnits(quantized, job));
       RETURN_IF_ERROR(RunGsqTask(job, task.shard, task.shards));
       std::vector<std::string> names;
       for (const std::string& local : GsqShardNames(job.layer, task.shard, task.shards)) {
@@ -190,16 +236,16 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
       return SaveUnits(attempt, job, names, prefix);
     }
     case TaskKind::kPropagate: {
-      ASSIGN_OR_RETURN(job.hidden, LayerInputs(job, windows, job_dir, task.layer));
-      const std::string calibration = Committed(job_dir, spec, TaskKind::kCalibrate, task.layer);
-      if (fs::exists(calibration)) {
-        RETURN_IF_ERROR(RestoreCalibration(job, task.layer, calibration));
-        RETURN_IF_ERROR(
-            LoadUnits(Committed(job_dir, spec, TaskKind::kQuantize, task.layer), job));
-        const int shards = GsqShards(plan, task.layer);
-        for (int s = 0; s < shards; ++s) {
-          RETURN_IF_ERROR(LoadUnits(
-              Committed(job_dir, spec, TaskKind::kGsq, task.layer, s, shards), job));
+      ASSIGN_OR_RETURN(job.hidden, LayerInputs(job, leased));
+      const std::vector<std::string> calibration =
+          InputsOf(leased, TaskKind::kCalibrate, task.layer);
+      if (!calibration.empty()) {  // the layer has units: propagate the quantized layer
+        RETURN_IF_ERROR(RestoreCalibration(job, task.layer, calibration[0]));
+        ASSIGN_OR_RETURN(const std::string quantized,
+                         InputOf(leased, TaskKind::kQuantize, task.layer));
+        RETURN_IF_ERROR(LoadUnits(quantized, job));
+        for (const std::string& shard : InputsOf(leased, TaskKind::kGsq, task.layer)) {
+          RETURN_IF_ERROR(LoadUnits(shard, job));
         }
         // A gang member keeps (and propagates with) its own experts only.
         std::erase_if(job.units, [&](const auto& u) { return !resident(u.first); });
@@ -214,7 +260,8 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
     case TaskKind::kWrite: {
       const int layers = job.model->config().num_layers;
       for (int l = 0; l < layers; ++l) {
-        RETURN_IF_ERROR(LoadUnits(Committed(job_dir, spec, TaskKind::kPropagate, l), job));
+        ASSIGN_OR_RETURN(const std::string propagated, InputOf(leased, TaskKind::kPropagate, l));
+        RETURN_IF_ERROR(LoadUnits(propagated, job));
       }
       const quant::ExportFormat format = spec.export_format;
       quant::ExportOptions export_options;
@@ -232,18 +279,6 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const Plan& plan, const
       SetExportStats(stats, &result);
       return WriteJsonFile(attempt + "/report.json",
                            JobReport(spec, result, job.reports, nlohmann::json()));
-    }
-    case TaskKind::kEvaluate: {
-      const std::string out = LocalOutDir(job_dir, spec.out_dir);
-      ASSIGN_OR_RETURN(std::string text,
-                       ReadWholeFile(out + "/report.json", "the write task's report"));
-      nlohmann::json report = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-      if (report.is_discarded()) return absl::DataLossError(out + "/report.json: not JSON");
-      eval::EvalJobOptions options = EvalOptionsFor(spec, out);
-      options.should_stop = job.hooks.should_stop;
-      ASSIGN_OR_RETURN(eval::EvalJobResult er, eval::RunEvalJob(options, nullptr));
-      report["eval"] = EvalJson(spec, er.summary);
-      return WriteJsonFile(attempt, report);
     }
     default:
       return absl::InvalidArgumentError(absl::StrCat("task ", task.Name(), ": unknown kind"));

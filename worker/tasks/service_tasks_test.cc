@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
+#include "common/metrics.h"
 #include "job/plan_input.h"
 
 namespace quant::tasks {
@@ -46,11 +47,11 @@ class ServiceTaskStopTest : public ::testing::Test {
   }
   // Runs `task` asking to stop from the (after+1)-th question on; returns the questions asked.
   absl::Status Run(const Task& task, int after, int* asked) {
-    const TaskOutput paths = TaskOutputPaths((dir_ / "job").string(), spec_.out_dir, task, 1);
+    const LeasedTask leased = LeaseTask(plan_, task, (dir_ / "job").string(), spec_.out_dir, 1);
+    const TaskOutput& paths = leased.output;
     TaskHooks hooks;
     hooks.should_stop = [after, asked] { return (*asked)++ >= after; };
-    absl::Status s = RunServiceTask(spec_, plan_, task, (dir_ / "job").string(), paths.attempt,
-                                    nullptr, hooks);
+    absl::Status s = RunServiceTask(spec_, leased, nullptr, hooks);
     if (s.ok()) {
       fs::rename(paths.attempt, paths.committed);  // what the coordinator does
     } else {
@@ -96,6 +97,39 @@ TEST_F(ServiceTaskStopTest, CalibrateQuantizeAndPropagateStopBetweenTheirPieces)
     EXPECT_EQ(s.code(), absl::StatusCode::kCancelled) << s;
     EXPECT_EQ(s.message(), "model: stopped before layer 2 of 4");
   }
+}
+
+// A task opens only what it needs: with the calibration text removed once the first layer's
+// task has made the calibration windows, every later task of a GSQ job (calibrate, quantize,
+// the GSQ shard, propagate, write) still runs, from the hand-off alone; the text was tokenized
+// once in the whole job.
+TEST_F(ServiceTaskStopTest, OnlyTheFirstLayersTaskReadsTheCalibrationText) {
+  fs::copy_file(spec_.calib_path, dir_ / "calib.txt");
+  spec_.calib_path = (dir_ / "calib.txt").string();
+  spec_.method = "gsq";
+  spec_.steps = 2;
+  spec_.evaluate = false;
+  auto plan = PlanJob(spec_);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  plan_ = *plan;
+  const metrics::Counter& tokenized = metrics::Default().GetCounter(
+      "quant_calibration_tokenizations_total",
+      "Calibration sources tokenized into windows (only tasks that forward them).");
+  const double before = tokenized.Value();
+  int asked = 0;
+  ASSERT_TRUE(Run(Find("L0/propagate"), 1 << 30, &asked).ok());
+  EXPECT_EQ(tokenized.Value(), before + 1);
+  fs::remove(dir_ / "calib.txt");
+  bool ran_gsq = false;
+  for (const Task& t : plan_.tasks) {
+    if (t.layer == 0) continue;
+    ran_gsq = ran_gsq || t.kind == TaskKind::kGsq;
+    absl::Status s = Run(t, 1 << 30, &asked);
+    ASSERT_TRUE(s.ok()) << t.Name() << ": " << s;
+  }
+  EXPECT_TRUE(ran_gsq);
+  EXPECT_EQ(tokenized.Value(), before + 1);
+  EXPECT_TRUE(fs::exists(dir_ / "out" / "model.safetensors.index.json"));
 }
 
 }  // namespace

@@ -90,6 +90,11 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string&
 }
 
 absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job, at::Tensor* windows) {
+  RETURN_IF_ERROR(OpenJob(spec, job));
+  return MakeCalibrationWindows(job, windows);
+}
+
+absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job) {
   job->spec = spec;
   job->scheme.bits = spec.bits;
   job->scheme.grid = spec.grid;
@@ -111,6 +116,15 @@ absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job, at::Tensor* win
           spec.group_size, " and --no-channel-fallback was given"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status MakeCalibrationWindows(JobState* job, at::Tensor* windows) {
+  const QuantizeJobSpec& spec = job->spec;
+  metrics::Default()
+      .GetCounter("quant_calibration_tokenizations_total",
+                  "Calibration sources tokenized into windows (only tasks that forward them).")
+      .Inc();
   ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
                    eval::LoadModelTokenizer(job->model->checkpoint()));
   ASSIGN_OR_RETURN(const tokenizer::CalibSource source, tokenizer::ListCalibSource(spec.calib_path));
@@ -221,6 +235,22 @@ absl::Status SaveHidden(const std::string& path, const std::vector<at::Tensor>& 
   return SaveTensors(path, tensors, {{"ids", ids}});
 }
 
+absl::StatusOr<int64_t> HiddenWindows(const std::string& dir) {
+  const std::vector<std::string> parts = Parts(dir, "hidden");
+  if (parts.empty()) return absl::DataLossError(absl::StrCat(dir, ": no hidden batches"));
+  int64_t windows = 0;
+  for (const std::string& part : parts) {
+    ASSIGN_OR_RETURN(std::unique_ptr<storage::SafetensorsFile> file,
+                     storage::SafetensorsFile::Open(part));
+    for (const storage::TensorInfo& info : file->header().tensors) {
+      if (info.shape.empty()) return absl::DataLossError(absl::StrCat(part, ": ", info.name,
+                                                                      " is a scalar"));
+      windows += info.shape[0];
+    }
+  }
+  return windows;
+}
+
 absl::StatusOr<std::vector<at::Tensor>> LoadHidden(const std::string& dir,
                                                    const std::vector<int64_t>& ids,
                                                    at::Device device) {
@@ -265,7 +295,7 @@ absl::Status SaveCalibration(const std::string& path, const JobState& job,
   }
   return SaveTensors(path, tensors,
                      {{"calibrated", ls.capture != nullptr}, {"tokens", tokens},
-                      {"experts", experts}});
+                      {"experts", experts}, {"windows", job.windows}});
 }
 
 absl::Status RestoreCalibration(JobState& job, int layer, const std::string& dir) {
@@ -277,6 +307,7 @@ absl::Status RestoreCalibration(JobState& job, int layer, const std::string& dir
   for (const std::string& part : parts) {
     nlohmann::json meta;
     ASSIGN_OR_RETURN(auto tensors, LoadTensors(part, &meta));
+    job.windows = meta.value("windows", job.windows);
     if (!meta.value("calibrated", false)) continue;
     if (ls.capture == nullptr) ls.capture = std::make_unique<LayerCapture>(false, device);
     for (const auto& [key, count] : meta["tokens"].items()) {

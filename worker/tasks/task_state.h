@@ -30,8 +30,15 @@ absl::Status SaveTensors(const std::string& path,
 absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string& path,
                                                               nlohmann::json* metadata = nullptr);
 
-// The job's model (on its device), scheme, scope and objective, and its calibration windows
-// (int64 [N, T]); the hidden states are left empty. Checks what RunQuantizeJob checks first.
+// The job's model (on its device: its index, headers and config; layers load as tasks need
+// them), scheme, scope and objective; the hidden states are left empty. Checks what
+// RunQuantizeJob checks first. Reads no calibration text.
+absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job);
+// The calibration windows (int64 [N, T]) of job->spec's calibration source, tokenized with the
+// model's tokenizer; sets job->windows. After OpenJob; made only by the tasks that forward the
+// model over them (the first layer's), since tokenizing is the costly part of opening a job.
+absl::Status MakeCalibrationWindows(JobState* job, at::Tensor* windows);
+// Both of the above (RunQuantizeJob).
 absl::Status OpenJob(const QuantizeJobSpec& spec, JobState* job, at::Tensor* windows);
 // The windows' embeddings, one tensor per batch of spec.batch_windows: layer 0's inputs.
 absl::StatusOr<std::vector<at::Tensor>> EmbedWindows(const JobState& job,
@@ -44,14 +51,18 @@ absl::Status SaveHidden(const std::string& path, const std::vector<at::Tensor>& 
 absl::StatusOr<std::vector<at::Tensor>> LoadHidden(const std::string& dir,
                                                    const std::vector<int64_t>& ids,
                                                    at::Device device);
+// The calibration windows a propagate task's hand-off in `dir` holds (every member's batches),
+// from the files' headers alone.
+absl::StatusOr<int64_t> HiddenWindows(const std::string& dir);
 
 // The current layer's calibration (job.layer.capture): the statistics whose key `keep` accepts
-// (null: all) and the captured experts' tokens.
+// (null: all), the captured experts' tokens and the job's window count.
 absl::Status SaveCalibration(const std::string& path, const JobState& job,
                              const std::function<bool(const std::string& key)>& keep = nullptr);
 // Loads layer `layer` (LoadLayerState) and restores its calibration from the
 // calibration*.safetensors files of `dir` (one per gang member, or one); also fills hessian_of
-// for every in-scope linear, as the quantize task does.
+// for every in-scope linear, as the quantize task does, and job.windows (left as it was when the
+// files predate the count).
 absl::Status RestoreCalibration(JobState& job, int layer, const std::string& dir);
 
 // Units named in `names` (full tensor names) with their reports, and the job's fallback experts
