@@ -21,19 +21,27 @@ namespace {
 namespace fs = std::filesystem;
 const std::string kShared = QUANT_SHARED_DIR;
 
-// A figure of ../shared/README.md: perplexity and KL on kjv_val.
+// A figure of ../shared/README.md (perplexity and KL on kjv_val) and the band, relative to it and
+// both ways, that a run must land in.
 struct Figure {
   double ppl;
   double kl;
 };
+struct Tolerance {
+  double ppl;  // fraction of the figure's perplexity
+  double kl;   // fraction of the figure's KL
+};
 
-// Tolerances, relative to the pinned figure, both ways. Measured spread (docs/results.md,
-// "Quality tests"): GPTQ moves only with the order of floating-point sums (OpenBLAS threads);
-// GSQ also with its seed. The bands are about 3x the largest distance from the reference that
-// the measured runs showed, so a run that passes is one the spread allows and a regression of
-// a few percent of KL (a fraction of the GSQ-over-GPTQ gain) fails.
-constexpr double kPplTolerance = 0.005;  // 0.5% of perplexity
-constexpr double kKlTolerance = 0.05;    // 5% of KL
+// From the spread measured on this 2-core machine (docs/results.md, "Quality tests"). GPTQ has
+// no random draws: only the order of floating-point sums moves it (OPENBLAS_NUM_THREADS 1 against
+// 2: 0.02% ppl, 0.4% KL); its runs sat within 0.05% ppl and 0.5% KL of the reference. The band
+// is 0.3% / 2%: ~4x that, and room for the README's "up to ~0.2% ppl, ~1% KL" on another CPU.
+constexpr Tolerance kGptqTolerance{0.003, 0.02};
+// GSQ also moves with its seed (Lion's minibatch draws): seeds 0-2 and the pre-re-keying draws
+// sat within 0.2% ppl and 2.7% KL of the reference (KL 1.5-2.7% below it at 3 bits). The band
+// is 0.5% / 5%: ~2x the largest seen, and it still fails the 3-bit layer-local objective
+// (KL 0.0146, +7%) and anything at GPTQ+MSE's level (0.0167, +23%).
+constexpr Tolerance kGsqTolerance{0.005, 0.05};
 
 class QualityTest : public ::testing::Test {
  protected:
@@ -48,9 +56,9 @@ class QualityTest : public ::testing::Test {
 
   // `qctl quantize` of `model` with `flags` into a fresh output; its report.json.
   nlohmann::json Quantize(const std::string& model, const std::string& flags) {
-    const std::string cmd = std::string(QCTL_BINARY) + " quantize --model " + kShared +
-                            "/models/" + model + " --out " + (tmp_ / "out").string() + " " +
-                            flags + " --progress none";
+    const std::string cmd = std::string(QCTL_BINARY) + " quantize --model " + kShared + "/models/" +
+                            model + " --out " + (tmp_ / "out").string() + " " + flags +
+                            " --progress none";
     const CommandResult r = RunCommand(cmd, tmp_);
     std::printf("%s: exit %d, %.0f s\n", cmd.c_str(), r.exit_code, r.seconds);
     EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -61,15 +69,15 @@ class QualityTest : public ::testing::Test {
   // The run's kjv_val perplexity and KL (report.json's "eval": [value, lo, hi] per metric)
   // within the tolerances of `want`.
   static Figure ExpectMatches(const nlohmann::json& report, const Figure& want,
-                              const std::string& what) {
+                              const Tolerance& tolerance, const std::string& what) {
     const auto& eval = report.at("eval");
     EXPECT_EQ(eval.at("windows").get<int>(), 160) << what << ": not the whole of kjv_val";
     const Figure got{eval.at("ppl").at(0).get<double>(), eval.at("kl").at(0).get<double>()};
     std::printf("%s: ppl %.4f (reference %.3f, %+.3f%%), KL %.5f (reference %.4f, %+.2f%%)\n",
                 what.c_str(), got.ppl, want.ppl, 100 * (got.ppl / want.ppl - 1), got.kl, want.kl,
                 100 * (got.kl / want.kl - 1));
-    EXPECT_NEAR(got.ppl, want.ppl, kPplTolerance * want.ppl) << what << ": perplexity";
-    EXPECT_NEAR(got.kl, want.kl, kKlTolerance * want.kl) << what << ": KL";
+    EXPECT_NEAR(got.ppl, want.ppl, tolerance.ppl * want.ppl) << what << ": perplexity";
+    EXPECT_NEAR(got.kl, want.kl, tolerance.kl * want.kl) << what << ": KL";
     return got;
   }
 
@@ -84,18 +92,19 @@ TEST_F(QualityTest, QwenGptqMse2BitMatchesTheReference) {
   const nlohmann::json report =
       Quantize("tiny-qwen3-moe", "--method gptq --bits 2 " + kReferenceConfig);
   ASSERT_FALSE(report.is_null());
-  ExpectMatches(report, {24.470, 0.0752}, "tiny-qwen3-moe GPTQ+MSE 2-bit");
+  ExpectMatches(report, {24.470, 0.0752}, kGptqTolerance, "tiny-qwen3-moe GPTQ+MSE 2-bit");
 }
 
 // ../shared/README.md, "GSQ as the reference runs it": row "GSQ on GPTQ + MSE", 3 bits, pinned;
 // row "GPTQ + MSE scale search", 3 bits, the start GSQ must beat. Within the run, GSQ lowers
 // its own objective from the GPTQ start's in every layer.
 TEST_F(QualityTest, QwenGsq3BitMatchesTheReferenceAndBeatsGptq) {
-  const nlohmann::json report = Quantize(
-      "tiny-qwen3-moe", "--method gsq --bits 3 --steps 640 --batch 16 --seed 0 " +
-                            kReferenceConfig);
+  const nlohmann::json report =
+      Quantize("tiny-qwen3-moe",
+               "--method gsq --bits 3 --steps 640 --batch 16 --seed 0 " + kReferenceConfig);
   ASSERT_FALSE(report.is_null());
-  const Figure got = ExpectMatches(report, {23.474, 0.0136}, "tiny-qwen3-moe GSQ 3-bit");
+  const Figure got =
+      ExpectMatches(report, {23.474, 0.0136}, kGsqTolerance, "tiny-qwen3-moe GSQ 3-bit");
   const Figure gptq{23.595, 0.0167};  // the reference's GPTQ + MSE, 3 bits
   EXPECT_LT(got.ppl, gptq.ppl) << "GSQ 3-bit no better than the reference's GPTQ+MSE";
   EXPECT_LT(got.kl, gptq.kl) << "GSQ 3-bit no better than the reference's GPTQ+MSE";
@@ -123,7 +132,7 @@ TEST_F(QualityTest, DeepseekGptqMse2BitMatchesTheReference) {
   const nlohmann::json report =
       Quantize("tiny-deepseek-v3", "--method gptq --bits 2 " + kReferenceConfig);
   ASSERT_FALSE(report.is_null());
-  ExpectMatches(report, {25.895, 0.0630}, "tiny-deepseek-v3 GPTQ+MSE 2-bit");
+  ExpectMatches(report, {25.895, 0.0630}, kGptqTolerance, "tiny-deepseek-v3 GPTQ+MSE 2-bit");
 }
 
 }  // namespace

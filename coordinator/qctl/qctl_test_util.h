@@ -32,8 +32,7 @@ struct CommandResult {
 inline CommandResult RunCommand(const std::string& command, const std::filesystem::path& scratch) {
   const std::filesystem::path out = scratch / "stdout", err = scratch / "stderr";
   const auto start = std::chrono::steady_clock::now();
-  const int status =
-      std::system((command + " >" + out.string() + " 2>" + err.string()).c_str());
+  const int status = std::system((command + " >" + out.string() + " 2>" + err.string()).c_str());
   CommandResult r;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
