@@ -37,9 +37,10 @@ struct Tolerance {
 // 2: 0.02% ppl, 0.4% KL); its runs sat within 0.05% ppl and 0.5% KL of the reference. The band
 // is 0.3% / 2%: ~4x that, and room for the README's "up to ~0.2% ppl, ~1% KL" on another CPU.
 constexpr Tolerance kGptqTolerance{0.003, 0.02};
-// GSQ also moves with its seed (Lion's minibatch draws): seeds 0-2 and the pre-re-keying draws
-// sat within 0.2% ppl and 2.7% KL of the reference (KL 1.7-2.7% below it at 3 bits). The band
-// is 0.5% / 5%: ~2x the largest seen, and it still fails the 3-bit layer-local objective
+// GSQ also moves with its seed (Lion's minibatch draws) and, as much, with BLAS threads: seeds
+// 0-2, one BLAS thread and the pre-re-keying draws sat within 0.2% ppl and 2.8% KL of the
+// reference (KL 1.7-2.8% below it at 3 bits). The band is 0.5% / 5%: ~1.8-2.7x the largest
+// seen, and it still fails the 3-bit layer-local objective
 // (KL 0.0146, +7%) and anything at GPTQ+MSE's level (0.0167, +23%).
 constexpr Tolerance kGsqTolerance{0.005, 0.05};
 
