@@ -106,7 +106,7 @@ TEST_F(ServiceTaskStopTest, CalibrateQuantizeAndPropagateStopBetweenTheirPieces)
 TEST_F(ServiceTaskStopTest, OnlyTheFirstLayersTaskReadsTheCalibrationText) {
   fs::copy_file(spec_.calib_path, dir_ / "calib.txt");
   spec_.calib_path = (dir_ / "calib.txt").string();
-  spec_.method = "gsq";
+  spec_.method = Method::kGsq;
   spec_.steps = 2;
   spec_.evaluate = false;
   auto plan = PlanJob(spec_);
