@@ -1,8 +1,17 @@
-# quant_add_test(<name> SOURCES <files...> LIBS <targets...> [LABELS <labels...>])
+# quant_add_test(<name> SOURCES <files...> LIBS <targets...> [LABELS <labels...>]
+#                [BLAS_THREADS n])
 # One gtest binary per component; tests get QUANT_SHARED_DIR and TEST_SRCDIR compiled in.
-# Label `slow` marks tests that the fast loop (ctest -LE slow) skips.
+# Label `slow` marks tests that the fast loop (ctest -LE slow) skips; ctest starts them first
+# (COST), so that a long one does not run alone at the end of a parallel run.
+# BLAS_THREADS (default 1): OpenBLAS threads per test process. ctest -j2 runs two tests at once
+# on this 2-core machine, and OpenBLAS threads spin (sched_yield) when they outnumber the
+# cores: with 2 each, a whole run spent 9 of its 47 CPU minutes in the kernel. Tests that pin
+# figures measured with 2 threads (qctl_quality_test) ask for 2.
 function(quant_add_test name)
-  cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "BLAS_THREADS" "SOURCES;LIBS;LABELS" ${ARGN})
+  if(NOT ARG_BLAS_THREADS)
+    set(ARG_BLAS_THREADS 1)
+  endif()
   if(NOT QUANT_BUILD_TESTS)
     return()
   endif()
@@ -15,8 +24,13 @@ function(quant_add_test name)
   if(NOT ARG_LABELS)
     set(ARG_LABELS fast)
   endif()
+  set(cost 1)
+  if("slow" IN_LIST ARG_LABELS)
+    set(cost 100)
+  endif()
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_PREFIX "${name}."
-    PROPERTIES LABELS "${ARG_LABELS}" ENVIRONMENT "OPENBLAS_NUM_THREADS=2")
+    PROPERTIES LABELS "${ARG_LABELS}" ENVIRONMENT "OPENBLAS_NUM_THREADS=${ARG_BLAS_THREADS}"
+    COST ${cost})
 endfunction()
 
 # quant_add_fuzzer(<name> SOURCE <file> LIBS <targets...> SEEDS <files...> [ITERATIONS n])

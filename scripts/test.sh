@@ -6,5 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/install-deps.sh"
 bash "$ROOT/scripts/build.sh"
 cd "${BUILD_DIR:-$ROOT/build}"
-export OPENBLAS_NUM_THREADS=2
+# One OpenBLAS thread per test process: ctest -j2 runs two at once on two cores, and spinning
+# BLAS threads beyond the cores cost CPU (cmake/QuantTest.cmake says more).
+export OPENBLAS_NUM_THREADS=1
 ctest --output-on-failure -j2 --timeout 1500 "$@"
