@@ -220,7 +220,9 @@ absl::StatusOr<std::vector<uint8_t>> Produce(const OutTensor& t, const storage::
 absl::StatusOr<FileRecord> WriteShard(const std::string& path,
                                       const std::vector<const OutTensor*>& tensors,
                                       const storage::Checkpoint& source,
-                                      const std::vector<UnitPlan>& units) {
+                                      const std::vector<UnitPlan>& units,
+                                      const std::function<bool()>& should_stop,
+                                      size_t* produced, size_t total) {
   // The layout SafetensorsWriter writes: __metadata__ first, tensors in offset order, header
   // padded with spaces so the data section starts 8-byte aligned.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
@@ -241,6 +243,11 @@ absl::StatusOr<FileRecord> WriteShard(const std::string& path,
   RETURN_IF_ERROR(file->Write(prefix, sizeof(prefix)));
   RETURN_IF_ERROR(file->Write(header_json.data(), header_json.size()));
   for (const OutTensor* t : tensors) {
+    if (should_stop && should_stop()) {
+      return absl::CancelledError(
+          absl::StrCat("export: stopped before tensor ", *produced, " of ", total));
+    }
+    ++*produced;
     absl::StatusOr<std::vector<uint8_t>> bytes = Produce(*t, source, units);
     if (!bytes.ok()) {
       return absl::Status(bytes.status().code(),
@@ -405,10 +412,12 @@ absl::StatusOr<ExportStats> ExportInto(const storage::Checkpoint& source,
   for (const OutTensor& t : plan) by_shard[t.shard].push_back(&t);
   json weight_map = json::object();
   json shard_records = json::array();
+  size_t produced = 0;
   for (size_t s = 0; s < n_shards; ++s) {
     const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, n_shards);
     ASSIGN_OR_RETURN(FileRecord record,
-                     WriteShard(tmp + "/" + file, by_shard[s], source, units));
+                     WriteShard(tmp + "/" + file, by_shard[s], source, units,
+                                options.should_stop, &produced, plan.size()));
     for (const OutTensor* t : by_shard[s]) weight_map[t->name] = file;
     shard_records.push_back({{"file", file}, {"bytes", record.bytes}, {"sha256", record.sha256}});
     stats.shards.push_back(file);

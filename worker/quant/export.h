@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -36,6 +37,9 @@ struct ExportOptions {
   int64_t max_shard_bytes = 5LL << 30;  // HF's default shard size
   nlohmann::json job_options;           // recorded in the manifest (and its fingerprint)
   std::string tool_version = "0.1.0";
+  // Asked before each tensor is produced (a revoked lease, Ctrl-C): true stops the export with
+  // Cancelled and removes what it wrote; out_dir is left as it was. Unset: never stop.
+  std::function<bool()> should_stop;
 };
 
 struct ExportStats {

@@ -269,6 +269,7 @@ absl::Status RunServiceTask(const QuantizeJobSpec& spec, const LeasedTask& lease
       export_options.out_dir = attempt;
       export_options.overwrite = true;  // a crashed attempt of this epoch may have left it
       export_options.job_options = spec.ToJson();
+      export_options.should_stop = job.hooks.should_stop;
       ASSIGN_OR_RETURN(quant::ExportStats stats,
                        quant::ExportCheckpoint(job.model->checkpoint(), job.units, export_options));
       metrics::Default()

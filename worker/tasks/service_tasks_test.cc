@@ -1,6 +1,7 @@
 // A stop asked of a running task (a revoked lease, Ctrl-C) ends it at the next piece of its
 // loop, not at its end: calibrate and propagate between forward batches, quantize between
-// batches of units, evaluate between layers and scored batches (GSQ's steps are gsq_test's).
+// batches of units, write between the tensors it produces, evaluate between layers and scored
+// batches (GSQ's steps are gsq_test's).
 #include "worker/tasks/service_tasks.h"
 
 #include <gtest/gtest.h>
@@ -85,18 +86,36 @@ TEST_F(ServiceTaskStopTest, CalibrateQuantizeAndPropagateStopBetweenTheirPieces)
     asked = 0;
     ASSERT_TRUE(Run(Find(c.task), 1 << 30, &asked).ok()) << c.task;
   }
-  // The rest of the job, then its evaluation stopped between the model's layers.
+  // The rest of the job; the write stopped between its tensors leaves no output and no
+  // temporary directory behind; the evaluation stopped between the model's layers.
+  bool wrote = false, evaluated = false;
   for (const Task& t : plan_.tasks) {
     if (t.layer < 2 && t.layer >= 0) continue;
     int asked = 0;
+    if (t.kind == TaskKind::kWrite) {
+      absl::Status s = Run(t, 5, &asked);
+      EXPECT_EQ(s.code(), absl::StatusCode::kCancelled) << s;
+      EXPECT_TRUE(absl::StartsWith(s.message(), "export: stopped before tensor 5 of ")) << s;
+      EXPECT_EQ(asked, 6);
+      for (const auto& entry : fs::directory_iterator(dir_)) {  // the export's temporary dir
+        EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos)
+            << entry.path();
+      }
+      EXPECT_FALSE(fs::exists(dir_ / "out"));
+      wrote = true;
+    }
     if (t.kind != TaskKind::kEvaluate) {
+      asked = 0;
       ASSERT_TRUE(Run(t, 1 << 30, &asked).ok()) << t.Name();
       continue;
     }
     absl::Status s = Run(t, 2, &asked);
     EXPECT_EQ(s.code(), absl::StatusCode::kCancelled) << s;
     EXPECT_EQ(s.message(), "model: stopped before layer 2 of 4");
+    evaluated = true;
   }
+  EXPECT_TRUE(wrote);
+  EXPECT_TRUE(evaluated);
 }
 
 // A task opens only what it needs: with the calibration text removed once the first layer's
