@@ -16,8 +16,8 @@
 #include "coordinator/qctl/commands.h"
 #include "job/slq_solver.h"
 #include "storage/s3_flags.h"
-#include "worker/tasks/quantize_job.h"
-#include "worker/tasks/resumable_job.h"
+#include "worker/runner/embedded_job.h"
+#include "worker/runner/resumable_job.h"
 #include "worker/tasks/torch_profile.h"
 
 namespace quant::qctl {

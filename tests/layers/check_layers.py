@@ -42,6 +42,9 @@ ALLOWED = {
     "worker/exchange": {"worker/exchange", "worker/model", "common"},
     "worker/tasks": {"worker/tasks", "worker/model", "worker/tokenizer", "worker/quant",
                      "worker/eval", "worker/exchange", "job", "storage", "common", "kernels"},
+    "worker/runner": {"worker/runner", "worker/tasks", "worker/model", "worker/tokenizer",
+                      "worker/quant", "worker/eval", "worker/exchange", "job", "storage",
+                      "common", "kernels"},
     "worker/service": {"worker", "job", "storage", "common", "proto"},
 }
 # What a part's tests, fuzzers and benches may include besides (tests/ is allowed to all of them).
@@ -117,10 +120,10 @@ def self_test():
         with open(os.path.join(d, "job/bad.cc"), "w") as f:
             f.write('#include "job/plan.h"\n#include "worker/model/model.h"\n')
         with open(os.path.join(d, "coordinator/service/bad.cc"), "w") as f:
-            f.write('#include "worker/tasks/quantize_job.h"\n')
+            f.write('#include "worker/runner/embedded_job.h"\n')
         problems = check_tree(d)
         want = ["job/bad.cc:2: includes worker/model/model.h",
-                "coordinator/service/bad.cc:1: includes worker/tasks/quantize_job.h"]
+                "coordinator/service/bad.cc:1: includes worker/runner/embedded_job.h"]
         for w in want:
             if not any(p.startswith(w) for p in problems):
                 print(f"self-test: the planted violation {w!r} was not found: {problems}")

@@ -34,7 +34,7 @@
 #include "job/job_spec.h"
 #include "job/plan_input.h"
 #include "proto/task_wire.h"
-#include "worker/tasks/service_tasks.h"
+#include "worker/runner/service_task.h"
 #include "worker/tasks/task_guard.h"
 
 namespace {

@@ -1,6 +1,6 @@
 // The per-layer task code of a quantization job (DESIGN.md section 4): calibrate, quantize
-// (RTN/GPTQ), GSQ and propagate, each a function of the job's state. `qctl quantize` runs them
-// in the planner's order in one process; quant-worker runs the same functions for its tasks.
+// (RTN/GPTQ), GSQ and propagate, each a function of the job's state. The one TaskRunner
+// (worker/runner/) calls them for `qctl quantize` and for quant-worker alike.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -18,7 +18,7 @@
 #include "worker/quant/gsq.h"
 #include "worker/quant/quantizer.h"
 #include "job/scope.h"
-#include "worker/tasks/quantize_job.h"
+#include "worker/tasks/job_result.h"
 #include "job/slq_files.h"
 
 namespace quant::tasks {
@@ -97,6 +97,8 @@ struct TaskHooks {
   std::function<bool()> should_stop;
   // GSQ's progress: (step done, steps, loss), about once a second and after the last step.
   std::function<void(int64_t step, int64_t steps, double loss)> on_gsq_step;
+  // The evaluation's progress: (phase, done, total), as eval::RunEvalJob reports it.
+  std::function<void(const std::string& phase, int64_t done, int64_t total)> on_eval_progress;
 };
 
 struct JobState {

@@ -470,18 +470,20 @@ nlohmann::json JobReport(const QuantizeJobSpec& spec, const QuantizeJobResult& r
   };
   if (spec.slq) report["slq"] = slq;
   if (result.evaluated) report["eval"] = EvalJson(spec, result.eval);
-  if (!result.eval_windows.empty()) {  // per window, so two runs can be compared paired
-    nlohmann::json w = {{"positions", nlohmann::json::array()},
-                        {"kl_sum", nlohmann::json::array()},
-                        {"ear_sum", nlohmann::json::array()}};
-    for (const eval::WindowStats& s : result.eval_windows) {
-      w["positions"].push_back(s.positions);
-      w["kl_sum"].push_back(s.kl_sum);
-      w["ear_sum"].push_back(s.ear_sum);
-    }
-    report["eval_windows"] = std::move(w);
-  }
+  if (!result.eval_windows.empty()) report["eval_windows"] = EvalWindowsJson(result.eval_windows);
   return report;
+}
+
+nlohmann::json EvalWindowsJson(const std::vector<eval::WindowStats>& windows) {
+  nlohmann::json w = {{"positions", nlohmann::json::array()},
+                      {"kl_sum", nlohmann::json::array()},
+                      {"ear_sum", nlohmann::json::array()}};
+  for (const eval::WindowStats& s : windows) {
+    w["positions"].push_back(s.positions);
+    w["kl_sum"].push_back(s.kl_sum);
+    w["ear_sum"].push_back(s.ear_sum);
+  }
+  return w;
 }
 
 void SetExportStats(const quant::ExportStats& stats, QuantizeJobResult* result) {

@@ -18,7 +18,7 @@
 #include "worker/eval/eval_job.h"
 #include "worker/quant/export.h"
 #include "worker/tasks/layer_tasks.h"
-#include "worker/tasks/quantize_job.h"
+#include "worker/tasks/job_result.h"
 
 namespace quant::tasks {
 
@@ -85,6 +85,8 @@ nlohmann::json JobReport(const QuantizeJobSpec& spec, const QuantizeJobResult& r
 // The evaluation of the checkpoint written to `quantized_dir` (the out directory, or its local
 // staging when the output goes to object storage) against the original, as the options say.
 eval::EvalJobOptions EvalOptionsFor(const QuantizeJobSpec& spec, const std::string& quantized_dir);
+// The "eval_windows" object of report.json: per window, so two runs can be compared paired.
+nlohmann::json EvalWindowsJson(const std::vector<eval::WindowStats>& windows);
 // The "eval" object of report.json.
 nlohmann::json EvalJson(const QuantizeJobSpec& spec, const eval::EvalSummary& summary);
 // Writes `j` to `path` through a temporary file and a rename.

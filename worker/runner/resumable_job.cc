@@ -1,6 +1,6 @@
 // RunResumableQuantizeJob: the service's tasks and hand-off (RunServiceTask, TaskOutputPaths,
 // commit by rename) driven by this process, with a journal of committed tasks for --resume.
-#include "worker/tasks/resumable_job.h"
+#include "worker/runner/resumable_job.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -24,7 +24,9 @@
 #include "worker/eval/eval_job.h"
 #include "job/job_spec.h"
 #include "job/plan_input.h"
-#include "worker/tasks/service_tasks.h"
+#include "worker/runner/embedded_job.h"
+#include "worker/runner/service_task.h"
+#include "worker/runner/task_runner.h"
 #include "worker/tasks/task_guard.h"
 #include "worker/tasks/task_state.h"
 
@@ -59,19 +61,6 @@ std::set<std::string> ReadJournal(const std::string& dir) {
     if (!line.empty()) done.insert(line);
   }
   return done;
-}
-
-std::string PhaseOf(const Task& task, const QuantizeJobSpec& spec) {
-  switch (task.kind) {
-    case TaskKind::kCalibrate: return "calibrate";
-    case TaskKind::kQuantize: return spec.method == Method::kRtn ? "rtn" : "gptq";
-    case TaskKind::kGsq: return "gsq";
-    case TaskKind::kPropagate: return "propagate";
-    case TaskKind::kWrite: return "write";
-    case TaskKind::kEvaluate: return "eval";
-    case TaskKind::kPublish: return "publish";
-    default: return "other";
-  }
 }
 
 eval::Interval IntervalOf(const nlohmann::json& j) {

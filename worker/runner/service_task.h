@@ -1,6 +1,6 @@
-// One planner task run by quant-worker (DESIGN.md section 4), as its lease names it: the task's
-// inputs are restored from the committed outputs the lease lists (under the job's scratch
-// directory), the same task function as `qctl quantize` runs is called, and the outputs are
+// One planner task run by quant-worker (DESIGN.md section 4), as its lease names it: the one
+// TaskRunner over the scratch hand-off (ScratchTaskIO): the task's inputs are restored from the
+// committed outputs the lease lists (under the job's scratch directory) and its outputs are
 // written to the attempt path that the coordinator commits. The job is never planned here.
 #pragma once
 
@@ -12,7 +12,7 @@
 #include "worker/tasks/layer_tasks.h"
 #include "job/plan.h"
 #include "job/plan_input.h"
-#include "worker/tasks/quantize_job.h"
+#include "job/job_spec.h"
 
 namespace quant::tasks {
 

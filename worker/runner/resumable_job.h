@@ -9,8 +9,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "worker/tasks/progress.h"
-#include "worker/tasks/quantize_job.h"
+#include "worker/runner/progress.h"
+#include "worker/tasks/job_result.h"
 
 namespace quant::tasks {
 

@@ -1,7 +1,5 @@
-// The quantization job behind `qctl quantize` (torch-free header; the spec and SLQ's tables are
-// job/'s): the planner's tasks run in-process, layer by layer (calibrate -> quantize ->
-// propagate), then write and evaluate.
-// The distributed service runs the very same task code (DESIGN.md section 4).
+// What a quantization job reports (torch-free header; the spec and SLQ's tables are job/'s):
+// the written checkpoint's bits, the evaluation, and the time of each phase and task.
 #pragma once
 
 #include <cstdint>
@@ -46,13 +44,5 @@ struct QuantizeJobResult {
 };
 
 using ProgressFn = std::function<void(const std::string& phase, int64_t done, int64_t total)>;
-
-// Checks every field (and the files it names) without running anything heavy.
-absl::Status ValidateSpec(const QuantizeJobSpec& spec);
-
-// `solve` is needed for SLQ jobs (spec.slq) only.
-absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
-                                                 const ProgressFn& progress,
-                                                 const SlqSolveFn& solve = nullptr);
 
 }  // namespace quant::tasks

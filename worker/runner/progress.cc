@@ -1,5 +1,5 @@
 // ProgressEvent's JSON and the ETA model.
-#include "worker/tasks/progress.h"
+#include "worker/runner/progress.h"
 
 namespace quant::tasks {
 

@@ -2,7 +2,7 @@
 // loop, not at its end: calibrate and propagate between forward batches, quantize between
 // batches of units, write between the tensors it produces, evaluate between layers and scored
 // batches (GSQ's steps are gsq_test's).
-#include "worker/tasks/service_tasks.h"
+#include "worker/runner/service_task.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -1,7 +1,8 @@
-// RunQuantizeJob: calibration windows, then per layer calibrate (Hessians, expert tokens and
+// RunQuantizeJob: the calibration windows' embeddings, then the planner's tasks in order by one
+// TaskRunner over a MemoryTaskIO: per layer calibrate (Hessians, expert tokens and
 // full-precision targets with the original layer), quantize (RTN, GPTQ, GSQ), propagate (the
-// quantized layer makes the next layer's inputs); then export and evaluate the written files.
-#include "worker/tasks/quantize_job.h"
+// quantized layer makes the next layer's inputs); then write, evaluate and publish.
+#include "worker/runner/embedded_job.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -32,6 +33,8 @@
 #include "job/scope.h"
 #include "job/job_spec.h"
 #include "worker/tasks/layer_tasks.h"
+#include "worker/runner/memory_task_io.h"
+#include "worker/runner/task_runner.h"
 #include "job/plan.h"
 #include "job/plan_input.h"
 #include "worker/tasks/task_guard.h"
@@ -79,16 +82,6 @@ class StagingDir {
 void ResetPeakRss() {
   std::ofstream clear("/proc/self/clear_refs");
   if (clear) clear << "5";
-}
-
-// The plan's task of `kind` (write, evaluate), or a bare one of that kind for messages.
-Task PlanTask(const Plan& plan, TaskKind kind) {
-  for (const Task& t : plan.tasks) {
-    if (t.kind == kind) return t;
-  }
-  Task t;
-  t.kind = kind;
-  return t;
 }
 
 // A failure after work was done says what had finished, so the user knows what was lost.
@@ -173,18 +166,28 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     p.phase = name;
     p.seconds += seconds;
     p.peak_rss_bytes = std::max(p.peak_rss_bytes, eval::PeakRssBytes());
+    result.phases.clear();
+    for (const char* phase : {"probe", "solve", "calibrate", "rtn", "gptq", "gsq", "propagate",
+                              "write", "eval", "publish"}) {
+      if (phases.count(phase)) result.phases.push_back(phases[phase]);
+    }
   };
 
-  const quant::ExportFormat format = spec.export_format;
   // --threads sizes our fused kernels only: ATen's intra-op pool stays as it is, since OpenBLAS
   // already runs its own threads (OPENBLAS_NUM_THREADS) and two pools on two cores spin against
   // each other (calibrating tiny-qwen3-moe took 183 s with at::set_num_threads(2), 15 s
   // without, on a quieter machine).
   ResetPeakRss();
   auto t0 = Clock::now();
-  JobState job;
+  TaskHooks hooks;
+  hooks.on_eval_progress = [&](const std::string& phase, int64_t done, int64_t total) {
+    if (progress) progress("eval " + phase, done, total);
+  };
+  TaskRunner runner(spec, std::move(hooks), solve);
+  RETURN_IF_ERROR(runner.Open());
+  JobState& job = runner.job();
   at::Tensor windows;
-  RETURN_IF_ERROR(OpenJob(spec, &job, &windows));
+  RETURN_IF_ERROR(MakeCalibrationWindows(&job, &windows));
   ASSIGN_OR_RETURN(job.hidden, EmbedWindows(job, windows));
   add_phase("calibrate", Since(t0));
   const model::ModelConfig& config = job.model->config();
@@ -198,137 +201,53 @@ absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
     add_phase("probe", Since(t0));
   }
   const Plan plan = PlanQuantizeJob(plan_input);
-  const std::string quantize_phase = spec.method == Method::kRtn ? "rtn" : "gptq";
-  for (const Task& task : plan.tasks) {
-    if (task.kind == TaskKind::kWrite || task.kind == TaskKind::kEvaluate ||
-        task.kind == TaskKind::kPublish) {
-      continue;  // below
-    }
-    std::string phase;
-    absl::Status status;
-    ResetPeakRss();
-    t0 = Clock::now();
-    const ProfileScope scope(task.Name());
-    status = GuardTask(task, [&]() -> absl::Status {
-      switch (task.kind) {
-        case TaskKind::kCalibrate:
-          phase = task.probe_pass ? "probe" : "calibrate";
-          return task.probe_pass ? RunProbeCalibrateTask(job, task.layer)
-                                 : RunCalibrateTask(job, task.layer);
-        case TaskKind::kProbe:
-          phase = "probe";
-          return RunProbeTask(job);
-        case TaskKind::kSolve:
-          phase = "solve";
-          return RunSolveTask(job, solve);
-        case TaskKind::kQuantize:
-          phase = quantize_phase;
-          return RunQuantizeTask(job);
-        case TaskKind::kGsq:
-          phase = "gsq";
-          return RunGsqTask(job, task.shard, task.shards);
-        case TaskKind::kPropagate:
-          phase = task.probe_pass ? "probe" : "propagate";
-          return task.probe_pass ? RunProbePropagateTask(job, task.layer)
-                                 : RunPropagateTask(job, task.layer);
-        default:
-          return absl::InternalError("not a layer task");
-      }
-    });
-    if (!status.ok()) return FailedAfter(status, result.tasks);
-    if (spec.device == Device::kCuda) quant::SyncDevice();
-    const double seconds = Since(t0);
-    add_phase(phase, seconds);
-    result.tasks.emplace_back(task.Name(), seconds);
-    if (progress && task.kind != TaskKind::kPropagate && task.kind != TaskKind::kSolve) {
-      progress(phase, task.layer + 1, config.num_layers);
-    }
-  }
-  job.hidden.clear();
-  result.fallback_experts = job.fallback_experts;
-  const std::map<std::string, quant::QuantizedWeight>& units = job.units;
-  const std::vector<UnitReport>& reports = job.reports;
-
-  // 5. Write: into out_dir, or into a local staging directory that the publish step uploads
-  // when out_dir is an s3:// prefix.
-  ResetPeakRss();
-  t0 = Clock::now();
-  ProfileScope write_scope("write");
+  // The checkpoint goes to out_dir, or to a local staging directory that the publish task
+  // uploads when out_dir is an s3:// prefix.
   StagingDir staging;
   std::string out = spec.out_dir;
   if (storage::IsS3Location(spec.out_dir)) {
     RETURN_IF_ERROR(staging.Create());
     out = staging.path() + "/out";
   }
-  quant::ExportOptions export_options;
-  export_options.format = format;
-  export_options.out_dir = out;
-  export_options.overwrite = spec.overwrite;
-  export_options.job_options = spec.ToJson();
-  quant::ExportStats stats;
-  RETURN_IF_ERROR(FailedAfter(
-      GuardTask(PlanTask(plan, TaskKind::kWrite), [&]() -> absl::Status {
-        ASSIGN_OR_RETURN(stats, quant::ExportCheckpoint(job.model->checkpoint(), units,
-                                                        export_options));
-        return absl::OkStatus();
-      }),
-      result.tasks));
-  add_phase("write", Since(t0));
-  write_scope.End();
+  MemoryTaskIO io(job, out, spec.overwrite, &result);
+  for (const Task& task : plan.tasks) {
+    const std::string phase = PhaseOf(task, spec);
+    ResetPeakRss();
+    t0 = Clock::now();
+    const ProfileScope scope(task.Name());
+    TaskOutcome outcome;
+    absl::Status status = GuardTask(task, [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(outcome, runner.Run(task, io));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return FailedAfter(status, result.tasks);
+    if (spec.device == Device::kCuda) quant::SyncDevice();
+    const double seconds = Since(t0);
+    add_phase(phase, seconds);
+    result.tasks.emplace_back(task.Name(), seconds);
+    if (outcome.written) {
+      result.units = static_cast<int64_t>(job.units.size());
+      SetExportStats(*outcome.written, &result);
+    }
+    if (outcome.evaluated) {
+      result.evaluated = true;
+      result.eval = outcome.evaluated->summary;
+      result.eval_windows = outcome.evaluated->window_stats;
+    }
+    result.uploaded_bytes += outcome.uploaded_bytes;
+    if (progress && task.layer >= 0 && task.kind != TaskKind::kPropagate &&
+        task.kind != TaskKind::kSolve) {
+      progress(phase, task.layer + 1, config.num_layers);
+    }
+  }
   result.out_dir = spec.out_dir;
-  result.units = static_cast<int64_t>(units.size());
-  SetExportStats(stats, &result);
+  result.report_path = spec.out_dir + "/report.json";
+  result.fallback_experts = job.fallback_experts;
   if (job.gsq_units > 0) {
     result.gsq_mean_changed_fraction = job.gsq_changed_sum / job.gsq_units;
     result.gsq_mean_loss_ratio = job.gsq_ratio_sum / job.gsq_units;
   }
-
-  // 6. Evaluate the written checkpoint against the original.
-  if (spec.evaluate) {
-    ResetPeakRss();
-    t0 = Clock::now();
-    ProfileScope eval_scope("eval");
-    eval::EvalJobResult er;
-    RETURN_IF_ERROR(GuardTask(PlanTask(plan, TaskKind::kEvaluate), [&]() -> absl::Status {
-      ASSIGN_OR_RETURN(er, eval::RunEvalJob(EvalOptionsFor(spec, out),
-                                            [&](const std::string& phase, int64_t d, int64_t t) {
-                                              if (progress) progress("eval " + phase, d, t);
-                                            }));
-      return absl::OkStatus();
-    }));
-    result.evaluated = true;
-    result.eval = er.summary;
-    result.eval_windows = er.window_stats;
-    add_phase("eval", Since(t0));
-    eval_scope.End();
-  }
   result.slq = job.solve_report;
-  for (const char* name :
-       {"probe", "solve", "calibrate", "rtn", "gptq", "gsq", "propagate", "write", "eval"}) {
-    if (phases.count(name)) result.phases.push_back(phases[name]);
-  }
-
-  // SLQ: the chosen bits as a heat map beside the report (best effort: a note if gnuplot fails).
-  if (spec.slq) {
-    absl::Status drawn = WriteSlqHeatmap(job.solve_report, out + "/slq_bits.png");
-    job.solve_report["heatmap"] =
-        drawn.ok() ? spec.out_dir + "/slq_bits.png" : std::string(drawn.message());
-    result.slq = job.solve_report;
-  }
-  // report.json (beside the checkpoint; written atomically after it).
-  result.report_path = spec.out_dir + "/report.json";
-  RETURN_IF_ERROR(
-      WriteJsonFile(out + "/report.json", JobReport(spec, result, reports, job.solve_report)));
-  // 7. Publish to object storage (manifest last), then the staging directory goes.
-  if (out != spec.out_dir) {
-    t0 = Clock::now();
-    ASSIGN_OR_RETURN(const uint64_t bytes, storage::PublishDirectory(out, spec.out_dir,
-                                                                     quant::kManifestFile,
-                                                                     spec.overwrite));
-    result.uploaded_bytes = static_cast<int64_t>(bytes);
-    add_phase("publish", Since(t0));
-    result.phases.push_back(phases["publish"]);
-  }
   return result;
 }
 

@@ -1,0 +1,130 @@
+#include "worker/runner/scratch_task_io.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "worker/tasks/task_state.h"
+
+namespace quant::tasks {
+namespace {
+
+// This member's file suffix: "-r<rank>" in a gang, "" alone.
+std::string PartOf(const JobState& job) {
+  return job.gang.size > 1 ? absl::StrCat("-r", job.gang.rank) : std::string();
+}
+
+// The batches of the calibration windows that this member forwards (round-robin by rank).
+std::vector<int64_t> OwnBatches(const JobState& job) {
+  const int64_t batches = (job.windows + job.spec.batch_windows - 1) / job.spec.batch_windows;
+  std::vector<int64_t> ids;
+  for (int64_t b = job.gang.rank; b < batches; b += job.gang.size) ids.push_back(b);
+  return ids;
+}
+
+std::string LayerPrefix(int layer) { return absl::StrCat("model.layers.", layer, "."); }
+
+}  // namespace
+
+std::vector<std::string> ScratchTaskIO::InputsOf(TaskKind kind, int layer) const {
+  std::vector<std::string> dirs;
+  for (const TaskInput& in : leased_.inputs) {
+    if (in.task.kind == kind && in.task.layer == layer) dirs.push_back(in.committed);
+  }
+  return dirs;
+}
+
+absl::StatusOr<std::string> ScratchTaskIO::InputOf(TaskKind kind, int layer) const {
+  std::vector<std::string> dirs = InputsOf(kind, layer);
+  if (dirs.size() != 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        leased_.task.Name(), ": the lease names ", dirs.size(), " inputs of ",
+        layer >= 0 ? absl::StrCat("L", layer, "/") : "", TaskKindName(kind), ", not one"));
+  }
+  return dirs[0];
+}
+
+// Layer 0's inputs are made here from the calibration text (the only tasks that tokenize it:
+// they forward the model over it); the others' come from layer - 1's propagate, with the window
+// count its files hold.
+absl::Status ScratchTaskIO::LoadLayerInputs(const Task& task, JobState& job) {
+  at::Tensor windows;
+  std::string previous;
+  if (task.layer == 0) {
+    RETURN_IF_ERROR(MakeCalibrationWindows(&job, &windows));
+  } else {
+    ASSIGN_OR_RETURN(previous, InputOf(TaskKind::kPropagate, task.layer - 1));
+    ASSIGN_OR_RETURN(job.windows, HiddenWindows(previous));
+  }
+  job.gang.batches = (job.windows + job.spec.batch_windows - 1) / job.spec.batch_windows;
+  const std::vector<int64_t> ids = OwnBatches(job);
+  if (task.layer == 0) {
+    ASSIGN_OR_RETURN(std::vector<at::Tensor> all, EmbedWindows(job, windows));
+    job.hidden.clear();
+    for (int64_t id : ids) job.hidden.push_back(all[id]);
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(job.hidden, LoadHidden(previous, ids, job.model->device()));
+  return absl::OkStatus();
+}
+
+bool ScratchTaskIO::HasCalibration(const Task& task) const {
+  return !InputsOf(TaskKind::kCalibrate, task.layer).empty();
+}
+
+absl::Status ScratchTaskIO::LoadCalibration(const Task& task, JobState& job) {
+  ASSIGN_OR_RETURN(const std::string calibration, InputOf(TaskKind::kCalibrate, task.layer));
+  RETURN_IF_ERROR(RestoreCalibration(job, task.layer, calibration));
+  if (task.kind == TaskKind::kGsq && job.windows == 0) {
+    // A hand-off saved before calibrations recorded their window count (a resumed
+    // `qctl quantize` work directory of an older build): count them again.
+    at::Tensor windows;
+    RETURN_IF_ERROR(MakeCalibrationWindows(&job, &windows));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ScratchTaskIO::LoadUnits(const Task& task, TaskKind kind, JobState& job) {
+  if (task.kind == TaskKind::kWrite) {  // every layer's, as its propagate committed them
+    for (int l = 0; l < job.model->config().num_layers; ++l) {
+      ASSIGN_OR_RETURN(const std::string dir, InputOf(kind, l));
+      RETURN_IF_ERROR(tasks::LoadUnits(dir, job));
+    }
+    return absl::OkStatus();
+  }
+  if (kind != TaskKind::kGsq) {  // one quantize; any number of GSQ shards
+    ASSIGN_OR_RETURN(const std::string dir, InputOf(kind, task.layer));
+    return tasks::LoadUnits(dir, job);
+  }
+  for (const std::string& dir : InputsOf(kind, task.layer)) {
+    RETURN_IF_ERROR(tasks::LoadUnits(dir, job));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ScratchTaskIO::SaveCalibration(const Task&, const JobState& job,
+                                            const std::function<bool(const std::string&)>& keep) {
+  return tasks::SaveCalibration(
+      absl::StrCat(leased_.output.attempt, "/calibration", PartOf(job), ".safetensors"), job,
+      keep);
+}
+
+absl::Status ScratchTaskIO::SaveUnits(const Task& task, const JobState& job,
+                                      const std::vector<std::string>& names) {
+  return tasks::SaveUnits(leased_.output.attempt, job, names, LayerPrefix(task.layer),
+                          PartOf(job));
+}
+
+absl::Status ScratchTaskIO::SaveLayerOutputs(const Task&, const JobState& job) {
+  return SaveHidden(absl::StrCat(leased_.output.attempt, "/hidden", PartOf(job), ".safetensors"),
+                    job.hidden, OwnBatches(job));
+}
+
+absl::StatusOr<std::string> ScratchTaskIO::WrittenDir(const Task&) const {
+  return InputOf(TaskKind::kWrite, -1);
+}
+
+absl::Status ScratchTaskIO::CanRunProbePass(const Task&) const {
+  return absl::UnimplementedError(
+      "SLQ's probe pass runs in `qctl quantize` only; the service does not run it yet");
+}
+
+}  // namespace quant::tasks

@@ -1,0 +1,67 @@
+// Where a task's inputs come from and where its outputs go (DESIGN.md section 2, runner/). The
+// one TaskRunner asks a TaskIO for everything that passes between tasks, so the same task code
+// runs in one process (MemoryTaskIO: the job's state stays in memory from task to task) and
+// across processes (ScratchTaskIO: safetensors hand-off files under the job's scratch, which the
+// coordinator, or qctl's resumable run, commits by a rename).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "job/plan.h"
+#include "worker/tasks/job_result.h"
+#include "worker/tasks/layer_tasks.h"
+
+namespace quant::tasks {
+
+class TaskIO {
+ public:
+  virtual ~TaskIO() = default;
+
+  // --- Inputs of a layer task (task.layer >= 0) ---
+  // The layer's inputs into job.hidden (this gang member's batches, job.gang says which) and
+  // job.windows: for layer 0 the calibration windows' embeddings, else what the previous
+  // layer's propagate made.
+  virtual absl::Status LoadLayerInputs(const Task& task, JobState& job) = 0;
+  // Whether task.layer was calibrated: it has in-scope units (its propagate then runs the
+  // quantized layer).
+  virtual bool HasCalibration(const Task& task) const = 0;
+  // task.layer's calibration (Hessians, the experts' tokens and targets) into job.layer.
+  virtual absl::Status LoadCalibration(const Task& task, JobState& job) = 0;
+  // The units (with their reports and fallback experts) that the tasks of `kind` made for
+  // task.layer, or for every layer when `task` is the write task, into job.units.
+  virtual absl::Status LoadUnits(const Task& task, TaskKind kind, JobState& job) = 0;
+
+  // --- Outputs of a layer task ---
+  // The layer's calibration; `keep` (null: all) accepts the statistics' keys to keep.
+  virtual absl::Status SaveCalibration(const Task& task, const JobState& job,
+                                       const std::function<bool(const std::string&)>& keep) = 0;
+  // Units `names` (full tensor names) of job.units with their reports.
+  virtual absl::Status SaveUnits(const Task& task, const JobState& job,
+                                 const std::vector<std::string>& names) = 0;
+  // job.hidden (this member's batches): the next layer's inputs.
+  virtual absl::Status SaveLayerOutputs(const Task& task, const JobState& job) = 0;
+
+  // --- The job-level tasks: write, evaluate, publish ---
+  struct WriteTarget {
+    std::string dir;         // where the write task exports the checkpoint
+    bool overwrite = false;  // an existing checkpoint of ours there may be replaced
+  };
+  virtual WriteTarget WriteTargetOf(const Task& task) const = 0;
+  // The checkpoint the write task made (the evaluate and publish tasks' input).
+  virtual absl::StatusOr<std::string> WrittenDir(const Task& task) const = 0;
+  // Where the evaluate task writes the report (the write task's, with the evaluation added).
+  virtual std::string EvalReportPath(const Task& task) const = 0;
+  // Where the publish task records what it uploaded ("": nowhere).
+  virtual std::string PublishRecordPath(const Task& task) const = 0;
+
+  // SLQ's probe pass (probe-pass calibrate and propagate, probe, solve) keeps its state in
+  // memory between tasks: OK where that state passes, else why not.
+  virtual absl::Status CanRunProbePass(const Task& task) const = 0;
+  // The tasks finished so far with their times, for report.json; null: none known here.
+  virtual const QuantizeJobResult* Timings() const { return nullptr; }
+};
+
+}  // namespace quant::tasks
