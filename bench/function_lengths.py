@@ -11,6 +11,6 @@ def length(text, pat):
                     return j-i+1
     return None
 rev=sys.argv[1]
-for f,pat in [('worker/quant/gsq.cc',r'RunGsq\('),('worker/quant/gptq.cc',r'GptqQuantizer::QuantizeBatch\('),('worker/quant/export.cc',r'ExportInto\('),('worker/tasks/quantize_job.cc',r'^absl::StatusOr<QuantizeJobResult> RunQuantizeJob\('),('worker/service/main.cc',r'^int main\(')]:
+for f,pat in [('worker/quant/gsq.cc',r'RunGsq\('),('worker/quant/gptq.cc',r'GptqQuantizer::QuantizeBatch\('),('worker/quant/export.cc',r'ExportInto\('),('worker/runner/embedded_job.cc',r'^absl::StatusOr<QuantizeJobResult> RunQuantizeJob\('),('worker/service/main.cc',r'^int main\(')]:
     t=subprocess.run(['git','show',f'{rev}:{f}'],capture_output=True,text=True).stdout
     print(rev[:7],f,pat,length(t,pat))

@@ -187,9 +187,26 @@ TaskOutput TaskOutputPaths(const std::string& job_dir, const std::string& out_di
 }
 
 std::vector<Task> TaskInputsOf(const Plan& plan, const Task& task) {
-  // Whether `t` (of the same pass) is an input of `task`.
+  // SLQ: the probe pass's first task at layer 0 makes the probe windows' inputs and the original
+  // model's reference on them, which every probe task reads.
+  int64_t probe_inputs = -1;
+  for (const Task& t : plan.tasks) {
+    if (t.probe_pass && t.layer == 0) {
+      probe_inputs = t.id;
+      break;
+    }
+  }
+  // Whether `t` is an input of `task`.
   auto reads = [&](const Task& t) {
-    if (t.probe_pass != task.probe_pass || t.id == task.id) return false;
+    if (t.id == task.id) return false;
+    // The solve reads every probe table; the second pass's quantize, GSQ and write read the
+    // solve's allocation (the bits of each unit, the report).
+    if (task.kind == TaskKind::kSolve) return t.kind == TaskKind::kProbe;
+    if (t.kind == TaskKind::kSolve) {
+      return task.kind == TaskKind::kQuantize || task.kind == TaskKind::kGsq ||
+             task.kind == TaskKind::kWrite;
+    }
+    if (t.probe_pass != task.probe_pass) return false;  // otherwise within one pass
     const bool previous_propagate = t.kind == TaskKind::kPropagate && t.layer == task.layer - 1 &&
                                     task.layer > 0;
     switch (task.kind) {
@@ -203,11 +220,13 @@ std::vector<Task> TaskInputsOf(const Plan& plan, const Task& task) {
                (t.layer == task.layer && (t.kind == TaskKind::kCalibrate ||
                                           t.kind == TaskKind::kQuantize ||
                                           t.kind == TaskKind::kGsq));
+      case TaskKind::kProbe:  // the layer's calibration, its probe inputs, the reference
+        return previous_propagate || t.id == probe_inputs ||
+               (t.kind == TaskKind::kCalibrate && t.layer == task.layer);
       case TaskKind::kWrite: return t.kind == TaskKind::kPropagate;
       case TaskKind::kEvaluate:
       case TaskKind::kPublish: return t.kind == TaskKind::kWrite;
-      case TaskKind::kProbe:  // SLQ's probe pass: not leased yet (the service refuses SLQ)
-      case TaskKind::kSolve: return false;
+      case TaskKind::kSolve: return false;  // above
     }
     return false;
   };

@@ -317,4 +317,22 @@ absl::StatusOr<Solution> SolveTarget(const std::vector<Item>& items, double max_
   return Solve(items, /*budget=*/false, max_loss, options);
 }
 
+absl::StatusOr<tasks::SlqAllocation> SolveTables(const std::vector<tasks::SlqUnitTable>& table,
+                                                 bool target, double limit) {
+  std::vector<Item> items;
+  for (const tasks::SlqUnitTable& row : table) {
+    Item item{row.unit, row.params, {}};
+    for (size_t k = 0; k < row.bits.size(); ++k) item.options.push_back({row.bits[k], row.loss[k]});
+    items.push_back(std::move(item));
+  }
+  ASSIGN_OR_RETURN(const Solution s,
+                   target ? SolveTarget(items, limit) : SolveBudget(items, limit));
+  tasks::SlqAllocation a;
+  for (size_t i = 0; i < items.size(); ++i) a.bits.push_back(items[i].options[s.choice[i]].bits);
+  a.average_bits = s.average_bits;
+  a.optimality_gap = s.gap;
+  a.exact = s.exact;
+  return a;
+}
+
 }  // namespace quant::slq

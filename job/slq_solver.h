@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "job/slq_tables.h"
 
 namespace quant::slq {
 
@@ -52,5 +53,11 @@ absl::StatusOr<Solution> SolveBudget(const std::vector<Item>& items, double aver
 // Minimises sum(bits * params) subject to total loss <= max_loss.
 absl::StatusOr<Solution> SolveTarget(const std::vector<Item>& items, double max_loss,
                                      const SolveOptions& options = {});
+
+// The solve of SLQ's unit tables (job/slq_tables.h's SlqSolveFn): the budget (average bits
+// <= limit, least loss) or the target (least bits with loss <= limit), as the job's solve step
+// takes it; the default solver of every runner and of the coordinator.
+absl::StatusOr<tasks::SlqAllocation> SolveTables(const std::vector<tasks::SlqUnitTable>& table,
+                                                 bool target, double limit);
 
 }  // namespace quant::slq

@@ -14,7 +14,6 @@
 #include "common/file.h"
 #include "common/status.h"
 #include "coordinator/qctl/commands.h"
-#include "job/slq_solver.h"
 #include "storage/s3_flags.h"
 #include "worker/runner/embedded_job.h"
 #include "worker/runner/resumable_job.h"
@@ -22,26 +21,6 @@
 
 namespace quant::qctl {
 namespace {
-
-// SLQ's solve (job/slq_solver.h), handed to the in-process job.
-absl::StatusOr<tasks::SlqAllocation> Solve(const std::vector<tasks::SlqUnitTable>& table,
-                                          bool target, double limit) {
-  std::vector<slq::Item> items;
-  for (const tasks::SlqUnitTable& row : table) {
-    slq::Item item{row.unit, row.params, {}};
-    for (size_t k = 0; k < row.bits.size(); ++k) item.options.push_back({row.bits[k], row.loss[k]});
-    items.push_back(std::move(item));
-  }
-  absl::StatusOr<slq::Solution> s =
-      target ? slq::SolveTarget(items, limit) : slq::SolveBudget(items, limit);
-  if (!s.ok()) return s.status();
-  tasks::SlqAllocation a;
-  for (size_t i = 0; i < items.size(); ++i) a.bits.push_back(items[i].options[s->choice[i]].bits);
-  a.average_bits = s->average_bits;
-  a.optimality_gap = s->gap;
-  a.exact = s->exact;
-  return a;
-}
 
 // --profile FILE: its directory must exist before the job starts, not after it has run.
 absl::Status CheckProfilePath(const std::string& path) {
@@ -141,7 +120,7 @@ int Run(tasks::QuantizeJobSpec& spec, const std::string& profile_path, const Res
     result = tasks::RunResumableQuantizeJob(spec, options);
     std::signal(SIGINT, SIG_DFL);
   } else {
-    result = tasks::RunQuantizeJob(spec, progress, Solve);
+    result = tasks::RunQuantizeJob(spec, progress);
   }
   if (!result.ok()) {
     PrintError(std::string(result.status().message()));

@@ -14,7 +14,7 @@ namespace quant::tasks {
 // Checks every field (and the files it names) without running anything heavy.
 absl::Status ValidateSpec(const QuantizeJobSpec& spec);
 
-// `solve` is needed for SLQ jobs (spec.slq) only.
+// `solve`: SLQ's knapsack (null: job/slq_solver.h's SolveTables).
 absl::StatusOr<QuantizeJobResult> RunQuantizeJob(const QuantizeJobSpec& spec,
                                                  const ProgressFn& progress,
                                                  const SlqSolveFn& solve = nullptr);

@@ -36,7 +36,9 @@ class MemoryTaskIO : public TaskIO {
   absl::StatusOr<std::string> WrittenDir(const Task&) const override { return write_dir_; }
   std::string EvalReportPath(const Task&) const override { return write_dir_ + "/report.json"; }
   std::string PublishRecordPath(const Task&) const override { return ""; }
-  absl::Status CanRunProbePass(const Task&) const override { return absl::OkStatus(); }
+  // StartProbePass (the driver's) made the probe pass's state; it stays in job.
+  absl::Status LoadSlqState(const Task&, JobState&) override { return absl::OkStatus(); }
+  absl::Status SaveSlqState(const Task&, const JobState&) override { return absl::OkStatus(); }
   const QuantizeJobResult* Timings() const override { return timings_; }
 
  private:

@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "common/file.h"
+#include "worker/tasks/slq_tasks.h"
 #include "worker/tasks/task_state.h"
 
 namespace quant::tasks {
@@ -60,6 +62,18 @@ absl::Status ScratchTaskIO::LoadLayerInputs(const Task& task, JobState& job) {
     ASSIGN_OR_RETURN(std::vector<at::Tensor> all, EmbedWindows(job, windows));
     job.hidden.clear();
     for (int64_t id : ids) job.hidden.push_back(all[id]);
+    if (MakesProbeInputs(task)) {
+      // The probe windows, their embeddings and the original model's reference on them, made
+      // once for the whole probe pass.
+      RETURN_IF_ERROR(MakeProbeInputs(job, windows));
+      std::vector<std::pair<std::string, at::Tensor>> tensors = {
+          {"windows", job.probe_windows}, {"reference", job.probe_reference}};
+      for (size_t b = 0; b < job.probe_hidden.size(); ++b) {
+        tensors.emplace_back(absl::StrCat("probe_hidden.", b), job.probe_hidden[b]);
+      }
+      RETURN_IF_ERROR(
+          SaveTensors(leased_.output.attempt + "/probe_inputs.safetensors", tensors));
+    }
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(job.hidden, LoadHidden(previous, ids, job.model->device()));
@@ -122,9 +136,95 @@ absl::StatusOr<std::string> ScratchTaskIO::WrittenDir(const Task&) const {
   return InputOf(TaskKind::kWrite, -1);
 }
 
-absl::Status ScratchTaskIO::CanRunProbePass(const Task&) const {
-  return absl::UnimplementedError(
-      "SLQ's probe pass runs in `qctl quantize` only; the service does not run it yet");
+bool ScratchTaskIO::MakesProbeInputs(const Task& task) const {
+  if (!task.probe_pass || task.layer != 0) return false;
+  for (const TaskInput& in : leased_.inputs) {
+    if (in.task.probe_pass && in.task.layer == 0) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::string> ScratchTaskIO::ProbeInputsDir() const {
+  // The probe pass's first task at layer 0: its calibrate when the layer has units, else its
+  // propagate.
+  std::string propagate;
+  for (const TaskInput& in : leased_.inputs) {
+    if (!in.task.probe_pass || in.task.layer != 0) continue;
+    if (in.task.kind == TaskKind::kCalibrate) return in.committed;
+    if (in.task.kind == TaskKind::kPropagate) propagate = in.committed;
+  }
+  if (propagate.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        leased_.task.Name(), ": the lease names no probe-pass task of layer 0 (the probe inputs)"));
+  }
+  return propagate;
+}
+
+absl::Status ScratchTaskIO::LoadSlqState(const Task& task, JobState& job) {
+  const bool pass_one = task.probe_pass || task.kind == TaskKind::kSolve;
+  if (!pass_one) {  // the second pass: the solve's allocation, where the lease names it
+    const std::vector<std::string> solve = InputsOf(TaskKind::kSolve, -1);
+    if (solve.empty()) return absl::OkStatus();
+    const std::string path = solve[0] + "/allocation.json";
+    ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path, "SLQ allocation"));
+    return RestoreAllocation(nlohmann::json::parse(text, nullptr, false), path, job);
+  }
+  RETURN_IF_ERROR(PrepareProbeUnits(job, /*use_cache=*/false));
+  job.probes_complete = false;
+  if (task.kind == TaskKind::kSolve) {  // every layer's probe table
+    for (const TaskInput& in : leased_.inputs) {
+      if (in.task.kind != TaskKind::kProbe) continue;
+      const std::string path = in.committed + "/probes.json";
+      ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path, "probe table"));
+      RETURN_IF_ERROR(MergeLayerProbes(nlohmann::json::parse(text, nullptr, false), path, job));
+    }
+    return absl::OkStatus();
+  }
+  if (task.kind == TaskKind::kCalibrate || MakesProbeInputs(task)) return absl::OkStatus();
+  // A probe or a propagate: the probe windows' inputs to this layer.
+  const at::Device device = job.model->device();
+  auto batches = [&](const std::map<std::string, at::Tensor>& tensors) {
+    std::vector<at::Tensor> out;
+    for (int64_t b = 0; tensors.count(absl::StrCat("probe_hidden.", b)); ++b) {
+      out.push_back(tensors.at(absl::StrCat("probe_hidden.", b)).to(device));
+    }
+    return out;
+  };
+  if (task.layer > 0) {
+    ASSIGN_OR_RETURN(const std::string previous, InputOf(TaskKind::kPropagate, task.layer - 1));
+    ASSIGN_OR_RETURN(auto tensors, LoadTensors(previous + "/probe_hidden.safetensors"));
+    job.probe_hidden = batches(tensors);
+  }
+  if (task.kind != TaskKind::kProbe && task.layer > 0) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const std::string dir, ProbeInputsDir());
+  ASSIGN_OR_RETURN(auto inputs, LoadTensors(dir + "/probe_inputs.safetensors"));
+  if (!inputs.count("windows") || !inputs.count("reference")) {
+    return absl::DataLossError(dir + "/probe_inputs.safetensors: no windows or reference");
+  }
+  if (task.layer == 0) job.probe_hidden = batches(inputs);
+  job.probe_windows = inputs.at("windows").to(device);
+  job.probe_reference = inputs.at("reference").to(device);
+  return absl::OkStatus();
+}
+
+absl::Status ScratchTaskIO::SaveSlqState(const Task& task, const JobState& job) {
+  const std::string& attempt = leased_.output.attempt;
+  switch (task.kind) {
+    case TaskKind::kProbe:
+      return WriteJsonFile(attempt + "/probes.json",
+                           LayerProbesJson(job, LayerPrefix(task.layer), job.probes_run));
+    case TaskKind::kSolve:
+      return WriteJsonFile(attempt + "/allocation.json", AllocationJson(job));
+    case TaskKind::kPropagate: {
+      std::vector<std::pair<std::string, at::Tensor>> tensors;
+      for (size_t b = 0; b < job.probe_hidden.size(); ++b) {
+        tensors.emplace_back(absl::StrCat("probe_hidden.", b), job.probe_hidden[b]);
+      }
+      return SaveTensors(attempt + "/probe_hidden.safetensors", tensors);
+    }
+    default:
+      return absl::OkStatus();
+  }
 }
 
 }  // namespace quant::tasks

@@ -3,6 +3,11 @@
 // coordinator (or qctl's resumable run) commits by a rename. Files are safetensors saved bit
 // for bit (task_state.h), so a task restored from them computes what it would in one process.
 // A gang member writes its parts with the suffix "-r<rank>" and reads every member's.
+// SLQ's probe pass hands off the probe windows' inputs (probe_inputs.safetensors: the windows,
+// the original model's final-normed hidden states on them, their embeddings; made by the probe
+// pass's first task at layer 0), the next layer's probe inputs (probe_hidden.safetensors, per
+// propagate), each layer's probe table (probes.json) and the solve's allocation
+// (allocation.json). No probe cache is read or written on this path.
 #pragma once
 
 #include <string>
@@ -30,13 +35,20 @@ class ScratchTaskIO : public TaskIO {
   absl::StatusOr<std::string> WrittenDir(const Task& task) const override;
   std::string EvalReportPath(const Task&) const override { return leased_.output.attempt; }
   std::string PublishRecordPath(const Task&) const override { return leased_.output.attempt; }
-  absl::Status CanRunProbePass(const Task& task) const override;
+  absl::Status LoadSlqState(const Task& task, JobState& job) override;
+  absl::Status SaveSlqState(const Task& task, const JobState& job) override;
 
  private:
   // The committed outputs of the lease's inputs of `kind` at `layer`, in plan order.
   std::vector<std::string> InputsOf(TaskKind kind, int layer) const;
   // The one input of `kind` at `layer`; FailedPrecondition naming it when the lease has none.
   absl::StatusOr<std::string> InputOf(TaskKind kind, int layer) const;
+
+  // Whether `task` is the probe pass's first at layer 0, which makes the probe windows' inputs
+  // and reference (no probe-pass input of layer 0 holds them).
+  bool MakesProbeInputs(const Task& task) const;
+  // The committed output holding the probe inputs (probe_inputs.safetensors).
+  absl::StatusOr<std::string> ProbeInputsDir() const;
 
   const LeasedTask& leased_;
 };

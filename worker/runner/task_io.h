@@ -57,9 +57,16 @@ class TaskIO {
   // Where the publish task records what it uploaded ("": nowhere).
   virtual std::string PublishRecordPath(const Task& task) const = 0;
 
-  // SLQ's probe pass (probe-pass calibrate and propagate, probe, solve) keeps its state in
-  // memory between tasks: OK where that state passes, else why not.
-  virtual absl::Status CanRunProbePass(const Task& task) const = 0;
+  // --- SLQ (spec.slq) ---
+  // What the job's SLQ tasks share, before a task runs: for the probe pass and the solve the
+  // units and their sizes; for a probe-pass task the probe windows' inputs at its layer (and
+  // for a probe the original model's reference on them); for the solve every probe table; for
+  // the second pass's quantize, GSQ and write the solve's allocation.
+  virtual absl::Status LoadSlqState(const Task& task, JobState& job) = 0;
+  // After a probe-pass propagate (the probe windows' inputs of the next layer), a probe (the
+  // layer's probe table) and the solve (the allocation).
+  virtual absl::Status SaveSlqState(const Task& task, const JobState& job) = 0;
+
   // The tasks finished so far with their times, for report.json; null: none known here.
   virtual const QuantizeJobResult* Timings() const { return nullptr; }
 };

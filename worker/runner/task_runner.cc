@@ -6,6 +6,7 @@
 #include "common/file.h"
 #include "common/metrics.h"
 #include "common/status.h"
+#include "job/slq_solver.h"
 #include "storage/object_store.h"
 #include "worker/exchange/expert_parallel.h"
 #include "worker/tasks/slq_tasks.h"
@@ -66,7 +67,7 @@ std::string PhaseOf(const Task& task, const QuantizeJobSpec& spec) {
 }
 
 TaskRunner::TaskRunner(QuantizeJobSpec spec, TaskHooks hooks, SlqSolveFn solve)
-    : spec_(std::move(spec)), solve_(std::move(solve)) {
+    : spec_(std::move(spec)), solve_(solve ? std::move(solve) : SlqSolveFn(slq::SolveTables)) {
   job_.spec = spec_;
   job_.hooks = std::move(hooks);
 }
@@ -132,13 +133,14 @@ absl::Status TaskRunner::RunLayerTask(const Task& task, TaskIO& io, exchange::Ex
     const int e = ExpertOf(name);
     return runner == nullptr || (e >= first && e < last);
   };
+  if (spec_.slq) RETURN_IF_ERROR(io.LoadSlqState(task, job));
   switch (task.kind) {
     case TaskKind::kCalibrate: {
-      if (task.probe_pass) {
-        RETURN_IF_ERROR(io.CanRunProbePass(task));
-        return RunProbeCalibrateTask(job, task.layer);
-      }
       RETURN_IF_ERROR(io.LoadLayerInputs(task, job));
+      if (task.probe_pass) {  // Hessians only, for the probes' quantizer start
+        RETURN_IF_ERROR(RunProbeCalibrateTask(job, task.layer));
+        return io.SaveCalibration(task, job, nullptr);
+      }
       RETURN_IF_ERROR(RunCalibrateTask(job, task.layer));
       if (runner != nullptr) CountExchange(*exchange, *runner, last - first);
       // A member's statistics of anything but its own experts cover its batches only.
@@ -147,12 +149,13 @@ absl::Status TaskRunner::RunLayerTask(const Task& task, TaskIO& io, exchange::Ex
       });
     }
     case TaskKind::kProbe:
-      RETURN_IF_ERROR(io.CanRunProbePass(task));
-      return RunProbeTask(job);
+      if (job.probes_complete) return absl::OkStatus();  // the probe cache holds every probe
+      RETURN_IF_ERROR(io.LoadCalibration(task, job));
+      RETURN_IF_ERROR(RunProbeTask(job));
+      return io.SaveSlqState(task, job);
     case TaskKind::kSolve:
-      RETURN_IF_ERROR(io.CanRunProbePass(task));
-      if (!solve_) return absl::InvalidArgumentError("SLQ needs a solver (internal)");
-      return RunSolveTask(job, solve_);
+      RETURN_IF_ERROR(RunSolveTask(job, solve_));
+      return io.SaveSlqState(task, job);
     case TaskKind::kQuantize:
       RETURN_IF_ERROR(io.LoadCalibration(task, job));
       RETURN_IF_ERROR(RunQuantizeTask(job));
@@ -169,11 +172,12 @@ absl::Status TaskRunner::RunLayerTask(const Task& task, TaskIO& io, exchange::Ex
       return io.SaveUnits(task, job, names);
     }
     case TaskKind::kPropagate: {
-      if (task.probe_pass) {
-        RETURN_IF_ERROR(io.CanRunProbePass(task));
-        return RunProbePropagateTask(job, task.layer);
-      }
       RETURN_IF_ERROR(io.LoadLayerInputs(task, job));
+      if (task.probe_pass) {  // the original layer, over the calibration and the probe windows
+        RETURN_IF_ERROR(RunProbePropagateTask(job, task.layer));
+        RETURN_IF_ERROR(io.SaveLayerOutputs(task, job));
+        return io.SaveSlqState(task, job);
+      }
       if (io.HasCalibration(task)) {  // the layer has units: propagate the quantized layer
         RETURN_IF_ERROR(io.LoadCalibration(task, job));
         RETURN_IF_ERROR(io.LoadUnits(task, TaskKind::kQuantize, job));
@@ -197,6 +201,7 @@ absl::Status TaskRunner::RunLayerTask(const Task& task, TaskIO& io, exchange::Ex
 absl::StatusOr<TaskOutcome> TaskRunner::Write(const Task& task, TaskIO& io) {
   RETURN_IF_ERROR(Open());
   job_.hidden.clear();  // the layers are done: their activations can go before the export
+  if (spec_.slq) RETURN_IF_ERROR(io.LoadSlqState(task, job_));  // the solve's report
   RETURN_IF_ERROR(io.LoadUnits(task, TaskKind::kPropagate, job_));
   const TaskIO::WriteTarget target = io.WriteTargetOf(task);
   quant::ExportOptions export_options;

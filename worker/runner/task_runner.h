@@ -34,7 +34,7 @@ std::string PhaseOf(const Task& task, const QuantizeJobSpec& spec);
 class TaskRunner {
  public:
   // `hooks`: asked at step boundaries and told of progress (TaskHooks); `solve`: SLQ's
-  // knapsack (needed by a solve task only).
+  // knapsack (null: job/slq_solver.h's SolveTables).
   TaskRunner(QuantizeJobSpec spec, TaskHooks hooks, SlqSolveFn solve = nullptr);
   ~TaskRunner();
 

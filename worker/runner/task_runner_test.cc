@@ -8,10 +8,15 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "common/metrics.h"
 #include "job/plan_input.h"
+#include "nlohmann/json.hpp"
+#include "tests/sha256_hex.h"
+#include "worker/runner/embedded_job.h"
 
 namespace quant::tasks {
 namespace {
@@ -149,6 +154,61 @@ TEST_F(ServiceTaskStopTest, OnlyTheFirstLayersTaskReadsTheCalibrationText) {
   EXPECT_TRUE(ran_gsq);
   EXPECT_EQ(tokenized.Value(), before + 1);
   EXPECT_TRUE(fs::exists(dir_ / "out" / "model.safetensors.index.json"));
+}
+
+// SLQ over the scratch hand-off: every task of the plan (the probe pass, the solve, the second
+// pass, the write) run as quant-worker runs one, each from the committed outputs its lease
+// names, picks the same bits for every unit and writes the same checkpoint bytes as the same job
+// in memory (qctl quantize --in-memory).
+TEST_F(ServiceTaskStopTest, SlqOverTheScratchHandOffIsTheInMemoryRun) {
+  spec_.method = Method::kRtn;
+  spec_.slq = true;
+  spec_.slq_budget = 3;
+  spec_.slq_bits = {2, 4};
+  spec_.probe_windows = 4;
+  spec_.evaluate = false;
+  auto plan = PlanJob(spec_);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  plan_ = *plan;
+  int probes = 0;
+  for (const Task& t : plan_.tasks) {
+    int asked = 0;
+    absl::Status s = Run(t, 1 << 30, &asked);
+    ASSERT_TRUE(s.ok()) << t.Name() << ": " << s;
+    probes += t.kind == TaskKind::kProbe ? 1 : 0;
+  }
+  EXPECT_GE(probes, 2);
+  QuantizeJobSpec memory = spec_;
+  memory.out_dir = (dir_ / "memory").string();
+  auto result = RunQuantizeJob(memory, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+
+  auto report = [](const fs::path& out) {
+    std::ifstream in(out / "report.json");
+    return nlohmann::json::parse(in);
+  };
+  const nlohmann::json scratch_slq = report(dir_ / "out")["slq"];
+  const nlohmann::json memory_slq = report(dir_ / "memory")["slq"];
+  ASSERT_TRUE(scratch_slq.contains("units")) << scratch_slq.dump();
+  EXPECT_EQ(scratch_slq["units"], memory_slq["units"]);
+  EXPECT_EQ(scratch_slq["probes"], memory_slq["probes"]);
+  EXPECT_EQ(scratch_slq["probes_run"], memory_slq["probes_run"]);
+  std::set<int> chosen;
+  for (const nlohmann::json& u : scratch_slq["units"]) chosen.insert(u["bits"].get<int>());
+  EXPECT_EQ(chosen.size(), 2u) << "a budget of 3 over {2, 4} mixes both";
+  int shards = 0;
+  for (const auto& e : fs::directory_iterator(dir_ / "out")) {
+    const std::string name = e.path().filename().string();
+    if (!name.ends_with(".safetensors")) continue;
+    ++shards;
+    auto bytes = [](const fs::path& path) {
+      std::ifstream in(path, std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    EXPECT_EQ(testing::Sha256Hex(bytes(e.path())), testing::Sha256Hex(bytes(dir_ / "memory" / name)))
+        << name;
+  }
+  EXPECT_GE(shards, 1);
 }
 
 }  // namespace

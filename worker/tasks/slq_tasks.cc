@@ -97,8 +97,12 @@ std::map<std::string, std::vector<std::string>> SlqUnitsOfLayer(
   return units;
 }
 
-absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows) {
+absl::Status PrepareProbeUnits(JobState& job, bool use_cache) {
   const QuantizeJobSpec& spec = job.spec;
+  job.unit_params.clear();
+  job.unit_members.clear();
+  job.calibration_units.clear();
+  job.probes_cached = 0;
   // The units and their sizes from the checkpoint's metadata (no weights read).
   std::map<int, std::vector<std::string>> locals_of_layer;
   for (const std::string& name : job.model->checkpoint().Names()) {
@@ -128,7 +132,7 @@ absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows
       job.unit_params[prefix + key] = params;
     }
   }
-  if (!spec.probe_cache_dir.empty()) {
+  if (use_cache && !spec.probe_cache_dir.empty()) {
     std::error_code ec;
     fs::create_directories(spec.probe_cache_dir, ec);
     if (ec) {
@@ -149,9 +153,11 @@ absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows
       job.probes_cached += have ? 1 : 0;
     }
   }
-  for (const at::Tensor& h : job.hidden) job.first_hidden.push_back(h.clone());
-  if (job.probes_complete) return absl::OkStatus();  // the probe pass has nothing to run
+  return absl::OkStatus();
+}
 
+absl::Status MakeProbeInputs(JobState& job, const at::Tensor& calibration_windows) {
+  const QuantizeJobSpec& spec = job.spec;
   const int64_t n = std::min<int64_t>(spec.probe_windows, calibration_windows.size(0));
   job.probe_windows = calibration_windows.narrow(0, 0, n).contiguous();
   job.probe_hidden.clear();
@@ -164,6 +170,13 @@ absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows
                    eval::RunToFinalHidden(*job.model, nullptr, job.probe_windows,
                                           spec.batch_windows, "probe reference", nullptr));
   return absl::OkStatus();
+}
+
+absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows) {
+  RETURN_IF_ERROR(PrepareProbeUnits(job, /*use_cache=*/true));
+  for (const at::Tensor& h : job.hidden) job.first_hidden.push_back(h.clone());
+  if (job.probes_complete) return absl::OkStatus();  // the probe pass has nothing to run
+  return MakeProbeInputs(job, calibration_windows);
 }
 
 absl::Status RunProbeCalibrateTask(JobState& job, int layer) {
@@ -447,6 +460,54 @@ absl::Status WriteSlqHeatmap(const nlohmann::json& solve_report, const std::stri
   fs::remove(dat, ec);
   fs::remove(gp, ec);
   if (rc != 0) return absl::UnavailableError("gnuplot failed or is not installed");
+  return absl::OkStatus();
+}
+
+}  // namespace quant::tasks
+
+namespace quant::tasks {
+
+nlohmann::json LayerProbesJson(const JobState& job, const std::string& layer_prefix,
+                               int64_t probes_run) {
+  ProbeTable layer;
+  for (const auto& [unit, by_bits] : job.probes) {
+    if (unit.starts_with(layer_prefix)) layer[unit] = by_bits;
+  }
+  nlohmann::json j = nlohmann::json::parse(SerializeProbeCache(layer));  // {"probes": ...}
+  j["probes_run"] = probes_run;
+  return j;
+}
+
+absl::Status MergeLayerProbes(const nlohmann::json& j, const std::string& label, JobState& job) {
+  if (!j.is_object() || !j.contains("probes") || !j["probes"].is_object() ||
+      !j.value("probes_run", nlohmann::json()).is_number_integer()) {
+    return absl::DataLossError(absl::StrCat(label, ": not a probe task's table"));
+  }
+  ASSIGN_OR_RETURN(const ProbeTable table, ParseProbeCache(nlohmann::json{{"probes", j["probes"]}}.dump(), label));
+  for (const auto& [unit, by_bits] : table) {
+    for (const auto& [bits, score] : by_bits) job.probes[unit][bits] = score;
+  }
+  job.probes_run += j["probes_run"].get<int64_t>();
+  return absl::OkStatus();
+}
+
+nlohmann::json AllocationJson(const JobState& job) {
+  return {{"unit_bits", job.unit_bits}, {"solve_report", job.solve_report}};
+}
+
+absl::Status RestoreAllocation(const nlohmann::json& j, const std::string& label, JobState& job) {
+  if (!j.is_object() || !j.contains("unit_bits") || !j["unit_bits"].is_object() ||
+      !j.contains("solve_report")) {
+    return absl::DataLossError(absl::StrCat(label, ": not an SLQ allocation"));
+  }
+  job.unit_bits.clear();
+  for (const auto& [name, bits] : j["unit_bits"].items()) {
+    if (!bits.is_number_integer()) {
+      return absl::DataLossError(absl::StrCat(label, ": unit ", name, ": bits not an integer"));
+    }
+    job.unit_bits[name] = bits.get<int>();
+  }
+  job.solve_report = j["solve_report"];
   return absl::OkStatus();
 }
 

@@ -21,8 +21,26 @@ std::map<std::string, std::vector<std::string>> SlqUnitsOfLayer(
     const std::vector<std::string>& local_names, bool per_expert = false);
 
 // Prepares the probe pass: the probe windows' embeddings and the original model's final hidden
-// states on them, and the probe cache (read when it exists).
+// states on them, and the probe cache (read when it exists). Both of the below, and a copy of
+// job.hidden (the calibration windows' embeddings) for the second pass.
 absl::Status StartProbePass(JobState& job, const at::Tensor& calibration_windows);
+// The SLQ units of the job and their sizes (job.unit_params, unit_members, calibration_units)
+// from the checkpoint's metadata (no weight read); with `use_cache`, the probe cache is read
+// into job.probes, and job.probes_complete says whether it holds every probe.
+absl::Status PrepareProbeUnits(JobState& job, bool use_cache);
+// The probe windows (the first spec.probe_windows calibration windows), their embeddings
+// (job.probe_hidden) and the original model's final-normed hidden states on them
+// (job.probe_reference).
+absl::Status MakeProbeInputs(JobState& job, const at::Tensor& calibration_windows);
+
+// The probes of the units of `layer_prefix` ("model.layers.3."), with the count run, as JSON
+// (a probe task's hand-off); and the inverse, merged into job.probes and job.probes_run.
+nlohmann::json LayerProbesJson(const JobState& job, const std::string& layer_prefix,
+                               int64_t probes_run);
+absl::Status MergeLayerProbes(const nlohmann::json& j, const std::string& label, JobState& job);
+// The solve's outcome (job.unit_bits and job.solve_report) as JSON, and back.
+nlohmann::json AllocationJson(const JobState& job);
+absl::Status RestoreAllocation(const nlohmann::json& j, const std::string& label, JobState& job);
 
 // The probe pass's calibrate: skipped when the cache holds every probe.
 absl::Status RunProbeCalibrateTask(JobState& job, int layer);
