@@ -7,18 +7,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "job/slq_job.h"
 #include "worker/tasks/layer_tasks.h"
 
 namespace quant::tasks {
 
-// The SLQ units of one layer: tied linears share a key (DESIGN.md section 4): all routed experts
-// of a projection, with gate and up together ("mlp.experts.gate_up", "mlp.experts.down"); any
-// other gate/up pair ("mlp.shared_experts.gate_up"); DeepSeek's q_a_proj with
-// kv_a_proj_with_mqa ("self_attn.qkv_a"); every other linear alone. With `per_expert`, each
-// routed expert's gate and up, and its down, are units of their own ("mlp.experts.7.gate_up",
-// "mlp.experts.7.down_proj"). Local names in, keys out.
-std::map<std::string, std::vector<std::string>> SlqUnitsOfLayer(
-    const std::vector<std::string>& local_names, bool per_expert = false);
 
 // Prepares the probe pass: the probe windows' embeddings and the original model's final hidden
 // states on them, and the probe cache (read when it exists). Both of the below, and a copy of
