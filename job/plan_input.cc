@@ -223,7 +223,9 @@ std::vector<Task> TaskInputsOf(const Plan& plan, const Task& task) {
       case TaskKind::kProbe:  // the layer's calibration, its probe inputs, the reference
         return previous_propagate || t.id == probe_inputs ||
                (t.kind == TaskKind::kCalibrate && t.layer == task.layer);
-      case TaskKind::kWrite: return t.kind == TaskKind::kPropagate;
+      case TaskKind::kWrite:  // the units as quantize and GSQ made them, propagate's reports
+        return t.kind == TaskKind::kPropagate || t.kind == TaskKind::kQuantize ||
+               t.kind == TaskKind::kGsq;
       case TaskKind::kEvaluate:
       case TaskKind::kPublish: return t.kind == TaskKind::kWrite;
       case TaskKind::kSolve: return false;  // above

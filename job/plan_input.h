@@ -91,11 +91,11 @@ struct LeasedTask {
 // The tasks of `plan` whose committed outputs `task` reads: calibrate reads the previous layer's
 // propagate (none for layer 0: the calibration windows); quantize its calibrate; GSQ its
 // calibrate and quantize; propagate the previous layer's propagate and, for a layer with units,
-// its calibrate, quantize and GSQ shards; write every layer's propagate; evaluate and publish
-// the write. Within one pass (probe_pass), except for SLQ's solve: it reads every probe task
-// (a probe reads its layer's calibrate, the previous propagate and the probe pass's first task
-// at layer 0, which makes the probe windows' reference), and the second pass's quantize, GSQ
-// and write read the solve.
+// its calibrate, quantize and GSQ shards; write every layer's quantize, GSQ shards and
+// propagate; evaluate and publish the write. Within one pass (probe_pass), except for SLQ's
+// solve: it reads every probe task (a probe reads its layer's calibrate, the previous propagate
+// and the probe pass's first task at layer 0, which makes the probe windows' reference), and
+// the second pass's quantize, GSQ and write read the solve.
 std::vector<Task> TaskInputsOf(const Plan& plan, const Task& task);
 // `task` of `plan` with its inputs' committed paths and its attempt at `epoch`.
 LeasedTask LeaseTask(const Plan& plan, const Task& task, const std::string& job_dir,

@@ -31,6 +31,10 @@ class MemoryTaskIO : public TaskIO {
   absl::Status SaveUnits(const Task&, const JobState&, const std::vector<std::string>&) override {
     return absl::OkStatus();
   }
+  absl::Status SaveUnitReports(const Task&, const JobState&,
+                               const std::vector<std::string>&) override {
+    return absl::OkStatus();
+  }
   absl::Status SaveLayerOutputs(const Task&, const JobState&) override { return absl::OkStatus(); }
   WriteTarget WriteTargetOf(const Task&) const override { return {write_dir_, overwrite_}; }
   absl::StatusOr<std::string> WrittenDir(const Task&) const override { return write_dir_; }

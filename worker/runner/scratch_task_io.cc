@@ -97,10 +97,17 @@ absl::Status ScratchTaskIO::LoadCalibration(const Task& task, JobState& job) {
 }
 
 absl::Status ScratchTaskIO::LoadUnits(const Task& task, TaskKind kind, JobState& job) {
-  if (task.kind == TaskKind::kWrite) {  // every layer's, as its propagate committed them
+  if (task.kind == TaskKind::kWrite) {
+    // Every layer's units from its quantize and GSQ tasks (the same bytes propagate used), the
+    // reports as its propagate completed them.
     for (int l = 0; l < job.model->config().num_layers; ++l) {
-      ASSIGN_OR_RETURN(const std::string dir, InputOf(kind, l));
-      RETURN_IF_ERROR(tasks::LoadUnits(dir, job));
+      for (TaskKind from : {TaskKind::kQuantize, TaskKind::kGsq}) {
+        for (const std::string& dir : InputsOf(from, l)) RETURN_IF_ERROR(tasks::LoadUnits(dir, job));
+      }
+      if (!InputsOf(TaskKind::kQuantize, l).empty()) {
+        ASSIGN_OR_RETURN(const std::string dir, InputOf(TaskKind::kPropagate, l));
+        RETURN_IF_ERROR(LoadUnitReports(dir, job));
+      }
     }
     return absl::OkStatus();
   }
@@ -125,6 +132,12 @@ absl::Status ScratchTaskIO::SaveUnits(const Task& task, const JobState& job,
                                       const std::vector<std::string>& names) {
   return tasks::SaveUnits(leased_.output.attempt, job, names, LayerPrefix(task.layer),
                           PartOf(job));
+}
+
+absl::Status ScratchTaskIO::SaveUnitReports(const Task& task, const JobState& job,
+                                            const std::vector<std::string>& names) {
+  return tasks::SaveUnits(leased_.output.attempt, job, names, LayerPrefix(task.layer),
+                          PartOf(job), /*with_tensors=*/false);
 }
 
 absl::Status ScratchTaskIO::SaveLayerOutputs(const Task&, const JobState& job) {

@@ -29,6 +29,8 @@ class ScratchTaskIO : public TaskIO {
                                const std::function<bool(const std::string&)>& keep) override;
   absl::Status SaveUnits(const Task& task, const JobState& job,
                          const std::vector<std::string>& names) override;
+  absl::Status SaveUnitReports(const Task& task, const JobState& job,
+                               const std::vector<std::string>& names) override;
   absl::Status SaveLayerOutputs(const Task& task, const JobState& job) override;
   // The attempt; a crashed attempt of this epoch may have left a checkpoint there.
   WriteTarget WriteTargetOf(const Task&) const override { return {leased_.output.attempt, true}; }

@@ -31,7 +31,8 @@ class TaskIO {
   // task.layer's calibration (Hessians, the experts' tokens and targets) into job.layer.
   virtual absl::Status LoadCalibration(const Task& task, JobState& job) = 0;
   // The units (with their reports and fallback experts) that the tasks of `kind` made for
-  // task.layer, or for every layer when `task` is the write task, into job.units.
+  // task.layer into job.units; for the write task every layer's units as the quantize and GSQ
+  // tasks made them, with the reports as propagate completed them (`kind` is not used).
   virtual absl::Status LoadUnits(const Task& task, TaskKind kind, JobState& job) = 0;
 
   // --- Outputs of a layer task ---
@@ -41,6 +42,10 @@ class TaskIO {
   // Units `names` (full tensor names) of job.units with their reports.
   virtual absl::Status SaveUnits(const Task& task, const JobState& job,
                                  const std::vector<std::string>& names) = 0;
+  // The reports of units `names` only (propagate's proxy losses; the units themselves are the
+  // quantize and GSQ tasks' outputs, which the write task reads).
+  virtual absl::Status SaveUnitReports(const Task& task, const JobState& job,
+                                       const std::vector<std::string>& names) = 0;
   // job.hidden (this member's batches): the next layer's inputs.
   virtual absl::Status SaveLayerOutputs(const Task& task, const JobState& job) = 0;
 

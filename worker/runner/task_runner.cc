@@ -189,7 +189,7 @@ absl::Status TaskRunner::RunLayerTask(const Task& task, TaskIO& io, exchange::Ex
       const std::vector<std::string> names = UnitNames(job, prefix);
       RETURN_IF_ERROR(RunPropagateTask(job, task.layer));
       if (runner != nullptr) CountExchange(*exchange, *runner, last - first);
-      RETURN_IF_ERROR(io.SaveUnits(task, job, names));
+      RETURN_IF_ERROR(io.SaveUnitReports(task, job, names));
       return io.SaveLayerOutputs(task, job);
     }
     default:
@@ -202,7 +202,7 @@ absl::StatusOr<TaskOutcome> TaskRunner::Write(const Task& task, TaskIO& io) {
   RETURN_IF_ERROR(Open());
   job_.hidden.clear();  // the layers are done: their activations can go before the export
   if (spec_.slq) RETURN_IF_ERROR(io.LoadSlqState(task, job_));  // the solve's report
-  RETURN_IF_ERROR(io.LoadUnits(task, TaskKind::kPropagate, job_));
+  RETURN_IF_ERROR(io.LoadUnits(task, TaskKind::kWrite, job_));
   const TaskIO::WriteTarget target = io.WriteTargetOf(task);
   quant::ExportOptions export_options;
   export_options.format = spec_.export_format;

@@ -209,12 +209,13 @@ absl::StatusOr<std::vector<at::Tensor>> EmbedWindows(const JobState& job,
 namespace {
 
 // The files of `dir` named <stem>*.safetensors, in name order.
-std::vector<std::string> Parts(const std::string& dir, const std::string& stem) {
+std::vector<std::string> Parts(const std::string& dir, const std::string& stem,
+                               const std::string& extension = ".safetensors") {
   std::vector<std::string> parts;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name.starts_with(stem) && name.ends_with(".safetensors")) parts.push_back(e.path());
+    if (name.starts_with(stem) && name.ends_with(extension)) parts.push_back(e.path());
   }
   std::sort(parts.begin(), parts.end());
   return parts;
@@ -222,8 +223,9 @@ std::vector<std::string> Parts(const std::string& dir, const std::string& stem) 
 
 }  // namespace
 
-// One part of a task's units (LoadUnits reads every part of a directory).
+// One part of a task's units (LoadUnits reads every part of a directory), and of its reports.
 static absl::Status LoadUnitsPart(const std::string& part, JobState& job);
+static absl::Status LoadReportsPart(const std::string& reports_file, JobState& job);
 
 absl::Status SaveHidden(const std::string& path, const std::vector<at::Tensor>& hidden,
                         const std::vector<int64_t>& ids) {
@@ -367,7 +369,7 @@ UnitReport UnitReportFromJson(const nlohmann::json& u) {
 
 absl::Status SaveUnits(const std::string& dir, const JobState& job,
                        const std::vector<std::string>& names, const std::string& layer_prefix,
-                       const std::string& suffix) {
+                       const std::string& suffix, bool with_tensors) {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   nlohmann::json units = nlohmann::json::object();
   for (const std::string& name : names) {
@@ -389,7 +391,9 @@ absl::Status SaveUnits(const std::string& dir, const JobState& job,
   for (const std::string& e : job.fallback_experts) {
     if (!layer_prefix.empty() && e.starts_with(layer_prefix)) fallbacks.push_back(e);
   }
-  RETURN_IF_ERROR(SaveTensors(dir + "/units" + suffix + ".safetensors", tensors, units));
+  if (with_tensors) {
+    RETURN_IF_ERROR(SaveTensors(dir + "/units" + suffix + ".safetensors", tensors, units));
+  }
   return WriteJsonFile(dir + "/units" + suffix + ".json",
                        {{"reports", reports}, {"fallback_experts", fallbacks}});
 }
@@ -399,6 +403,15 @@ absl::Status LoadUnits(const std::string& dir, JobState& job) {
   if (parts.empty()) return absl::DataLossError(absl::StrCat(dir, ": no units"));
   for (const std::string& part : parts) {
     RETURN_IF_ERROR(LoadUnitsPart(part, job));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadUnitReports(const std::string& dir, JobState& job) {
+  const std::vector<std::string> parts = Parts(dir, "units", ".json");
+  if (parts.empty()) return absl::DataLossError(absl::StrCat(dir, ": no unit reports"));
+  for (const std::string& part : parts) {
+    RETURN_IF_ERROR(LoadReportsPart(part, job));
   }
   return absl::OkStatus();
 }
@@ -418,8 +431,11 @@ static absl::Status LoadUnitsPart(const std::string& part, JobState& job) {
     q.zeros = tensors.at(name + "/zeros");
     job.units[name] = std::move(q);
   }
-  const std::string reports_file =
-      part.substr(0, part.size() - std::string(".safetensors").size()) + ".json";
+  return LoadReportsPart(
+      part.substr(0, part.size() - std::string(".safetensors").size()) + ".json", job);
+}
+
+static absl::Status LoadReportsPart(const std::string& reports_file, JobState& job) {
   ASSIGN_OR_RETURN(std::string text, ReadWholeFile(reports_file, "unit reports"));
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::DataLossError(reports_file + ": not JSON");

@@ -68,12 +68,16 @@ absl::Status RestoreCalibration(JobState& job, int layer, const std::string& dir
 // Units named in `names` (full tensor names) with their reports, and the job's fallback experts
 // of the layer (names starting with `layer_prefix`): `dir`/units<suffix>.safetensors and
 // `dir`/units<suffix>.json (suffix "-r1": a gang member's part).
+// Without `with_tensors` only units<suffix>.json (the reports: propagate's proxy losses).
 absl::Status SaveUnits(const std::string& dir, const JobState& job,
                        const std::vector<std::string>& names, const std::string& layer_prefix,
-                       const std::string& suffix = "");
+                       const std::string& suffix = "", bool with_tensors = true);
 // Adds the units saved in `dir` (every part) to job.units (replacing same names), their
 // reports to job.reports (replacing reports of the same unit) and the fallback experts.
 absl::Status LoadUnits(const std::string& dir, JobState& job);
+// The reports (and fallback experts) saved in `dir` (every units*.json part), replacing the
+// reports of the same units.
+absl::Status LoadUnitReports(const std::string& dir, JobState& job);
 
 nlohmann::json UnitReportJson(const UnitReport& r);
 
