@@ -211,4 +211,52 @@ absl::StatusOr<SlqSolveResult> SolveSlq(const QuantizeJobSpec& spec, const SlqUn
   return out;
 }
 
+nlohmann::json ProbeTableJson(const ProbeTable& probes, const std::string& layer_prefix,
+                              int64_t probes_run) {
+  ProbeTable layer;
+  for (const auto& [unit, by_bits] : probes) {
+    if (unit.starts_with(layer_prefix)) layer[unit] = by_bits;
+  }
+  nlohmann::json j = nlohmann::json::parse(SerializeProbeCache(layer));  // {"probes": ...}
+  j["probes_run"] = probes_run;
+  return j;
+}
+
+absl::StatusOr<int64_t> MergeProbeTableJson(const nlohmann::json& j, const std::string& label,
+                                            ProbeTable* probes) {
+  if (!j.is_object() || !j.contains("probes") || !j["probes"].is_object() ||
+      !j.value("probes_run", nlohmann::json()).is_number_integer()) {
+    return absl::DataLossError(absl::StrCat(label, ": not a probe task's table"));
+  }
+  ASSIGN_OR_RETURN(const ProbeTable table,
+                   ParseProbeCache(nlohmann::json{{"probes", j["probes"]}}.dump(), label));
+  for (const auto& [unit, by_bits] : table) {
+    for (const auto& [bits, score] : by_bits) (*probes)[unit][bits] = score;
+  }
+  return j["probes_run"].get<int64_t>();
+}
+
+nlohmann::json SlqAllocationJson(const std::map<std::string, int>& unit_bits,
+                                 const nlohmann::json& report) {
+  return {{"unit_bits", unit_bits}, {"solve_report", report}};
+}
+
+absl::Status ParseSlqAllocationJson(const nlohmann::json& j, const std::string& label,
+                                    std::map<std::string, int>* unit_bits,
+                                    nlohmann::json* report) {
+  if (!j.is_object() || !j.contains("unit_bits") || !j["unit_bits"].is_object() ||
+      !j.contains("solve_report")) {
+    return absl::DataLossError(absl::StrCat(label, ": not an SLQ allocation"));
+  }
+  unit_bits->clear();
+  for (const auto& [name, bits] : j["unit_bits"].items()) {
+    if (!bits.is_number_integer()) {
+      return absl::DataLossError(absl::StrCat(label, ": unit ", name, ": bits not an integer"));
+    }
+    (*unit_bits)[name] = bits.get<int>();
+  }
+  *report = j["solve_report"];
+  return absl::OkStatus();
+}
+
 }  // namespace quant::tasks

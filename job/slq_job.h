@@ -50,4 +50,18 @@ absl::StatusOr<SlqSolveResult> SolveSlq(const QuantizeJobSpec& spec, const SlqUn
                                         const ProbeTable& probes, int64_t probes_run,
                                         int64_t probes_cached, const SlqSolveFn& solve);
 
+// The hand-off files of SLQ's tasks (the scratch's probes.json and allocation.json): a probe
+// task's table (the units of `layer_prefix`, "model.layers.3.", with the count it ran) and its
+// inverse, merged into `probes` (returns the count); the solve's allocation (bits per full
+// tensor name and the report) and its inverse. `label` names the file in errors.
+nlohmann::json ProbeTableJson(const ProbeTable& probes, const std::string& layer_prefix,
+                              int64_t probes_run);
+absl::StatusOr<int64_t> MergeProbeTableJson(const nlohmann::json& j, const std::string& label,
+                                            ProbeTable* probes);
+nlohmann::json SlqAllocationJson(const std::map<std::string, int>& unit_bits,
+                                 const nlohmann::json& report);
+absl::Status ParseSlqAllocationJson(const nlohmann::json& j, const std::string& label,
+                                    std::map<std::string, int>* unit_bits,
+                                    nlohmann::json* report);
+
 }  // namespace quant::tasks

@@ -49,10 +49,6 @@ std::string ProbeFingerprint(const JobState& job) {
   return absl::StrFormat("%016x", std::hash<std::string>{}(key));
 }
 
-nlohmann::json ProbeTableJson(const JobState& job) {
-  return nlohmann::json::parse(SerializeProbeCache(job.probes))["probes"];
-}
-
 absl::Status SaveProbeCache(const JobState& job) {
   if (job.probe_cache_file.empty()) return absl::OkStatus();
   return WriteFileAtomically(job.probe_cache_file, SerializeProbeCache(job.probes));
@@ -302,46 +298,21 @@ namespace quant::tasks {
 
 nlohmann::json LayerProbesJson(const JobState& job, const std::string& layer_prefix,
                                int64_t probes_run) {
-  ProbeTable layer;
-  for (const auto& [unit, by_bits] : job.probes) {
-    if (unit.starts_with(layer_prefix)) layer[unit] = by_bits;
-  }
-  nlohmann::json j = nlohmann::json::parse(SerializeProbeCache(layer));  // {"probes": ...}
-  j["probes_run"] = probes_run;
-  return j;
+  return ProbeTableJson(job.probes, layer_prefix, probes_run);
 }
 
 absl::Status MergeLayerProbes(const nlohmann::json& j, const std::string& label, JobState& job) {
-  if (!j.is_object() || !j.contains("probes") || !j["probes"].is_object() ||
-      !j.value("probes_run", nlohmann::json()).is_number_integer()) {
-    return absl::DataLossError(absl::StrCat(label, ": not a probe task's table"));
-  }
-  ASSIGN_OR_RETURN(const ProbeTable table, ParseProbeCache(nlohmann::json{{"probes", j["probes"]}}.dump(), label));
-  for (const auto& [unit, by_bits] : table) {
-    for (const auto& [bits, score] : by_bits) job.probes[unit][bits] = score;
-  }
-  job.probes_run += j["probes_run"].get<int64_t>();
+  ASSIGN_OR_RETURN(int64_t run, MergeProbeTableJson(j, label, &job.probes));
+  job.probes_run += run;
   return absl::OkStatus();
 }
 
 nlohmann::json AllocationJson(const JobState& job) {
-  return {{"unit_bits", job.unit_bits}, {"solve_report", job.solve_report}};
+  return SlqAllocationJson(job.unit_bits, job.solve_report);
 }
 
 absl::Status RestoreAllocation(const nlohmann::json& j, const std::string& label, JobState& job) {
-  if (!j.is_object() || !j.contains("unit_bits") || !j["unit_bits"].is_object() ||
-      !j.contains("solve_report")) {
-    return absl::DataLossError(absl::StrCat(label, ": not an SLQ allocation"));
-  }
-  job.unit_bits.clear();
-  for (const auto& [name, bits] : j["unit_bits"].items()) {
-    if (!bits.is_number_integer()) {
-      return absl::DataLossError(absl::StrCat(label, ": unit ", name, ": bits not an integer"));
-    }
-    job.unit_bits[name] = bits.get<int>();
-  }
-  job.solve_report = j["solve_report"];
-  return absl::OkStatus();
+  return ParseSlqAllocationJson(j, label, &job.unit_bits, &job.solve_report);
 }
 
 }  // namespace quant::tasks
