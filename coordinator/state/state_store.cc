@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/status.h"
 
 namespace quant::coordinator {
@@ -90,11 +91,6 @@ class Txn {
   bool ok_ = false, done_ = false;
 };
 
-std::mutex& Mutex() {
-  static std::mutex m;  // one state machine per process; SQLite serialises across processes
-  return m;
-}
-
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -170,6 +166,13 @@ const char* TaskStatusName(TaskStatus s) {
   return "?";
 }
 
+bool IsHolder(const TaskRecord& task, const std::string& worker) {
+  for (absl::string_view holder : absl::StrSplit(task.worker, ',')) {
+    if (holder == worker) return true;
+  }
+  return false;
+}
+
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path,
                                                              const StateOptions& options) {
   sqlite3* db = nullptr;
@@ -202,7 +205,7 @@ absl::StatusOr<int64_t> StateStore::SubmitJob(const std::string& client_id,
                                               const std::string& fingerprint,
                                               const std::string& spec_json,
                                               const tasks::Plan& plan) {
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
   {
@@ -264,7 +267,7 @@ absl::StatusOr<std::optional<Lease>> StateStore::LeaseTaskById(const std::string
 absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> StateStore::ReadyTasks(double now,
                                                                                 int limit) {
   RETURN_IF_ERROR(ExpireLeases(now).status());
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   const std::string sql = std::string(kReadyTasks) + "ORDER BY t.job_id, t.task_id LIMIT ?";
   Stmt pick(db_, sql.c_str());
   RETURN_IF_ERROR(pick.status());
@@ -281,7 +284,7 @@ absl::StatusOr<std::optional<Lease>> StateStore::LeaseReady(const std::string& w
                                                             double now, int64_t job_id,
                                                             int64_t task_id) {
   RETURN_IF_ERROR(ExpireLeases(now).status());
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
   // The lowest ready task of the oldest running job (or the one asked for).
@@ -337,7 +340,7 @@ absl::Status CheckLease(sqlite3* db, int64_t job_id, int64_t task_id, int64_t ep
 }  // namespace
 
 absl::Status StateStore::Heartbeat(int64_t job_id, int64_t task_id, int64_t epoch, double now) {
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
   RETURN_IF_ERROR(CheckLease(db_, job_id, task_id, epoch));
@@ -348,7 +351,7 @@ absl::Status StateStore::Heartbeat(int64_t job_id, int64_t task_id, int64_t epoc
 }
 
 absl::Status StateStore::CompleteTask(int64_t job_id, int64_t task_id, int64_t epoch, double now) {
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
   RETURN_IF_ERROR(CheckLease(db_, job_id, task_id, epoch));
@@ -362,7 +365,7 @@ absl::Status StateStore::CompleteTask(int64_t job_id, int64_t task_id, int64_t e
 
 absl::Status StateStore::FailTask(int64_t job_id, int64_t task_id, int64_t epoch,
                                   const std::string& error, double now) {
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
   RETURN_IF_ERROR(CheckLease(db_, job_id, task_id, epoch));
@@ -397,7 +400,7 @@ absl::Status StateStore::FailAttempt(int64_t job_id, int64_t task_id, const std:
 }
 
 absl::StatusOr<int> StateStore::ExpireLeases(double now) {
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
   std::vector<std::pair<int64_t, int64_t>> expired;
@@ -432,7 +435,7 @@ absl::Status StateStore::MaybeFinishJob(int64_t job_id) {
 }
 
 absl::Status StateStore::CancelJob(int64_t job_id) {
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
   Stmt j(db_, "UPDATE jobs SET status = ? WHERE id = ? AND status = ?");
@@ -460,7 +463,7 @@ absl::StatusOr<JobRecord> StateStore::GetJob(int64_t job_id) {
 }
 
 absl::StatusOr<std::vector<JobRecord>> StateStore::ListJobs() {
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_,
          "SELECT j.id, j.client_id, j.fingerprint, j.spec, j.status, j.error, "
          "(SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.id), "
@@ -486,7 +489,7 @@ absl::StatusOr<std::vector<JobRecord>> StateStore::ListJobs() {
 }
 
 absl::StatusOr<std::vector<TaskRecord>> StateStore::Tasks(int64_t job_id) {
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_, absl::StrCat("SELECT ", kTaskColumns,
                            " FROM tasks WHERE job_id = ? ORDER BY task_id").c_str());
   RETURN_IF_ERROR(s.status());
@@ -498,7 +501,7 @@ absl::StatusOr<std::vector<TaskRecord>> StateStore::Tasks(int64_t job_id) {
 }
 
 absl::StatusOr<TaskRecord> StateStore::GetTask(int64_t job_id, int64_t task_id) {
-  std::lock_guard<std::mutex> lock(Mutex());
+  std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_, absl::StrCat("SELECT ", kTaskColumns,
                            " FROM tasks WHERE job_id = ? AND task_id = ?").c_str());
   RETURN_IF_ERROR(s.status());

@@ -8,13 +8,16 @@
 // expires or the attempt fails (with exponential backoff), or failed once attempts reach the
 // limit, which fails the job with that task's last error. A completion or heartbeat that carries
 // an older epoch than the task's is refused: a worker that comes back late can never commit over
-// a newer attempt. A job is identified by its client id: submitting the same id with the same
+// a newer attempt. Locking: each public call holds this store's one mutex (the connection is
+// shared by the coordinator's threads, and a transaction must not interleave with another's
+// statements); it calls nothing outside, so any caller may hold its own lock while calling it. A job is identified by its client id: submitting the same id with the same
 // fingerprint returns the existing job; with another fingerprint it is refused.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -62,6 +65,9 @@ struct TaskRecord {
   double not_before = 0;   // backoff: not leased before this time
   std::string last_error;
 };
+
+// Whether `worker` is one of the task's recorded holders (a gang's are comma-separated).
+bool IsHolder(const TaskRecord& task, const std::string& worker);
 
 struct Lease {
   int64_t job_id = 0;
@@ -128,6 +134,7 @@ class StateStore {
 
   sqlite3* db_ = nullptr;
   StateOptions options_;
+  std::mutex mu_;  // serialises every public call on db_ (see the locking note above)
 };
 
 }  // namespace quant::coordinator
