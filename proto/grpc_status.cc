@@ -7,6 +7,8 @@ namespace quant {
 
 grpc::Status ToGrpc(const absl::Status& s) {
   grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  // One line per code: the table it is.
+  // clang-format off
   switch (s.code()) {
     case absl::StatusCode::kOk: return grpc::Status::OK;
     case absl::StatusCode::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
@@ -20,6 +22,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
     case absl::StatusCode::kUnimplemented: code = grpc::StatusCode::UNIMPLEMENTED; break;
     default: code = grpc::StatusCode::INTERNAL; break;
   }
+  // clang-format on
   return grpc::Status(code, std::string(s.message()));
 }
 

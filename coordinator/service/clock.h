@@ -10,8 +10,7 @@ namespace quant::coordinator {
 // Seconds on the coordinator's clock (monotonic within a process, wall time across restarts so
 // that leases stored before a restart keep their meaning).
 inline double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 class Clock {

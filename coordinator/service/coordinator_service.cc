@@ -39,8 +39,8 @@ bool HasBearer(grpc::ServerContext* ctx, const std::string& token) {
 }  // namespace
 
 // Returns the converted status from a handler when `expr` is not OK.
-#define RETURN_IF_ERROR_GRPC(expr)                                 \
-  do {                                                             \
+#define RETURN_IF_ERROR_GRPC(expr)                                            \
+  do {                                                                        \
     if (absl::Status status_ = (expr); !status_.ok()) return ToGrpc(status_); \
   } while (0)
 
@@ -68,8 +68,8 @@ absl::Status CoordinatorService::CheckWorker(grpc::ServerContext* ctx,
     // Set by gRPC only for a verified client certificate (the server requires mTLS then).
     const std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
     for (const grpc::string_ref& cn : auth->FindPropertyValues("x509_common_name")) {
-      authenticated = authenticated || std::string_view(cn.data(), cn.size())
-                                           .starts_with(options_.worker_cert_cn);
+      authenticated = authenticated ||
+                      std::string_view(cn.data(), cn.size()).starts_with(options_.worker_cert_cn);
     }
   }
   if (!authenticated) {
@@ -91,8 +91,8 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext* ctx, const v1::Subm
                                         v1::SubmitResponse* resp) try {
   RETURN_IF_ERROR_GRPC(CheckProtocol(req->protocol()));
   RETURN_IF_ERROR_GRPC(CheckToken(ctx));
-  return ToGrpc(jobs_.Submit(req->job().client_job_id(), req->job().spec_json(), req->dry_run(),
-                             resp));
+  return ToGrpc(
+      jobs_.Submit(req->job().client_job_id(), req->job().spec_json(), req->dry_run(), resp));
 } catch (...) {
   return ExceptionToGrpc("Submit");
 }
@@ -154,12 +154,14 @@ grpc::Status CoordinatorService::Lease(grpc::ServerContext* ctx, const v1::Lease
                                        v1::LeaseResponse* resp) try {
   RETURN_IF_ERROR_GRPC(CheckProtocol(req->protocol()));
   RETURN_IF_ERROR_GRPC(CheckWorker(ctx, req->worker_id()));
-  return ToGrpc(leases_.Lease(req->worker_id(), [ctx] { return ctx->IsCancelled(); }, resp));
+  return ToGrpc(leases_.Lease(
+      req->worker_id(), [ctx] { return ctx->IsCancelled(); }, resp));
 } catch (...) {
   return ExceptionToGrpc("Lease");
 }
 
-grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
+grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx,
+                                           const v1::HeartbeatRequest* req,
                                            v1::HeartbeatResponse* resp) try {
   RETURN_IF_ERROR_GRPC(CheckProtocol(req->protocol()));
   RETURN_IF_ERROR_GRPC(CheckWorker(ctx, req->worker_id()));

@@ -24,10 +24,14 @@ namespace fs = std::filesystem;
 
 v1::JobState ToProto(JobStatus s) {
   switch (s) {
-    case JobStatus::kRunning: return v1::JOB_RUNNING;
-    case JobStatus::kSucceeded: return v1::JOB_SUCCEEDED;
-    case JobStatus::kFailed: return v1::JOB_FAILED;
-    case JobStatus::kCancelled: return v1::JOB_CANCELLED;
+    case JobStatus::kRunning:
+      return v1::JOB_RUNNING;
+    case JobStatus::kSucceeded:
+      return v1::JOB_SUCCEEDED;
+    case JobStatus::kFailed:
+      return v1::JOB_FAILED;
+    case JobStatus::kCancelled:
+      return v1::JOB_CANCELLED;
   }
   return v1::JOB_STATE_UNSPECIFIED;
 }
@@ -110,8 +114,8 @@ absl::Status JobManager::Submit(const std::string& client_id, const std::string&
       absl::StatusOr<tasks::QuantizeJobSpec> other = tasks::SpecFromJson(j.spec_json);
       if (other.ok() && SameLocation(other->out_dir, spec.out_dir)) {
         return absl::AlreadyExistsError(absl::StrCat("job spec: \"out\": ", spec.out_dir,
-                                                     " is the output of running job ", j.id,
-                                                     " (", j.client_id, ")"));
+                                                     " is the output of running job ", j.id, " (",
+                                                     j.client_id, ")"));
       }
     }
     ASSIGN_OR_RETURN(const bool out_exists, storage::LocationExists(spec.out_dir));
@@ -257,9 +261,9 @@ absl::Status JobManager::CommitOutput(const tasks::Task& task, const tasks::Task
       !committed.starts_with(options_.scratch + "/")) {
     // The user's output location: resolved beneath its root now, at use, so that a symlink put
     // in place of a directory after the submission cannot move the checkpoint elsewhere.
-    ASSIGN_OR_RETURN(pinned, storage::OpenDirBeneath(options_.roots,
-                                                     fs::path(committed).parent_path().string(),
-                                                     /*create=*/true));
+    ASSIGN_OR_RETURN(
+        pinned, storage::OpenDirBeneath(options_.roots, fs::path(committed).parent_path().string(),
+                                        /*create=*/true));
     attempt = pinned->path() + "/" + fs::path(attempt).filename().string();
     committed = pinned->path() + "/" + fs::path(committed).filename().string();
   }
@@ -276,9 +280,9 @@ absl::Status JobManager::CommitOutput(const tasks::Task& task, const tasks::Task
       absl::StatusOr<std::string> mine = ReadWholeFile(attempt + manifest, "manifest");
       absl::StatusOr<std::string> there = ReadWholeFile(committed + manifest, "manifest");
       if (!mine.ok() || !there.ok() || *mine != *there) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            task.Name(), ": commit: ", out.committed,
-            " already holds other content (another job's output?); not replacing it"));
+        return absl::FailedPreconditionError(
+            absl::StrCat(task.Name(), ": commit: ", out.committed,
+                         " already holds other content (another job's output?); not replacing it"));
       }
     }
     fs::remove_all(attempt, ec);

@@ -70,10 +70,10 @@ class JobManager {
   JobLog* log_;
   const Clock* clock_;
   const ServiceOptions options_;
-  std::mutex plans_mu_;                // guards plans_ (planning happens under it)
+  std::mutex plans_mu_;  // guards plans_ (planning happens under it)
   std::map<int64_t, tasks::Plan> plans_;
-  std::mutex cleaned_mu_;              // guards cleaned_ and last_sweep_
-  std::set<int64_t> cleaned_;          // jobs already cleaned up
+  std::mutex cleaned_mu_;      // guards cleaned_ and last_sweep_
+  std::set<int64_t> cleaned_;  // jobs already cleaned up
   double last_sweep_ = 0;
 };
 

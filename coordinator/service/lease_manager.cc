@@ -44,8 +44,7 @@ v1::RegisterResponse LeaseManager::Register(const std::string& worker) {
   return resp;
 }
 
-absl::Status LeaseManager::Lease(const std::string& worker,
-                                 const std::function<bool()>& cancelled,
+absl::Status LeaseManager::Lease(const std::string& worker, const std::function<bool()>& cancelled,
                                  v1::LeaseResponse* resp) {
   SawWorker(worker);
   jobs_->SweepEndedJobs();

@@ -69,7 +69,8 @@ class ManagersTest : public ::testing::Test {
   }
   v1::LeaseResponse Lease(const std::string& worker) {
     v1::LeaseResponse resp;
-    const absl::Status s = leases_->Lease(worker, [] { return false; }, &resp);
+    const absl::Status s = leases_->Lease(
+        worker, [] { return false; }, &resp);
     EXPECT_TRUE(s.ok()) << s;
     return resp;
   }
@@ -131,10 +132,10 @@ TEST_F(ManagersTest, AnExpiredLeaseGoesToAnotherWorkerAndTheLateHolderCannotComm
   ASSERT_TRUE(first.has_task());
   const v1::TaskLease& a = first.task();
   EXPECT_EQ(a.epoch(), 1);
-  EXPECT_TRUE(Revoked("a", a).empty());                  // renewed
-  EXPECT_FALSE(Lease("b").has_task());                   // the first task's dependants wait
-  clock_.Advance(kLeaseSeconds + 1);                     // a went quiet: the lease expires
-  EXPECT_FALSE(Lease("b").has_task());                   // released, in backoff (2 s)
+  EXPECT_TRUE(Revoked("a", a).empty());  // renewed
+  EXPECT_FALSE(Lease("b").has_task());   // the first task's dependants wait
+  clock_.Advance(kLeaseSeconds + 1);     // a went quiet: the lease expires
+  EXPECT_FALSE(Lease("b").has_task());   // released, in backoff (2 s)
   EXPECT_EQ(Task(job, a.task_id()).attempts, 1);
   clock_.Advance(2.5);
   const v1::LeaseResponse second = Lease("b");
@@ -142,9 +143,9 @@ TEST_F(ManagersTest, AnExpiredLeaseGoesToAnotherWorkerAndTheLateHolderCannotComm
   const v1::TaskLease& b = second.task();
   EXPECT_EQ(b.task_id(), a.task_id());
   EXPECT_EQ(b.epoch(), 2);
-  EXPECT_NE(b.task().attempt(), a.task().attempt());     // each epoch its own attempt
+  EXPECT_NE(b.task().attempt(), a.task().attempt());  // each epoch its own attempt
   EXPECT_THAT(Revoked("a", a), ::testing::ElementsAre(a.task_id()));
-  EXPECT_FALSE(Complete("a", a).committed());            // not a holder: discarded
+  EXPECT_FALSE(Complete("a", a).committed());  // not a holder: discarded
   EXPECT_EQ(Task(job, a.task_id()).status, TaskStatus::kLeased);
   EXPECT_TRUE(Complete("b", b).committed());
   const TaskRecord done = Task(job, b.task_id());
@@ -155,7 +156,8 @@ TEST_F(ManagersTest, AnExpiredLeaseGoesToAnotherWorkerAndTheLateHolderCannotComm
   ASSERT_TRUE(jobs_->Logs(job, &logs).ok());
   bool discarded = false;
   for (const v1::LogLine& l : logs.lines()) {
-    discarded = discarded || l.text().find("not a holder of its lease: discarded") != std::string::npos;
+    discarded =
+        discarded || l.text().find("not a holder of its lease: discarded") != std::string::npos;
   }
   EXPECT_TRUE(discarded);
 }
@@ -204,9 +206,11 @@ TEST_F(ManagersTest, AGangFormsFromTheWorkersAskingAndReFormsAfterAFailedMember)
   EXPECT_EQ(rb.task().epoch(), 2);
   EXPECT_EQ(rc.task().epoch(), 2);
   EXPECT_EQ(Task(job, task).worker, "b,c");
-  EXPECT_EQ(rendezvous_->Set("a", "g/" + std::to_string(job) + "/" + std::to_string(task) +
-                                      "/2/addr0", "x").code(),
-            absl::StatusCode::kPermissionDenied);  // a is no longer a member
+  EXPECT_EQ(
+      rendezvous_
+          ->Set("a", "g/" + std::to_string(job) + "/" + std::to_string(task) + "/2/addr0", "x")
+          .code(),
+      absl::StatusCode::kPermissionDenied);  // a is no longer a member
   // The task commits with its last member's part.
   EXPECT_TRUE(Complete("b", rb.task()).committed());
   EXPECT_EQ(Task(job, task).status, TaskStatus::kLeased);
@@ -219,7 +223,7 @@ TEST_F(ManagersTest, AGangMemberThatStopsAskingLeavesTheFormingGang) {
   v1::LeaseResponse single;
   while ((single = Lease("a")).has_task()) ASSERT_TRUE(Complete("a", single.task()).committed());
   clock_.Advance(options_.gang_forget_after_seconds + 0.5);  // a stopped asking
-  EXPECT_FALSE(Lease("b").has_task());                      // so b waits alone
+  EXPECT_FALSE(Lease("b").has_task());                       // so b waits alone
   const v1::LeaseResponse lc = Lease("c");                   // c joins b: the gang forms
   ASSERT_TRUE(lc.has_task());
   EXPECT_THAT(std::vector<std::string>(lc.task().gang().begin(), lc.task().gang().end()),
@@ -237,14 +241,16 @@ TEST_F(ManagersTest, WatchIsWokenByAChangeNotByItsSecond) {
   std::promise<void> first;
   bool first_set = false;
   auto watch = std::async(std::launch::async, [&] {
-    return jobs_->Watch(job, [] { return false; }, [&](const v1::JobStatus& st) {
-      seen.push_back(st);
-      if (!first_set) {
-        first_set = true;
-        first.set_value();
-      }
-      return true;
-    });
+    return jobs_->Watch(
+        job, [] { return false; },
+        [&](const v1::JobStatus& st) {
+          seen.push_back(st);
+          if (!first_set) {
+            first_set = true;
+            first.set_value();
+          }
+          return true;
+        });
   });
   first.get_future().wait();
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the watch is asleep now

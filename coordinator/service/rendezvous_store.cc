@@ -74,8 +74,7 @@ absl::StatusOr<std::optional<std::string>> RendezvousStore::Get(const std::strin
 void RendezvousStore::DropTask(int64_t job_id, int64_t task_id) {
   const std::string prefix = absl::StrCat("g/", job_id, "/", task_id, "/");
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = store_.lower_bound(prefix);
-       it != store_.end() && it->first.starts_with(prefix);) {
+  for (auto it = store_.lower_bound(prefix); it != store_.end() && it->first.starts_with(prefix);) {
     it = store_.erase(it);
   }
 }

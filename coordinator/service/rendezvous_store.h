@@ -26,8 +26,7 @@ class RendezvousStore {
   // that is not a member of the key's live attempt, ResourceExhausted when the attempt is full.
   absl::Status Set(const std::string& worker, const std::string& key, const std::string& value);
   // The value, nullopt while the key is not there; the same checks as Set.
-  absl::StatusOr<std::optional<std::string>> Get(const std::string& worker,
-                                                 const std::string& key);
+  absl::StatusOr<std::optional<std::string>> Get(const std::string& worker, const std::string& key);
   // Drops every key of the task's attempts (an attempt ended, or a new one begins).
   void DropTask(int64_t job_id, int64_t task_id);
   // Keys held, all attempts together (tests).

@@ -9,7 +9,7 @@
 namespace quant::coordinator {
 
 struct ServiceOptions {
-  std::string token;        // submit/cancel bearer token; "" : no token required
+  std::string token;  // submit/cancel bearer token; "" : no token required
   // How workers authenticate every Workers call (both may be set; either one suffices): a
   // worker token (a bearer token distinct from `token`), and/or with mTLS a client certificate
   // whose subject CN starts with `worker_cert_cn`. Both empty: workers are not checked (only

@@ -72,7 +72,8 @@ int main(int argc, char** argv) {
   if (!token_file.empty()) {
     absl::StatusOr<std::string> token = quant::ReadWholeFile(token_file, "worker token file");
     if (!token.ok()) {
-      std::fprintf(stderr, "quant-worker: error: %s\n", std::string(token.status().message()).c_str());
+      std::fprintf(stderr, "quant-worker: error: %s\n",
+                   std::string(token.status().message()).c_str());
       return 1;
     }
     worker_token = std::string(absl::StripAsciiWhitespace(*token));
@@ -100,8 +101,8 @@ int main(int argc, char** argv) {
   // A gang's connection: NCCL between GPU workers (each sees its GPU as 0), else Gloo over TCP.
   const auto watchdog = std::chrono::milliseconds(static_cast<int64_t>(exchange_timeout * 1000));
   auto connect_gang = [&](quant::exchange::RendezvousStore* store, const std::string& prefix,
-                          int rank, int size)
-      -> absl::StatusOr<std::unique_ptr<quant::exchange::Exchange>> {
+                          int rank,
+                          int size) -> absl::StatusOr<std::unique_ptr<quant::exchange::Exchange>> {
 #if defined(QUANT_WITH_NCCL)
     if (device == "cuda") {
       return quant::exchange::ConnectNccl(store, prefix, rank, size, /*device=*/0, watchdog);

@@ -60,9 +60,8 @@ class Heartbeats {
       progress_.set_steps(steps);
       progress_.set_loss(loss);
       const double seconds = Seconds(start_);
-      progress_.set_eta_task_s(step > 0 ? seconds / static_cast<double>(step) *
-                                              static_cast<double>(steps - step)
-                                        : -1);
+      progress_.set_eta_task_s(
+          step > 0 ? seconds / static_cast<double>(step) * static_cast<double>(steps - step) : -1);
       fresh_ = true;
     }
     cv_.notify_all();
@@ -127,8 +126,8 @@ class Heartbeats {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
-  bool fresh_ = false;             // progress not yet sent (under mu_)
-  v1::TaskProgress progress_;      // under mu_
+  bool fresh_ = false;                // progress not yet sent (under mu_)
+  v1::TaskProgress progress_;         // under mu_
   std::atomic<bool> revoked_{false};  // set by the heartbeat thread, read by the task
   std::thread thread_;
 };
@@ -172,8 +171,10 @@ std::string PhaseName(const tasks::Task& task, const tasks::QuantizeJobSpec& spe
   switch (task.kind) {
     case TaskKind::kQuantize:
       return spec.method == tasks::Method::kRtn ? "rtn" : "gptq";
-    case TaskKind::kEvaluate: return "eval";
-    default: return std::string(tasks::TaskKindName(task.kind));
+    case TaskKind::kEvaluate:
+      return "eval";
+    default:
+      return std::string(tasks::TaskKindName(task.kind));
   }
 }
 
@@ -198,8 +199,8 @@ absl::Status WorkerLoop::Register() {
   for (int attempt = 0; attempt < options_.register_attempts; ++attempt) {
     registered = client_->Register(reg);
     if (registered.ok() || registered.status().code() != absl::StatusCode::kUnavailable) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(
-        static_cast<int64_t>(options_.register_retry_seconds * 1000)));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(static_cast<int64_t>(options_.register_retry_seconds * 1000)));
   }
   if (!registered.ok()) return registered.status();
   heartbeat_seconds_ = registered->heartbeat_seconds();
@@ -250,18 +251,21 @@ bool WorkerLoop::RunOnce(double* retry_after_seconds) {
   const absl::StatusOr<v1::CompleteResponse> committed = client_->Complete(done);
   const bool was_committed = committed.ok() && committed->committed();
   auto& metrics = metrics::Default();
-  metrics.GetCounter("quant_worker_tasks_total", "Tasks run by this worker, by outcome.",
-                     {{"outcome", !result.ok() ? "failed" : was_committed ? "committed"
-                                                                          : "discarded"}})
+  metrics
+      .GetCounter("quant_worker_tasks_total", "Tasks run by this worker, by outcome.",
+                  {{"outcome", !result.ok()    ? "failed"
+                               : was_committed ? "committed"
+                                               : "discarded"}})
       .Inc();
-  metrics.GetHistogram("quant_worker_task_duration_seconds", "Task durations on this worker.",
-                       metrics::DurationBounds())
+  metrics
+      .GetHistogram("quant_worker_task_duration_seconds", "Task durations on this worker.",
+                    metrics::DurationBounds())
       .Observe(seconds);
   // A message from inside the task names it already (GuardTask puts the name first).
   const std::string what(result.message());
-  Log(absl::StrCat(result.ok() ? t.name() + " done"
+  Log(absl::StrCat(result.ok()                        ? t.name() + " done"
                    : what.starts_with(t.name() + ":") ? "failed: " + what
-                                                       : t.name() + " failed: " + what,
+                                                      : t.name() + " failed: " + what,
                    " in ", seconds, " s",
                    committed.ok() && !was_committed && result.ok() ? " (stale: discarded)" : ""));
   return true;
@@ -289,9 +293,9 @@ absl::Status WorkerLoop::RunLease(const v1::TaskLease& t) {
   // The job's paths against the lease's roots, at use, before anything is read: a path swapped
   // for a symlink after the submission is refused here; the checkpoint itself is written through
   // a directory opened beneath its root (storage::OpenDirBeneath).
-  absl::Status result =
-      spec.ok() ? tasks::CheckSpecInsideRoots(*spec, roots, "now resolves outside the allowed roots")
-                : spec.status();
+  absl::Status result = spec.ok() ? tasks::CheckSpecInsideRoots(
+                                        *spec, roots, "now resolves outside the allowed roots")
+                                  : spec.status();
   // The task as the coordinator planned it, with its inputs and attempt: never re-planned.
   absl::StatusOr<tasks::LeasedTask> leased =
       result.ok() ? wire::LeasedTaskFromProto(t.task()) : absl::StatusOr<tasks::LeasedTask>(result);

@@ -21,8 +21,8 @@
 namespace quant::worker {
 
 struct WorkerOptions {
-  std::string id;             // this worker's id, unique among the coordinator's workers
-  std::string device = "cpu"; // what this worker offers (cpu or cuda)
+  std::string id;              // this worker's id, unique among the coordinator's workers
+  std::string device = "cpu";  // what this worker offers (cpu or cuda)
   // Exit Run() after this many seconds without a task (0: never).
   double exit_when_idle_seconds = 0;
   // Register retries while the coordinator is unavailable (starting): this many, this far apart.

@@ -63,8 +63,8 @@ class WorkerLoopTest : public ::testing::Test {
 
   WorkerLoop Loop(TaskFunction task, ConnectGangFunction connect = nullptr) {
     if (!connect) {
-      connect = [](exchange::RendezvousStore*, const std::string&, int, int)
-          -> absl::StatusOr<std::unique_ptr<exchange::Exchange>> {
+      connect = [](exchange::RendezvousStore*, const std::string&, int,
+                   int) -> absl::StatusOr<std::unique_ptr<exchange::Exchange>> {
         return absl::InternalError("no gang expected");
       };
     }
@@ -225,7 +225,7 @@ TEST_F(WorkerLoopTest, HeartbeatsCarryTheTasksProgress) {
   WorkerLoop loop = Loop([&](const tasks::QuantizeJobSpec&, const tasks::LeasedTask&,
                              exchange::Exchange*, tasks::TaskHooks hooks) {
     hooks.on_gsq_step(3, 10, 0.25);
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // about ten heartbeats
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // about fifteen heartbeats
     return absl::OkStatus();
   });
   ASSERT_TRUE(loop.Register().ok());
@@ -266,8 +266,8 @@ TEST_F(WorkerLoopTest, AGangTaskConnectsThroughTheCoordinatorsStoreUnderItsAttem
         EXPECT_EQ(exchange, given);
         return absl::OkStatus();
       },
-      [&](exchange::RendezvousStore* store, const std::string& prefix, int rank, int size)
-          -> absl::StatusOr<std::unique_ptr<exchange::Exchange>> {
+      [&](exchange::RendezvousStore* store, const std::string& prefix, int rank,
+          int size) -> absl::StatusOr<std::unique_ptr<exchange::Exchange>> {
         prefix_seen = prefix;
         EXPECT_EQ(rank, 1);
         EXPECT_EQ(size, 2);
