@@ -162,6 +162,23 @@ TEST_F(ManagersTest, AnExpiredLeaseGoesToAnotherWorkerAndTheLateHolderCannotComm
   EXPECT_TRUE(discarded);
 }
 
+TEST_F(ManagersTest, HeartbeatsKeepALeasePastItsFirstDeadline) {
+  const int64_t job = Submit();
+  const v1::LeaseResponse first = Lease("a");
+  ASSERT_TRUE(first.has_task());
+  const v1::TaskLease& a = first.task();
+  for (int beat = 0; beat < 5; ++beat) {  // 40 s in all, a heartbeat every 8 s
+    clock_.Advance(kLeaseSeconds - 2);
+    EXPECT_TRUE(Revoked("a", a).empty());
+    EXPECT_FALSE(Lease("b").has_task());  // nothing expired, nothing else ready
+  }
+  EXPECT_EQ(Task(job, a.task_id()).status, TaskStatus::kLeased);
+  EXPECT_EQ(Task(job, a.task_id()).epoch, 1);
+  EXPECT_EQ(Task(job, a.task_id()).attempts, 0);
+  EXPECT_TRUE(Revoked("b", a) == std::vector<int64_t>{a.task_id()});  // b never held it
+  EXPECT_TRUE(Complete("a", a).committed());
+}
+
 TEST_F(ManagersTest, AGangFormsFromTheWorkersAskingAndReFormsAfterAFailedMember) {
   const int64_t job = Submit(/*expert_shards=*/2);
   // Worker a runs the single tasks until the next ready one is a gang task: then it waits.
