@@ -26,7 +26,7 @@ namespace fs = std::filesystem;
 class ServiceTaskStopTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("service_tasks_test_" + std::to_string(::getpid()));
+    dir_ = fs::temp_directory_path() / ("task_runner_test_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "job");
     spec_.model_dir = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";

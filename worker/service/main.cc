@@ -1,6 +1,6 @@
 // quant-worker: registers with quant-coordinator (protocol version checked there), then leases
 // tasks one at a time, heartbeats while one runs, runs it with the same task code as
-// `qctl quantize` (worker/tasks/service_tasks.h) and reports it complete or failed. Its output
+// `qctl quantize` (worker/runner/service_task.h) and reports it complete or failed. Its output
 // goes to the attempt path; the coordinator commits it only for the lease's current epoch.
 // Serves /metrics, /healthz and /readyz; prints "worker ID http HOST:PORT" once registered.
 // This file is flags and wiring: the loop is WorkerLoop (worker_loop.h) over a

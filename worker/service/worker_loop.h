@@ -16,7 +16,7 @@
 #include "job/plan_input.h"
 #include "worker/exchange/exchange.h"
 #include "worker/service/coordinator_client.h"
-#include "worker/tasks/service_tasks.h"
+#include "worker/runner/service_task.h"
 
 namespace quant::worker {
 
