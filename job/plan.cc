@@ -74,19 +74,25 @@ Plan PlanQuantizeJob(const PlanInput& in) {
   // SLQ: a first pass over the original model probes every unit, then one solve (DESIGN.md
   // section 4: all probes before any quantization; the calibration statistics are recomputed
   // in the second pass, whose inputs come from quantized layers).
+  // The probe pass's chain is calibrate -> propagate per layer (the original model: a
+  // propagate needs no probe; layer 0's reads the probe inputs its calibrate made), so the
+  // probes of all layers can run at once on as many workers; the solve waits for every probe.
   if (in.slq) {
+    std::vector<int64_t> probes;
     for (int layer = 0; layer < in.num_layers; ++layer) {
-      std::vector<int64_t> before_propagate = after_previous();
+      std::vector<int64_t> before = after_previous();
       if (has_units(layer)) {
-        const int64_t calibrate = add(TaskKind::kCalibrate, layer, after_previous());
+        const int64_t calibrate = add(TaskKind::kCalibrate, layer, before);
         plan.tasks[calibrate].probe_pass = true;
-        before_propagate = {add(TaskKind::kProbe, layer, {calibrate})};
-        plan.tasks[before_propagate[0]].probe_pass = true;
+        probes.push_back(add(TaskKind::kProbe, layer, {calibrate}));
+        plan.tasks[probes.back()].probe_pass = true;
+        before = {calibrate};
       }
-      previous = add(TaskKind::kPropagate, layer, before_propagate);
+      previous = add(TaskKind::kPropagate, layer, before);
       plan.tasks[previous].probe_pass = true;
     }
-    previous = add(TaskKind::kSolve, -1, after_previous());
+    probes.push_back(previous);
+    previous = add(TaskKind::kSolve, -1, probes);
   }
   for (int layer = 0; layer < in.num_layers; ++layer) {
     const bool units = has_units(layer);

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -105,6 +106,17 @@ void PrintStatus(const v1::JobStatus& st, bool tasks) {
               StateName(st.state()), static_cast<long long>(st.tasks_done()),
               static_cast<long long>(st.tasks_total()), st.error().empty() ? "" : ": ",
               st.error().c_str());
+  if (st.has_slq()) {
+    // SLQ: the coordinator's solve, then the bits of each unit.
+    const v1::SlqAllocation& a = st.slq();
+    std::printf("  SLQ %s: average %.3f bits, predicted KL %.4f, EAR %.4f (%lld probes)\n",
+                a.mode().c_str(), a.average_bits(), a.predicted_kl(), a.predicted_ear(),
+                static_cast<long long>(a.probes_run()));
+    if (tasks) {
+      const std::map<std::string, int> sorted(a.unit_bits().begin(), a.unit_bits().end());
+      for (const auto& [unit, bits] : sorted) std::printf("    %-44s %d bits\n", unit.c_str(), bits);
+    }
+  }
   if (!tasks) return;
   for (const v1::TaskStatus& t : st.tasks()) {
     std::printf("  %-24s %-8s epoch %lld, %d failed attempts%s%s\n", t.name().c_str(),
@@ -136,6 +148,12 @@ nlohmann::json WatchJson(const v1::JobStatus& st) {
                       {"tasks_total", st.tasks_total()},
                       {"eta_job_s", st.eta_seconds()}};
   if (!st.error().empty()) j["error"] = st.error();
+  if (st.has_slq()) {
+    j["slq"] = {{"mode", st.slq().mode()},
+                {"average_bits", st.slq().average_bits()},
+                {"predicted_kl", st.slq().predicted_kl()},
+                {"predicted_ear", st.slq().predicted_ear()}};
+  }
   nlohmann::json running = nlohmann::json::array();
   for (const v1::TaskStatus& t : st.tasks()) {
     if (t.state() != "leased") continue;

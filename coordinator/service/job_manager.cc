@@ -2,6 +2,8 @@
 #include "coordinator/service/job_manager.h"
 
 #include <filesystem>
+#include <fstream>
+#include <cstdlib>
 #include <functional>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +13,8 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "job/config_check.h"
+#include "job/slq_job.h"
+#include "job/slq_solver.h"
 #include "job/job_spec.h"
 #include "job/model_config.h"
 #include "storage/beneath.h"
@@ -81,10 +85,9 @@ absl::Status JobManager::Submit(const std::string& client_id, const std::string&
   }
   RETURN_IF_ERROR(tasks::CheckSpecInsideRoots(spec, options_.roots,
                                               "is outside the coordinator's allowed roots"));
-  if (spec.slq) {
+  if (spec.slq && !spec.probe_cache_dir.empty()) {
     return absl::UnimplementedError(
-        "job spec: \"slq\": SLQ's probe pass runs in `qctl quantize` only; the service does not "
-        "run it yet");
+        "job spec: \"probe_cache_dir\": a local probe cache is qctl's; the service keeps none yet");
   }
   ASSIGN_OR_RETURN(const auto checkpoint, storage::Checkpoint::Open(spec.model_dir));
   // Checked against the index first: planning and the estimate loop over the config's layers
@@ -148,6 +151,7 @@ absl::Status JobManager::Status(int64_t job_id, bool with_tasks, v1::JobStatus* 
   out->set_tasks_total(job.tasks_total);
   out->set_tasks_done(job.tasks_done);
   out->set_eta_seconds(-1);
+  RETURN_IF_ERROR(SlqStatus(job, out));
   if (!with_tasks) return absl::OkStatus();
   ASSIGN_OR_RETURN(const std::vector<TaskRecord> tasks, state_->Tasks(job_id));
   for (const TaskRecord& t : tasks) {
@@ -165,6 +169,99 @@ absl::Status JobManager::Status(int64_t job_id, bool with_tasks, v1::JobStatus* 
     if (t.status == TaskStatus::kLeased) {
       std::optional<v1::TaskProgress> progress = log_->Progress(job_id, t.task_id, t.epoch);
       if (progress) *p->mutable_progress() = *std::move(progress);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void JobManager::RunCoordinatorTasks() {
+  std::lock_guard<std::mutex> lock(solve_mu_);
+  absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> ready =
+      state_->ReadyCoordinatorTasks(clock_->Now());
+  if (!ready.ok()) return;
+  for (const auto& [job_id, task_id] : *ready) {
+    absl::Status s = Solve(job_id, task_id);
+    if (!s.ok()) log_->Append(job_id, "coordinator", std::string(s.message()));
+  }
+}
+
+// SLQ's solve on the coordinator: every probe table (stored as each probe committed), the
+// units from the checkpoint's metadata, the knapsack; the allocation goes to the solve's
+// committed output (allocation.json, what ScratchTaskIO reads) and into the state.
+absl::Status JobManager::Solve(int64_t job_id, int64_t task_id) {
+  // For the fault tests only: QUANT_TEST_EXIT_BEFORE_SOLVE=FILE makes this process exit as a
+  // kill -9 would, once (FILE records it), after every probe committed and before the solve.
+  if (const char* marker = std::getenv("QUANT_TEST_EXIT_BEFORE_SOLVE");
+      marker != nullptr && *marker != '\0' && !fs::exists(marker)) {
+    std::ofstream(marker) << "exited before the solve\n";
+    std::_Exit(137);
+  }
+  ASSIGN_OR_RETURN(const JobRecord job, state_->GetJob(job_id));
+  ASSIGN_OR_RETURN(const tasks::Task* task, FindTask(job_id, task_id, job.spec_json));
+  ASSIGN_OR_RETURN(const tasks::QuantizeJobSpec spec, tasks::SpecFromJson(job.spec_json));
+  ASSIGN_OR_RETURN(const tasks::Plan* plan, PlanOf(job_id, job.spec_json));
+  ASSIGN_OR_RETURN(const auto results, state_->TaskResults(job_id));
+  tasks::ProbeTable probes;
+  int64_t probes_run = 0;
+  for (const tasks::Task& t : plan->tasks) {
+    if (t.kind != tasks::TaskKind::kProbe) continue;
+    auto it = results.find(t.id);
+    if (it == results.end()) {
+      return absl::DataLossError(absl::StrCat(task->Name(), ": ", t.Name(), " has no stored table"));
+    }
+    const std::string label = absl::StrCat("job ", job_id, " ", t.Name(), "'s probe table");
+    ASSIGN_OR_RETURN(const int64_t run,
+                     tasks::MergeProbeTableJson(nlohmann::json::parse(it->second, nullptr, false),
+                                                label, &probes));
+    probes_run += run;
+  }
+  ASSIGN_OR_RETURN(const auto checkpoint, storage::Checkpoint::Open(spec.model_dir));
+  ASSIGN_OR_RETURN(const tasks::SlqUnits units, tasks::SlqUnitsOf(*checkpoint, spec));
+  absl::StatusOr<tasks::SlqSolveResult> solved =
+      tasks::SolveSlq(spec, units, probes, probes_run, /*probes_cached=*/0, slq::SolveTables);
+  if (!solved.ok()) {
+    const std::string error = absl::StrCat(task->Name(), ": ", solved.status().message());
+    log_->Append(job_id, "coordinator", error);
+    return state_->FinishCoordinatorTask(job_id, task_id, "", error);
+  }
+  const std::string allocation =
+      tasks::SlqAllocationJson(solved->unit_bits, solved->report).dump(1) + "\n";
+  const tasks::TaskOutput output =
+      tasks::TaskOutputPaths(JobDir(job_id), spec.out_dir, *task, /*epoch=*/1);
+  std::error_code ec;
+  fs::remove_all(output.attempt, ec);
+  fs::create_directories(output.attempt, ec);
+  RETURN_IF_ERROR(WriteFileAtomically(output.attempt + "/allocation.json", allocation));
+  RETURN_IF_ERROR(CommitOutput(*task, output));
+  RETURN_IF_ERROR(state_->FinishCoordinatorTask(job_id, task_id, allocation));
+  const nlohmann::json& r = solved->report;
+  log_->Append(job_id, "coordinator",
+               absl::StrFormat("%s: %zu units, average %.3f bits, predicted KL %.4f, EAR %.4f "
+                               "(%d probes, %.3f s)",
+                               task->Name(), units.params.size(), r.value("average_bits", 0.0),
+                               r.value("predicted_kl", 0.0), r.value("predicted_ear", 0.0),
+                               static_cast<int>(probes_run), solved->seconds));
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::SlqStatus(const JobRecord& job, v1::JobStatus* out) {
+  const absl::StatusOr<tasks::QuantizeJobSpec> spec = tasks::SpecFromJson(job.spec_json);
+  if (!spec.ok() || !spec->slq) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const auto results, state_->TaskResults(job.id));
+  ASSIGN_OR_RETURN(const tasks::Plan* plan, PlanOf(job.id, job.spec_json));
+  for (const tasks::Task& t : plan->tasks) {
+    if (t.kind != tasks::TaskKind::kSolve || !results.count(t.id)) continue;
+    const nlohmann::json a = nlohmann::json::parse(results.at(t.id), nullptr, false);
+    if (a.is_discarded() || !a.contains("solve_report")) continue;
+    const nlohmann::json& r = a["solve_report"];
+    v1::SlqAllocation* slq = out->mutable_slq();
+    slq->set_mode(r.value("mode", ""));
+    slq->set_average_bits(r.value("average_bits", 0.0));
+    slq->set_predicted_kl(r.value("predicted_kl", 0.0));
+    slq->set_predicted_ear(r.value("predicted_ear", 0.0));
+    slq->set_probes_run(r.value("probes_run", int64_t{0}));
+    for (const nlohmann::json& u : r.value("units", nlohmann::json::array())) {
+      (*slq->mutable_unit_bits())[u.value("unit", "")] = u.value("bits", 0);
     }
   }
   return absl::OkStatus();

@@ -60,6 +60,11 @@ class JobManager {
   // cancelled job, the checkpoint its write task had committed at the output (it holds our
   // manifest: Submit refused an output that existed). Nothing for a running job.
   void CleanUpJob(int64_t job_id);
+  // Runs the tasks the coordinator runs itself that are ready (SLQ's solve: every probe table
+  // of the job, from the state, through job/slq_job.h's SolveSlq; the allocation is written to
+  // the solve's committed output for the second pass's tasks and stored with the task). A
+  // failed solve (an EAR target out of reach) fails the job with its message.
+  void RunCoordinatorTasks();
   // CleanUpJob on every job that is not running, at most every sweep_every_seconds.
   void SweepEndedJobs();
   // Sets the gauges of jobs and tasks by state.
@@ -72,6 +77,10 @@ class JobManager {
   const ServiceOptions options_;
   std::mutex plans_mu_;  // guards plans_ (planning happens under it)
   std::map<int64_t, tasks::Plan> plans_;
+  absl::Status Solve(int64_t job_id, int64_t task_id);
+  // The solve's allocation of an SLQ job, once stored, into `out`.
+  absl::Status SlqStatus(const JobRecord& job, v1::JobStatus* out);
+  std::mutex solve_mu_;        // one coordinator task at a time
   std::mutex cleaned_mu_;      // guards cleaned_ and last_sweep_
   std::set<int64_t> cleaned_;  // jobs already cleaned up
   double last_sweep_ = 0;

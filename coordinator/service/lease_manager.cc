@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/file.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "job/job_spec.h"
@@ -48,6 +49,7 @@ absl::Status LeaseManager::Lease(const std::string& worker, const std::function<
                                  v1::LeaseResponse* resp) {
   SawWorker(worker);
   jobs_->SweepEndedJobs();
+  jobs_->RunCoordinatorTasks();  // e.g. a solve whose probes finished before a restart
   const double until = clock_->Now() + options_.lease_long_poll_seconds;
   std::unique_lock<std::mutex> lock(lease_mu_);
   while (true) {
@@ -207,10 +209,24 @@ absl::Status LeaseManager::CompleteLocked(const v1::CompleteRequest& req,
         gang_done_.erase({job_id, task_id, epoch});
         rendezvous_->DropTask(job_id, task_id);
       }
-      const absl::Status commit = jobs_->CommitOutput(task, output);
+      absl::Status commit = jobs_->CommitOutput(task, output);
+      // An SLQ probe's table goes into the state with the commit: the solve reads it there.
+      std::string result;
+      if (commit.ok() && task.kind == tasks::TaskKind::kProbe) {
+        absl::StatusOr<std::string> table =
+            ReadWholeFile(output.committed + "/probes.json", "probe table");
+        if (table.ok()) {
+          result = *std::move(table);
+        } else {
+          commit = table.status();
+        }
+      }
       s = commit.ok()
-              ? state_->CompleteTask(job_id, task_id, epoch, now)
+              ? state_->CompleteTask(job_id, task_id, epoch, now, result)
               : state_->FailTask(job_id, task_id, epoch, std::string(commit.message()), now);
+      if (s.ok() && commit.ok() && task.kind == tasks::TaskKind::kProbe) {
+        jobs_->RunCoordinatorTasks();  // the last probe releases the solve
+      }
       if (s.ok() && !commit.ok()) {
         CountTask("failed");
         log_->Append(job_id, "coordinator", std::string(commit.message()));

@@ -119,6 +119,11 @@ CREATE TABLE IF NOT EXISTS deps (
   task_id INTEGER NOT NULL,
   dep_id INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS deps_by_task ON deps(job_id, task_id);
+CREATE TABLE IF NOT EXISTS task_results (
+  job_id INTEGER NOT NULL,
+  task_id INTEGER NOT NULL,
+  result TEXT NOT NULL,
+  PRIMARY KEY (job_id, task_id));
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status, job_id);
 )sql";
 
@@ -244,6 +249,10 @@ absl::StatusOr<int64_t> StateStore::SubmitJob(const std::string& client_id,
 
 namespace {
 
+// The kinds the coordinator runs itself (never leased to a worker): SLQ's global solve.
+constexpr char kWorkerKinds[] = "AND t.kind != 'solve' ";
+constexpr char kCoordinatorKinds[] = "AND t.kind = 'solve' ";
+
 // Ready: pending, of a running job, out of backoff, every dependency done.
 constexpr char kReadyTasks[] =
     "SELECT t.job_id, t.task_id, t.name, t.kind, t.layer, t.epoch FROM tasks t "
@@ -268,7 +277,8 @@ absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> StateStore::ReadyTasks(
                                                                                 int limit) {
   RETURN_IF_ERROR(ExpireLeases(now).status());
   std::lock_guard<std::mutex> lock(mu_);
-  const std::string sql = std::string(kReadyTasks) + "ORDER BY t.job_id, t.task_id LIMIT ?";
+  const std::string sql =
+      std::string(kReadyTasks) + kWorkerKinds + "ORDER BY t.job_id, t.task_id LIMIT ?";
   Stmt pick(db_, sql.c_str());
   RETURN_IF_ERROR(pick.status());
   pick.Bind(1, static_cast<int64_t>(JobStatus::kRunning))
@@ -288,7 +298,7 @@ absl::StatusOr<std::optional<Lease>> StateStore::LeaseReady(const std::string& w
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
   // The lowest ready task of the oldest running job (or the one asked for).
-  const std::string sql = std::string(kReadyTasks) +
+  const std::string sql = std::string(kReadyTasks) + kWorkerKinds +
                           (job_id >= 0 ? "AND t.job_id = ? AND t.task_id = ? " : "") +
                           "ORDER BY t.job_id, t.task_id LIMIT 1";
   Stmt pick(db_, sql.c_str());
@@ -350,7 +360,8 @@ absl::Status StateStore::Heartbeat(int64_t job_id, int64_t task_id, int64_t epoc
   return txn.Commit();
 }
 
-absl::Status StateStore::CompleteTask(int64_t job_id, int64_t task_id, int64_t epoch, double now) {
+absl::Status StateStore::CompleteTask(int64_t job_id, int64_t task_id, int64_t epoch, double now,
+                                      const std::string& result) {
   std::lock_guard<std::mutex> lock(mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
@@ -359,8 +370,71 @@ absl::Status StateStore::CompleteTask(int64_t job_id, int64_t task_id, int64_t e
   Stmt s(db_, "UPDATE tasks SET status = ? WHERE job_id = ? AND task_id = ?");
   s.Bind(1, static_cast<int64_t>(TaskStatus::kDone)).Bind(2, job_id).Bind(3, task_id);
   RETURN_IF_ERROR(s.Run());
+  RETURN_IF_ERROR(PutResult(job_id, task_id, result));
   RETURN_IF_ERROR(MaybeFinishJob(job_id));
   return txn.Commit();
+}
+
+absl::Status StateStore::PutResult(int64_t job_id, int64_t task_id, const std::string& result) {
+  if (result.empty()) return absl::OkStatus();
+  Stmt r(db_, "INSERT OR REPLACE INTO task_results (job_id, task_id, result) VALUES (?, ?, ?)");
+  r.Bind(1, job_id).Bind(2, task_id).Bind(3, result);
+  return r.Run();
+}
+
+absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> StateStore::ReadyCoordinatorTasks(
+    double now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string sql =
+      std::string(kReadyTasks) + kCoordinatorKinds + "ORDER BY t.job_id, t.task_id";
+  Stmt pick(db_, sql.c_str());
+  RETURN_IF_ERROR(pick.status());
+  pick.Bind(1, static_cast<int64_t>(JobStatus::kRunning))
+      .Bind(2, static_cast<int64_t>(TaskStatus::kPending)).Bind(3, now)
+      .Bind(4, static_cast<int64_t>(TaskStatus::kDone));
+  std::vector<std::pair<int64_t, int64_t>> ready;
+  while (pick.Row()) ready.emplace_back(pick.Int(0), pick.Int(1));
+  RETURN_IF_ERROR(pick.status());
+  return ready;
+}
+
+absl::Status StateStore::FinishCoordinatorTask(int64_t job_id, int64_t task_id,
+                                               const std::string& result,
+                                               const std::string& error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.Begun());
+  Stmt s(db_, "UPDATE tasks SET status = ?, executions = executions + 1, worker = 'coordinator', "
+              "last_error = ? WHERE job_id = ? AND task_id = ? AND status = ?");
+  s.Bind(1, static_cast<int64_t>(error.empty() ? TaskStatus::kDone : TaskStatus::kFailed))
+      .Bind(2, error).Bind(3, job_id).Bind(4, task_id)
+      .Bind(5, static_cast<int64_t>(TaskStatus::kPending));
+  RETURN_IF_ERROR(s.Run());
+  if (sqlite3_changes(db_) == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " task ", task_id, " is not pending"));
+  }
+  if (!error.empty()) {
+    Stmt j(db_, "UPDATE jobs SET status = ?, error = ? WHERE id = ? AND status = ?");
+    j.Bind(1, static_cast<int64_t>(JobStatus::kFailed)).Bind(2, error).Bind(3, job_id)
+        .Bind(4, static_cast<int64_t>(JobStatus::kRunning));
+    RETURN_IF_ERROR(j.Run());
+    return txn.Commit();
+  }
+  RETURN_IF_ERROR(PutResult(job_id, task_id, result));
+  RETURN_IF_ERROR(MaybeFinishJob(job_id));
+  return txn.Commit();
+}
+
+absl::StatusOr<std::map<int64_t, std::string>> StateStore::TaskResults(int64_t job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, "SELECT task_id, result FROM task_results WHERE job_id = ? ORDER BY task_id");
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, job_id);
+  std::map<int64_t, std::string> out;
+  while (s.Row()) out[s.Int(0)] = s.Text(1);
+  RETURN_IF_ERROR(s.status());
+  return out;
 }
 
 absl::Status StateStore::FailTask(int64_t job_id, int64_t task_id, int64_t epoch,

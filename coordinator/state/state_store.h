@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <mutex>
@@ -106,8 +107,20 @@ class StateStore {
   // Renews the lease; FailedPrecondition when the epoch is stale or the task is not leased.
   absl::Status Heartbeat(int64_t job_id, int64_t task_id, int64_t epoch, double now);
 
-  // Commits the task; FailedPrecondition (nothing changes) when the epoch is stale.
-  absl::Status CompleteTask(int64_t job_id, int64_t task_id, int64_t epoch, double now);
+  // Commits the task; FailedPrecondition (nothing changes) when the epoch is stale. A non-empty
+  // `result` (an SLQ probe table) is stored with the commit, in the same transaction.
+  absl::Status CompleteTask(int64_t job_id, int64_t task_id, int64_t epoch, double now,
+                            const std::string& result = "");
+
+  // Tasks the coordinator runs itself (SLQ's solve), ready as LeaseTask would see them; workers
+  // are never leased them.
+  absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> ReadyCoordinatorTasks(double now);
+  // Ends such a task: done with its `result` stored, or (a non-empty `error`) failed with its
+  // job. FailedPrecondition when the task is not pending (another thread finished it).
+  absl::Status FinishCoordinatorTask(int64_t job_id, int64_t task_id, const std::string& result,
+                                     const std::string& error = "");
+  // The stored results of a job's tasks, by task id.
+  absl::StatusOr<std::map<int64_t, std::string>> TaskResults(int64_t job_id);
 
   // The attempt failed: back to pending with backoff, or the task and its job fail at the limit.
   absl::Status FailTask(int64_t job_id, int64_t task_id, int64_t epoch, const std::string& error,
@@ -128,6 +141,7 @@ class StateStore {
   absl::Status Exec(const std::string& sql);
   absl::Status FailAttempt(int64_t job_id, int64_t task_id, const std::string& error, double now);
   absl::Status MaybeFinishJob(int64_t job_id);
+  absl::Status PutResult(int64_t job_id, int64_t task_id, const std::string& result);
   // The next ready task (job_id < 0), or that one task, leased to `worker`.
   absl::StatusOr<std::optional<Lease>> LeaseReady(const std::string& worker, double now,
                                                   int64_t job_id, int64_t task_id);
