@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -12,6 +13,7 @@
 #include "job/scope.h"
 #include "job/slq_expert_model.h"
 #include "job/slq_files.h"
+#include "storage/object_store.h"
 
 namespace quant::tasks {
 namespace {
@@ -257,6 +259,38 @@ absl::Status ParseSlqAllocationJson(const nlohmann::json& j, const std::string& 
   }
   *report = j["solve_report"];
   return absl::OkStatus();
+}
+
+std::string ProbeCacheKey(const QuantizeJobSpec& s, const std::string& model_files) {
+  std::string key = storage::IsS3Location(s.model_dir)
+                        ? s.model_dir
+                        : std::filesystem::weakly_canonical(s.model_dir).string();
+  absl::StrAppend(&key, "|", model_files);
+  // The names the spec's choices had as strings: caches written before they were enums still hit.
+  absl::StrAppend(&key, "|", s.method == Method::kRtn ? "rtn" : "gptq", "|",
+                  std::string(NameOf(s.grid)), "|", s.group_size, "|", s.channel_fallback, "|",
+                  std::string(NameOf(s.scope)), "|", s.calib_path, "|", s.calib_tokens, "|",
+                  s.window_tokens, "|", s.probe_windows, "|", s.batch_windows, "|");
+  absl::StrAppend(&key, absl::StrFormat("%.6g", s.damp), "|", s.act_order, "|",
+                  s.mse_scale_search);
+  // --calib-samples picks other windows; appended only when set, so existing caches still hit.
+  if (s.calib_samples > 0) absl::StrAppend(&key, "|samples ", s.calib_samples);
+  return absl::StrFormat("%016x", std::hash<std::string>{}(key));
+}
+
+bool CoversLayer(const ProbeTable& table, const SlqUnits& units, const std::string& layer_prefix,
+                 const std::vector<int>& bits) {
+  std::vector<std::string> wanted = units.calibration_units;
+  for (const auto& [unit, params] : units.params) wanted.push_back(unit);
+  for (const std::string& unit : wanted) {
+    if (!unit.starts_with(layer_prefix)) continue;
+    auto it = table.find(unit);
+    if (it == table.end()) return false;
+    for (int b : bits) {
+      if (!it->second.count(b)) return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace quant::tasks

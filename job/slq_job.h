@@ -64,4 +64,13 @@ absl::Status ParseSlqAllocationJson(const nlohmann::json& j, const std::string& 
                                     std::map<std::string, int>* unit_bits,
                                     nlohmann::json* report);
 
+// What SLQ's probe scores depend on, as a key (hex): the model's location and files
+// (`model_files`: storage::DescribeFiles of its store) and the probe quantizer's options. The
+// name of qctl's probe cache file and the coordinator's probe cache key.
+std::string ProbeCacheKey(const QuantizeJobSpec& spec, const std::string& model_files);
+// Whether `table` scores every unit of the layer (`layer_prefix`, "model.layers.3.") at every
+// bitwidth of `bits` (a cached table can skip that layer's probe task).
+bool CoversLayer(const ProbeTable& table, const SlqUnits& units, const std::string& layer_prefix,
+                 const std::vector<int>& bits);
+
 }  // namespace quant::tasks

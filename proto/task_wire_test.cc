@@ -91,8 +91,11 @@ TEST(TaskWire, TheLeaseNamesWhatEachTaskReadsAndWhereItWrites) {
   EXPECT_EQ(InputNames(lease("L2/propagate[x2]")),
             (std::vector<std::string>{"L1/propagate[x2]", "L2/calibrate[x2]", "L2/quantize",
                                       "L2/gsq[0/2]", "L2/gsq[1/2]"}));
+  // The write reads the units where quantize and GSQ made them, the reports from propagate.
   EXPECT_EQ(InputNames(lease("write")),
-            (std::vector<std::string>{"L0/propagate", "L1/propagate[x2]", "L2/propagate[x2]"}));
+            (std::vector<std::string>{"L0/propagate", "L1/quantize", "L1/gsq[0/2]", "L1/gsq[1/2]",
+                                      "L1/propagate[x2]", "L2/quantize", "L2/gsq[0/2]",
+                                      "L2/gsq[1/2]", "L2/propagate[x2]"}));
   const LeasedTask publish = lease("publish");
   EXPECT_EQ(InputNames(publish), std::vector<std::string>{"write"});
   EXPECT_EQ(publish.inputs[0].committed, "/s/job-1/out");  // the s3 output's local staging

@@ -85,10 +85,6 @@ absl::Status JobManager::Submit(const std::string& client_id, const std::string&
   }
   RETURN_IF_ERROR(tasks::CheckSpecInsideRoots(spec, options_.roots,
                                               "is outside the coordinator's allowed roots"));
-  if (spec.slq && !spec.probe_cache_dir.empty()) {
-    return absl::UnimplementedError(
-        "job spec: \"probe_cache_dir\": a local probe cache is qctl's; the service keeps none yet");
-  }
   ASSIGN_OR_RETURN(const auto checkpoint, storage::Checkpoint::Open(spec.model_dir));
   // Checked against the index first: planning and the estimate loop over the config's layers
   // (num_hidden_layers 1e9 took this call 14 s and then failed).
@@ -134,6 +130,7 @@ absl::Status JobManager::Submit(const std::string& client_id, const std::string&
   bool existing = false;
   for (const JobRecord& j : before) existing = existing || j.id == id;
   resp->set_existing(existing);
+  if (!existing && spec.slq) RETURN_IF_ERROR(TakeCachedProbes(id, spec, *checkpoint, plan));
   if (!existing) {
     metrics::Default().GetCounter("quant_jobs_submitted_total", "Jobs submitted.").Inc();
     log_->Append(id, "coordinator",
@@ -242,6 +239,50 @@ absl::Status JobManager::Solve(int64_t job_id, int64_t task_id) {
                                r.value("predicted_kl", 0.0), r.value("predicted_ear", 0.0),
                                static_cast<int>(probes_run), solved->seconds));
   return absl::OkStatus();
+}
+
+absl::Status JobManager::TakeCachedProbes(int64_t job_id, const tasks::QuantizeJobSpec& spec,
+                                          const storage::Checkpoint& checkpoint,
+                                          const tasks::Plan& plan) {
+  ASSIGN_OR_RETURN(const std::string files, storage::DescribeFiles(checkpoint.store()));
+  ASSIGN_OR_RETURN(const auto cached, state_->ProbeCache(tasks::ProbeCacheKey(spec, files)));
+  if (cached.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const tasks::SlqUnits units, tasks::SlqUnitsOf(checkpoint, spec));
+  int taken = 0;
+  for (const tasks::Task& t : plan.tasks) {
+    if (t.kind != tasks::TaskKind::kProbe || !cached.count(t.layer)) continue;
+    tasks::ProbeTable table;
+    const std::string prefix = absl::StrCat("model.layers.", t.layer, ".");
+    if (!tasks::MergeProbeTableJson(nlohmann::json::parse(cached.at(t.layer), nullptr, false),
+                                    "probe cache", &table)
+             .ok() ||
+        !tasks::CoversLayer(table, units, prefix, spec.slq_bits)) {
+      continue;
+    }
+    // The cached table with no probe counted as run by this job.
+    RETURN_IF_ERROR(state_->FinishCoordinatorTask(
+        job_id, t.id, tasks::ProbeTableJson(table, prefix, 0).dump(), "", "probe cache"));
+    ++taken;
+  }
+  if (taken > 0) {
+    log_->Append(job_id, "coordinator",
+                 absl::StrCat(taken, " probe tasks taken from the probe cache"));
+  }
+  return absl::OkStatus();
+}
+
+void JobManager::RememberProbeTable(int64_t job_id, const tasks::Task& task,
+                                    const std::string& table) {
+  absl::StatusOr<JobRecord> job = state_->GetJob(job_id);
+  if (!job.ok()) return;
+  absl::StatusOr<tasks::QuantizeJobSpec> spec = tasks::SpecFromJson(job->spec_json);
+  if (!spec.ok()) return;
+  absl::StatusOr<std::unique_ptr<storage::Checkpoint>> checkpoint =
+      storage::Checkpoint::Open(spec->model_dir);
+  if (!checkpoint.ok()) return;
+  absl::StatusOr<std::string> files = storage::DescribeFiles((*checkpoint)->store());
+  if (!files.ok()) return;  // no key: the table is not cached (never cached wrongly)
+  state_->PutProbeCache(tasks::ProbeCacheKey(*spec, *files), task.layer, table).IgnoreError();
 }
 
 absl::Status JobManager::SlqStatus(const JobRecord& job, v1::JobStatus* out) {

@@ -18,6 +18,7 @@
 #include "coordinator/service/service_options.h"
 #include "coordinator/state/state_store.h"
 #include "job/plan.h"
+#include "storage/checkpoint.h"
 #include "job/plan_input.h"
 #include "proto/quant.pb.h"
 
@@ -65,6 +66,8 @@ class JobManager {
   // the solve's committed output for the second pass's tasks and stored with the task). A
   // failed solve (an EAR target out of reach) fails the job with its message.
   void RunCoordinatorTasks();
+  // A probe task's table as it commits: into the probe cache under the job's probe key.
+  void RememberProbeTable(int64_t job_id, const tasks::Task& task, const std::string& table);
   // CleanUpJob on every job that is not running, at most every sweep_every_seconds.
   void SweepEndedJobs();
   // Sets the gauges of jobs and tasks by state.
@@ -78,6 +81,9 @@ class JobManager {
   std::mutex plans_mu_;  // guards plans_ (planning happens under it)
   std::map<int64_t, tasks::Plan> plans_;
   absl::Status Solve(int64_t job_id, int64_t task_id);
+  // A new SLQ job's probe tasks whose layer the probe cache covers are done from the cache.
+  absl::Status TakeCachedProbes(int64_t job_id, const tasks::QuantizeJobSpec& spec,
+                                const storage::Checkpoint& checkpoint, const tasks::Plan& plan);
   // The solve's allocation of an SLQ job, once stored, into `out`.
   absl::Status SlqStatus(const JobRecord& job, v1::JobStatus* out);
   std::mutex solve_mu_;        // one coordinator task at a time

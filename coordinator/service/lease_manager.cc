@@ -225,6 +225,7 @@ absl::Status LeaseManager::CompleteLocked(const v1::CompleteRequest& req,
               ? state_->CompleteTask(job_id, task_id, epoch, now, result)
               : state_->FailTask(job_id, task_id, epoch, std::string(commit.message()), now);
       if (s.ok() && commit.ok() && task.kind == tasks::TaskKind::kProbe) {
+        jobs_->RememberProbeTable(job_id, task, result);
         jobs_->RunCoordinatorTasks();  // the last probe releases the solve
       }
       if (s.ok() && !commit.ok()) {

@@ -172,6 +172,20 @@ TEST_F(SlqServiceTest, TwoWorkersPickTheEmbeddedRunsBitsAndWriteItsBytes) {
   EXPECT_EQ(rc, 0) << status;
   EXPECT_NE(status.find("SLQ budget: average"), std::string::npos) << status;
   EXPECT_NE(status.find("mlp.experts.gate_up"), std::string::npos) << status;
+
+  // The same job again (another output): every probe comes from the coordinator's probe cache,
+  // none runs, and the result is the same.
+  fs::rename(tmp_ / "out", tmp_ / "first");
+  const int64_t again = Submit(c.grpc_address(), "--job-id again " + JobFlags(tmp_ / "out"));
+  ASSERT_NE(again, job);
+  const quant::v1::JobStatus cached = WaitFor(c, again, 600);
+  ExpectTheReference(cached);
+  for (const auto& t : cached.tasks()) {
+    if (t.kind() != "probe") continue;
+    EXPECT_EQ(t.executions(), 0) << t.name();
+    EXPECT_EQ(t.worker(), "probe cache") << t.name();
+  }
+  EXPECT_EQ(cached.slq().probes_run(), 0);
 }
 
 TEST_F(SlqServiceTest, KillNineOfAWorkerMidProbeAndOfTheCoordinatorBeforeTheSolve) {

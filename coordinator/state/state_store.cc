@@ -119,6 +119,11 @@ CREATE TABLE IF NOT EXISTS deps (
   task_id INTEGER NOT NULL,
   dep_id INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS deps_by_task ON deps(job_id, task_id);
+CREATE TABLE IF NOT EXISTS probe_cache (
+  key TEXT NOT NULL,
+  layer INTEGER NOT NULL,
+  result TEXT NOT NULL,
+  PRIMARY KEY (key, layer));
 CREATE TABLE IF NOT EXISTS task_results (
   job_id INTEGER NOT NULL,
   task_id INTEGER NOT NULL,
@@ -400,15 +405,16 @@ absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> StateStore::ReadyCoordi
 
 absl::Status StateStore::FinishCoordinatorTask(int64_t job_id, int64_t task_id,
                                                const std::string& result,
-                                               const std::string& error) {
+                                               const std::string& error, const std::string& by) {
   std::lock_guard<std::mutex> lock(mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.Begun());
-  Stmt s(db_, "UPDATE tasks SET status = ?, executions = executions + 1, worker = 'coordinator', "
+  // Run by the coordinator, it counts as an execution; taken from the probe cache, it does not.
+  Stmt s(db_, "UPDATE tasks SET status = ?, executions = executions + ?, worker = ?, "
               "last_error = ? WHERE job_id = ? AND task_id = ? AND status = ?");
   s.Bind(1, static_cast<int64_t>(error.empty() ? TaskStatus::kDone : TaskStatus::kFailed))
-      .Bind(2, error).Bind(3, job_id).Bind(4, task_id)
-      .Bind(5, static_cast<int64_t>(TaskStatus::kPending));
+      .Bind(2, int64_t{by == "coordinator" ? 1 : 0}).Bind(3, by).Bind(4, error).Bind(5, job_id)
+      .Bind(6, task_id).Bind(7, static_cast<int64_t>(TaskStatus::kPending));
   RETURN_IF_ERROR(s.Run());
   if (sqlite3_changes(db_) == 0) {
     return absl::FailedPreconditionError(
@@ -424,6 +430,25 @@ absl::Status StateStore::FinishCoordinatorTask(int64_t job_id, int64_t task_id,
   RETURN_IF_ERROR(PutResult(job_id, task_id, result));
   RETURN_IF_ERROR(MaybeFinishJob(job_id));
   return txn.Commit();
+}
+
+absl::Status StateStore::PutProbeCache(const std::string& key, int layer,
+                                       const std::string& result) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt r(db_, "INSERT OR REPLACE INTO probe_cache (key, layer, result) VALUES (?, ?, ?)");
+  r.Bind(1, key).Bind(2, static_cast<int64_t>(layer)).Bind(3, result);
+  return r.Run();
+}
+
+absl::StatusOr<std::map<int, std::string>> StateStore::ProbeCache(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, "SELECT layer, result FROM probe_cache WHERE key = ?");
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, key);
+  std::map<int, std::string> out;
+  while (s.Row()) out[static_cast<int>(s.Int(0))] = s.Text(1);
+  RETURN_IF_ERROR(s.status());
+  return out;
 }
 
 absl::StatusOr<std::map<int64_t, std::string>> StateStore::TaskResults(int64_t job_id) {

@@ -115,10 +115,17 @@ class StateStore {
   // Tasks the coordinator runs itself (SLQ's solve), ready as LeaseTask would see them; workers
   // are never leased them.
   absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> ReadyCoordinatorTasks(double now);
-  // Ends such a task: done with its `result` stored, or (a non-empty `error`) failed with its
-  // job. FailedPrecondition when the task is not pending (another thread finished it).
+  // Ends a pending task without a worker: done with its `result` stored, or (a non-empty
+  // `error`) failed with its job. `by` is recorded as its worker: "coordinator" (it ran here,
+  // one execution) or "probe cache" (an SLQ probe whose table was cached: no execution).
+  // FailedPrecondition when the task is not pending (another thread finished it).
   absl::Status FinishCoordinatorTask(int64_t job_id, int64_t task_id, const std::string& result,
-                                     const std::string& error = "");
+                                     const std::string& error = "",
+                                     const std::string& by = "coordinator");
+  // SLQ's probe cache, kept across jobs: a layer's probe table under the key of what the
+  // scores depend on (job/slq_job.h's ProbeCacheKey), and every layer's table of a key.
+  absl::Status PutProbeCache(const std::string& key, int layer, const std::string& result);
+  absl::StatusOr<std::map<int, std::string>> ProbeCache(const std::string& key);
   // The stored results of a job's tasks, by task id.
   absl::StatusOr<std::map<int64_t, std::string>> TaskResults(int64_t job_id);
 

@@ -26,27 +26,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// What the probe scores depend on: the model's files and the probe quantizer's options. A
-// changed model or option gives another file, so a cached table is never reused wrongly.
+// The probe cache's file name: the model's files and the probe quantizer's options
+// (job/slq_job.h's ProbeCacheKey). A listing that fails gives a key of its own: the cache is
+// missed, never wrongly hit.
 std::string ProbeFingerprint(const JobState& job) {
-  const QuantizeJobSpec& s = job.spec;
-  std::string key = storage::IsS3Location(s.model_dir)
-                        ? s.model_dir
-                        : fs::weakly_canonical(s.model_dir).string();
   auto files = storage::DescribeFiles(job.model->checkpoint().store());
-  // A listing that fails gives a key of its own: the cache is missed, never wrongly hit.
-  absl::StrAppend(&key, "|", files.ok() ? *files : "unlisted:" + std::to_string(getpid()));
-  // The names the spec's choices had as strings: caches written before they were enums still hit.
-  absl::StrAppend(&key, "|", s.method == Method::kRtn ? "rtn" : "gptq", "|",
-                  std::string(NameOf(s.grid)), "|", s.group_size, "|", s.channel_fallback, "|",
-                  std::string(NameOf(s.scope)), "|", s.calib_path,
-                  "|", s.calib_tokens,
-                  "|", s.window_tokens, "|", s.probe_windows, "|", s.batch_windows, "|");
-  absl::StrAppend(&key, absl::StrFormat("%.6g", s.damp), "|", s.act_order, "|",
-                  s.mse_scale_search);
-  // --calib-samples picks other windows; appended only when set, so existing caches still hit.
-  if (s.calib_samples > 0) absl::StrAppend(&key, "|samples ", s.calib_samples);
-  return absl::StrFormat("%016x", std::hash<std::string>{}(key));
+  return ProbeCacheKey(job.spec, files.ok() ? *files : "unlisted:" + std::to_string(getpid()));
 }
 
 absl::Status SaveProbeCache(const JobState& job) {
