@@ -606,7 +606,8 @@ TEST_F(QctlTest, QuantizeProfile) {
 }
 
 // A small end-to-end job per method: 8 calibration windows, a few GSQ steps; both exports are
-// then read back by `qctl eval` against the original.
+// then read back by `qctl eval` against the original. GPTQ keeps its MSE scale search (the
+// default, end to end); GSQ starts from GPTQ without it (--no-mse: the search was 3/4 of the job).
 TEST_F(QctlTest, QuantizeSmallJobsAndEvaluateBothExports) {
   std::ifstream in(kShared + "/data/eval/kjv_val.txt");
   std::string text(3000, '\0');
@@ -615,7 +616,7 @@ TEST_F(QctlTest, QuantizeSmallJobsAndEvaluateBothExports) {
   const std::string eval_text = " --eval-text " + (tmp_ / "short.txt").string();
   for (const std::string& job :
        {std::string("--method gptq --bits 4 --export native"),
-        std::string("--method gsq --bits 2 --steps 4 --grid asym --export vllm"),
+        std::string("--method gsq --bits 2 --steps 4 --grid asym --export vllm --no-mse"),
         std::string("--method rtn --bits 3 --scope all --export vllm")}) {
     fs::remove_all(tmp_ / "out");
     RunResult r = Qctl(Quantize(tmp_ / "out", job + " --calib-tokens 2048" + eval_text));
@@ -663,9 +664,10 @@ TEST_F(QctlTest, QuantizeSlqBadOptions) {
 }
 
 // SLQ end to end on a small budget: probes, the solve, a mixed-bit checkpoint; the second run
-// of the same job reads every probe from the cache and picks the same bits.
+// of the same job reads every probe from the cache and picks the same bits. GPTQ without the MSE
+// scale search (--no-mse): the search was ~80% of both runs' CPU and is not what is tested here.
 TEST_F(QctlTest, QuantizeSlqUsesTheProbeCache) {
-  const std::string common = " --method gptq --slq --slq-bits 2,4 --bits 3 --grid asym"
+  const std::string common = " --method gptq --no-mse --slq --slq-bits 2,4 --bits 3 --grid asym"
                              " --probe-windows 2 --calib-tokens 2048 --no-eval --probe-cache " +
                              (tmp_ / "cache").string();
   RunResult first = Qctl(Quantize(tmp_ / "a", common));
@@ -702,9 +704,11 @@ TEST_F(QctlTest, QuantizeSlqUsesTheProbeCache) {
 
 // Per-expert SLQ: the tied expert units are probed too (cached with the rest) and calibrate the
 // solve; the report names each layer's fit, and the calibrated prediction differs from the sum.
+// GPTQ without the MSE scale search (--no-mse): 204 probes with it took ~3x the CPU.
 TEST_F(QctlTest, QuantizeSlqPerExpertCalibratesWithTiedProbes) {
   const std::string common =
-      " --method gptq --slq --slq-bits 2,4 --bits 3 --grid asym --per-expert-bits --export native"
+      " --method gptq --no-mse --slq --slq-bits 2,4 --bits 3 --grid asym --per-expert-bits"
+      " --export native"
       " --probe-windows 1 --calib-tokens 1024 --no-eval --probe-cache " + (tmp_ / "cache").string();
   RunResult first = Qctl("quantize --model " + kDeepseek + " --out " + (tmp_ / "a").string() +
                          common);
@@ -818,7 +822,10 @@ TEST_F(QctlTest, QuantizeKilledMidGsqResumesToTheSameBytes) {
   std::string text(3000, '\0');
   in.read(text.data(), text.size());
   std::ofstream(tmp_ / "short.txt") << text;
-  const std::string flags = "--method gsq --bits 2 --steps 80 --calib-tokens 2048 --eval-text " +
+  // 30 steps a layer keep L1's GSQ seconds long (the kill lands in it; 80 before), and GPTQ's
+  // start skips the MSE scale search: the resume's bytes are the claim, not the quality.
+  const std::string flags = "--method gsq --bits 2 --steps 30 --no-mse --calib-tokens 2048 "
+                            "--eval-text " +
                             (tmp_ / "short.txt").string();
   ASSERT_EQ(Qctl(Quantize(tmp_ / "whole", flags)).exit_code, 0);
   const fs::path out = tmp_ / "killed", work = tmp_ / "killed.qctl-work";
@@ -880,7 +887,8 @@ TEST_F(QctlTest, QuantizeKilledMidGsqResumesToTheSameBytes) {
 // Progress when stderr is not a terminal: one JSON object per event, every task once, GSQ's
 // steps with their loss and ETAs; --progress none: silent.
 TEST_F(QctlTest, QuantizeProgressAsJsonLines) {
-  const std::string job = "--method gsq --bits 2 --steps 10 --calib-tokens 2048 --no-eval";
+  // GPTQ's start without the MSE scale search: half of each run's CPU, and not what is tested.
+  const std::string job = "--method gsq --bits 2 --steps 10 --calib-tokens 2048 --no-mse --no-eval";
   RunResult r = Qctl(Quantize(tmp_ / "out", job));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::istringstream lines(r.err);
