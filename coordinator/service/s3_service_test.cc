@@ -63,8 +63,18 @@ TEST(S3ServiceTest, AModelFromS3QuantizedByTheServiceToS3) {
   std::ofstream(dir / "token") << "t0ken\n";
   const std::vector<std::string> s3_flags = {"--s3-endpoint", s3.endpoint()};
   std::vector<std::string> coordinator_flags = s3_flags;
+  // The evaluation text: the first 3000 bytes of kjv_val (a few windows; the whole text took
+  // ~10 CPU seconds and the claim is that the report has an evaluation), inside the roots.
+  {
+    std::ifstream in(std::string(QUANT_SHARED_DIR) + "/data/eval/kjv_val.txt");
+    std::string text(3000, '\0');
+    in.read(text.data(), text.size());
+    fs::create_directories(dir / "text");
+    std::ofstream(dir / "text" / "short.txt") << text;
+  }
   coordinator_flags.insert(coordinator_flags.end(),
-                           {"--roots", "s3://" + kBucket + "/," + std::string(QUANT_SHARED_DIR)});
+                           {"--roots", "s3://" + kBucket + "/," + std::string(QUANT_SHARED_DIR) +
+                                           "," + (dir / "text").string()});
   Coordinator c(dir / "state.db", dir / "token", coordinator_flags, dir / "coordinator.log");
   ASSERT_TRUE(c.up());
   Worker w0(c.grpc_address(), "w0", dir / "w0.log", s3_flags);
@@ -78,7 +88,8 @@ TEST(S3ServiceTest, AModelFromS3QuantizedByTheServiceToS3) {
       " --coordinator " + c.grpc_address() + " --token-file " + (dir / "token").string();
   const std::string submitted =
       RunCommand(qctl + "submit" + auth + " --model " + model + " --out " + result +
-                     " --method gsq --bits 2 --steps 30 --calib-tokens 8192 --expert-shards 2",
+                     " --method gsq --bits 2 --steps 30 --calib-tokens 8192 --no-mse"
+                     " --expert-shards 2 --eval-text " + (dir / "text" / "short.txt").string(),
                  &rc);
   ASSERT_EQ(rc, 0) << submitted;
   std::printf("$ qctl submit ... --model %s --out %s\n%s", model.c_str(), result.c_str(),
