@@ -22,7 +22,9 @@
 namespace {
 
 namespace fs = std::filesystem;
-const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-qwen3-moe";
+// tiny-deepseek-v3: 201 tensors against tiny-qwen3-moe's 423, and the model is read from S3 a
+// tensor per ranged GET (~60 ms each through the signature-checking proxy on this machine).
+const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
 const std::string kBucket = "qctl";
 const std::string kSecret = "qctl-s3-test-Secret-61ad";
 
@@ -63,7 +65,7 @@ class QctlS3Test : public ::testing::Test {
     fs::remove_all(dir_);
   }
   static std::string Aws() { return "/usr/bin/aws --endpoint-url " + servers_->endpoint() + " "; }
-  static std::string Model() { return "s3://" + kBucket + "/models/tiny-qwen3-moe"; }
+  static std::string Model() { return "s3://" + kBucket + "/models/tiny-deepseek-v3"; }
   // stdout + stderr of a shell command; exit status in *rc.
   static std::string Run(const std::string& cmd, int* rc) {
     const fs::path out = dir_ / "cmd.out";
@@ -75,10 +77,13 @@ class QctlS3Test : public ::testing::Test {
     return Run(std::string(QCTL_BINARY) + " " + args + " --s3-endpoint " + servers_->endpoint(),
                rc);
   }
+  // The cheapest job that reads the model, writes a checkpoint and evaluates it: RTN, on one
+  // calibration window (the job still runs the calibration forward; the default 384 windows
+  // cost 20 CPU seconds). The claims are about where the bytes come from and go, not the
+  // method; GPTQ with its MSE scale search cost ~6x the CPU.
   static std::string Quantize(const std::string& model, const std::string& out) {
     return "quantize --model " + model + " --out " + out +
-           " --method gptq --bits 3 --calib-tokens 2048 --eval-text " +
-           (dir_ / "short.txt").string();
+           " --method rtn --bits 3 --calib-tokens 256 --eval-text " + (dir_ / "short.txt").string();
   }
   static bool NothingStaged() { return fs::is_empty(dir_ / "tmp"); }
 
@@ -94,7 +99,7 @@ bool QctlS3Test::uploaded_ = false;
 TEST_F(QctlS3Test, FromS3ToS3IsTheSameCheckpointAsOnDisk) {
   ASSERT_TRUE(uploaded_);
   int rc = 0;
-  const std::string result = "s3://" + kBucket + "/out/gptq3";
+  const std::string result = "s3://" + kBucket + "/out/rtn3";
   std::string out = Qctl(Quantize(Model(), result), &rc);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("uploaded"), std::string::npos) << out;
