@@ -1,14 +1,17 @@
 # quant_add_test(<name> SOURCES <files...> LIBS <targets...> [LABELS <labels...>]
-#                [BLAS_THREADS n])
+#                [BLAS_THREADS n] [COST n])
 # One gtest binary per component; tests get QUANT_SHARED_DIR and TEST_SRCDIR compiled in.
 # Label `slow` marks tests that the fast loop (ctest -LE slow) skips; ctest starts them first
-# (COST), so that a long one does not run alone at the end of a parallel run.
+# (COST), so that a long one does not run alone at the end of a parallel run. COST (default 100
+# for slow tests, 1 otherwise) orders the slow ones among themselves on a fresh build, before
+# ctest has timings of its own (Testing/Temporary/CTestCostData.txt): give the binaries whose
+# tests take minutes more, so that the longest start first under ctest -j2.
 # BLAS_THREADS (default 1): OpenBLAS threads per test process. ctest -j2 runs two tests at once
 # on this 2-core machine, and OpenBLAS threads spin (sched_yield) when they outnumber the
 # cores: with 2 each, a whole run spent 9 of its 47 CPU minutes in the kernel. Tests that pin
 # figures measured with 2 threads (qctl_quality_test) ask for 2.
 function(quant_add_test name)
-  cmake_parse_arguments(ARG "" "BLAS_THREADS" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "BLAS_THREADS;COST" "SOURCES;LIBS;LABELS" ${ARGN})
   if(NOT ARG_BLAS_THREADS)
     set(ARG_BLAS_THREADS 1)
   endif()
@@ -25,7 +28,9 @@ function(quant_add_test name)
     set(ARG_LABELS fast)
   endif()
   set(cost 1)
-  if("slow" IN_LIST ARG_LABELS)
+  if(ARG_COST)
+    set(cost ${ARG_COST})
+  elseif("slow" IN_LIST ARG_LABELS)
     set(cost 100)
   endif()
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_PREFIX "${name}."
