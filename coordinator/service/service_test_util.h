@@ -8,12 +8,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "proto/quant.grpc.pb.h"
@@ -173,5 +177,70 @@ class Worker {
   int http_port_ = 0;
 };
 #endif
+
+// A file's bytes ("" when it cannot be read).
+inline std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Files of checkpoint `a` missing from `b` or different in bytes (report.json holds timings,
+// slq_bits.png is drawn from it).
+inline std::vector<std::string> CheckpointDifferences(const fs::path& a, const fs::path& b) {
+  std::vector<std::string> diff;
+  for (const auto& e : fs::directory_iterator(a)) {
+    const std::string name = e.path().filename().string();
+    if (name == "report.json" || name == "slq_bits.png") continue;
+    if (!fs::exists(b / name) || ReadFile(e.path()) != ReadFile(b / name)) diff.push_back(name);
+  }
+  return diff;
+}
+
+#if defined(QCTL_BINARY)
+// `qctl submit` to `address` with `flags`; the job id it printed (-1 when none). `*output` (when
+// given) receives what qctl printed, for the caller's failure message.
+inline int64_t SubmitWithQctl(const std::string& address, const fs::path& token_file,
+                              const std::string& flags, int* rc, std::string* output = nullptr) {
+  const std::string out = RunCommand(std::string(QCTL_BINARY) + " submit --coordinator " +
+                                         address + " --token-file " + token_file.string() + " " +
+                                         flags,
+                                     rc);
+  if (output != nullptr) *output = out;
+  const size_t pos = out.find("job ");
+  return pos == std::string::npos ? -1 : std::stoll(out.substr(pos + 4));
+}
+#endif
+
+// The job's status (with its tasks); a failed call reads as still running.
+inline quant::v1::JobStatus JobStatusOf(Coordinator& c, int64_t job) {
+  grpc::ClientContext ctx;
+  quant::v1::JobRequest req;
+  req.set_protocol(quant::v1::PROTOCOL_VERSION);
+  req.set_job_id(job);
+  quant::v1::JobStatus st;
+  const grpc::Status s = c.jobs().Status(&ctx, req, &st);
+  if (!s.ok()) {
+    std::fprintf(stderr, "status: %s\n", s.error_message().c_str());
+    st.set_state(quant::v1::JOB_RUNNING);  // unknown: keep waiting
+  }
+  return st;
+}
+
+// Polls until the job ends (or `pred` holds, when given) or `seconds` pass; the last status.
+inline quant::v1::JobStatus WaitForJob(
+    Coordinator& c, int64_t job, double seconds,
+    const std::function<bool(const quant::v1::JobStatus&)>& pred = nullptr) {
+  const auto end = std::chrono::steady_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  quant::v1::JobStatus st;
+  while (std::chrono::steady_clock::now() < end) {
+    st = JobStatusOf(c, job);
+    if (pred ? pred(st) : st.state() != quant::v1::JOB_RUNNING) return st;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return st;
+}
 
 }  // namespace quant::testing

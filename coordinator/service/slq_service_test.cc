@@ -23,11 +23,14 @@
 namespace {
 
 namespace fs = std::filesystem;
+using quant::testing::CheckpointDifferences;
 using quant::testing::Coordinator;
+using quant::testing::ReadFile;
 using quant::testing::RunCommand;
+using quant::testing::SubmitWithQctl;
+using quant::testing::WaitForJob;
 using quant::testing::Worker;
 const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
-constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
 
 // SLQ with the RTN start over {2, 4} bits at an average of 3, on a small calibration set: the
 // probe pass, the solve and the quantize pass all run, in seconds.
@@ -37,23 +40,7 @@ std::string JobFlags(const fs::path& out) {
          " --no-eval";
 }
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
-// Files of `a` missing from `b` or different (report.json holds timings).
-std::vector<std::string> Differences(const fs::path& a, const fs::path& b) {
-  std::vector<std::string> diff;
-  for (const auto& e : fs::directory_iterator(a)) {
-    const std::string name = e.path().filename().string();
-    if (name == "report.json" || name == "slq_bits.png") continue;
-    if (!fs::exists(b / name) || ReadFile(e.path()) != ReadFile(b / name)) diff.push_back(name);
-  }
-  return diff;
-}
 
 // unit -> bits of a report.json's SLQ solve.
 std::map<std::string, int> ReportBits(const fs::path& out) {
@@ -94,41 +81,16 @@ class SlqServiceTest : public ::testing::Test {
   }
   int64_t Submit(const std::string& address, const std::string& flags) {
     int rc = 0;
-    const std::string out =
-        RunCommand(std::string(QCTL_BINARY) + " submit --coordinator " + address +
-                       " --token-file " + (tmp_ / "token").string() + " " + flags,
-                   &rc);
+    std::string out;
+    const int64_t job = SubmitWithQctl(address, tmp_ / "token", flags, &rc, &out);
     EXPECT_EQ(rc, 0) << out;
-    const size_t pos = out.find("job ");
-    return pos == std::string::npos ? -1 : std::stoll(out.substr(pos + 4));
-  }
-  static quant::v1::JobStatus Status(Coordinator& c, int64_t job) {
-    grpc::ClientContext ctx;
-    quant::v1::JobRequest req;
-    req.set_protocol(kProtocol);
-    req.set_job_id(job);
-    quant::v1::JobStatus st;
-    if (!c.jobs().Status(&ctx, req, &st).ok()) st.set_state(quant::v1::JOB_RUNNING);
-    return st;
-  }
-  static quant::v1::JobStatus WaitFor(
-      Coordinator& c, int64_t job, double seconds,
-      const std::function<bool(const quant::v1::JobStatus&)>& pred = nullptr) {
-    const auto end = std::chrono::steady_clock::now() +
-                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
-    quant::v1::JobStatus st;
-    while (std::chrono::steady_clock::now() < end) {
-      st = Status(c, job);
-      if (pred ? pred(st) : st.state() != quant::v1::JOB_RUNNING) return st;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return st;
+    return job;
   }
   // The job ended well with the reference's bytes and bits, the allocation in its status.
   void ExpectTheReference(const quant::v1::JobStatus& st) {
     ASSERT_EQ(st.state(), quant::v1::JOB_SUCCEEDED) << st.error();
-    EXPECT_EQ(Differences(Reference(), tmp_ / "out"), std::vector<std::string>{});
-    EXPECT_EQ(Differences(tmp_ / "out", Reference()), std::vector<std::string>{});
+    EXPECT_EQ(CheckpointDifferences(Reference(), tmp_ / "out"), std::vector<std::string>{});
+    EXPECT_EQ(CheckpointDifferences(tmp_ / "out", Reference()), std::vector<std::string>{});
     const std::map<std::string, int> bits = ReportBits(tmp_ / "out");
     EXPECT_EQ(bits, ReportBits(Reference()));
     ASSERT_TRUE(st.has_slq());
@@ -150,7 +112,7 @@ TEST_F(SlqServiceTest, TwoWorkersPickTheEmbeddedRunsBitsAndWriteItsBytes) {
   Worker w1(c.grpc_address(), "w1", tmp_ / "w1.log");
   ASSERT_TRUE(w0.up() && w1.up());
   const int64_t job = Submit(c.grpc_address(), JobFlags(tmp_ / "out"));
-  const quant::v1::JobStatus st = WaitFor(c, job, 600);
+  const quant::v1::JobStatus st = WaitForJob(c, job, 600);
   ExpectTheReference(st);
   std::set<std::string> probed_on;
   int probes = 0;
@@ -178,7 +140,7 @@ TEST_F(SlqServiceTest, TwoWorkersPickTheEmbeddedRunsBitsAndWriteItsBytes) {
   fs::rename(tmp_ / "out", tmp_ / "first");
   const int64_t again = Submit(c.grpc_address(), "--job-id again " + JobFlags(tmp_ / "out"));
   ASSERT_NE(again, job);
-  const quant::v1::JobStatus cached = WaitFor(c, again, 600);
+  const quant::v1::JobStatus cached = WaitForJob(c, again, 600);
   ExpectTheReference(cached);
   for (const auto& t : cached.tasks()) {
     if (t.kind() != "probe") continue;
@@ -204,7 +166,7 @@ TEST_F(SlqServiceTest, KillNineOfAWorkerMidProbeAndOfTheCoordinatorBeforeTheSolv
     ASSERT_TRUE(w0->up() && w1.up());
     job = Submit(address, JobFlags(tmp_ / "out"));
     // A probe held by w0: kill it there (kill -9), mid-probe.
-    const quant::v1::JobStatus mid = WaitFor(first, job, 300, [](const quant::v1::JobStatus& s) {
+    const quant::v1::JobStatus mid = WaitForJob(first, job, 300, [](const quant::v1::JobStatus& s) {
       for (const auto& t : s.tasks()) {
         if (t.kind() == "probe" && t.state() == "leased" && t.worker() == "w0") return true;
       }
@@ -224,7 +186,7 @@ TEST_F(SlqServiceTest, KillNineOfAWorkerMidProbeAndOfTheCoordinatorBeforeTheSolv
     Coordinator again(tmp_ / "state.db", tmp_ / "token",
                       {"--lease-seconds", "3", "--listen", address});
     ASSERT_TRUE(again.up());
-    const quant::v1::JobStatus end = WaitFor(again, job, 600);
+    const quant::v1::JobStatus end = WaitForJob(again, job, 600);
     ExpectTheReference(end);
     int probes = 0, rerun = 0;
     for (const auto& t : end.tasks()) {

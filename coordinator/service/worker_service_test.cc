@@ -33,9 +33,14 @@
 namespace {
 
 namespace fs = std::filesystem;
+using quant::testing::CheckpointDifferences;
 using quant::testing::Coordinator;
+using quant::testing::JobStatusOf;
 using quant::testing::PromtoolAccepts;
+using quant::testing::ReadFile;
 using quant::testing::RunCommand;
+using quant::testing::SubmitWithQctl;
+using quant::testing::WaitForJob;
 using quant::testing::Worker;
 const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
 constexpr uint32_t kProtocol = quant::v1::PROTOCOL_VERSION;
@@ -54,23 +59,7 @@ std::string Scrape(int port) {
   return res ? res->body : std::string();
 }
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
-// Files of `a` that are missing from `b` or differ in bytes (report.json holds timings).
-std::vector<std::string> Differences(const fs::path& a, const fs::path& b) {
-  std::vector<std::string> diff;
-  for (const auto& e : fs::directory_iterator(a)) {
-    const std::string name = e.path().filename().string();
-    if (name == "report.json") continue;
-    if (!fs::exists(b / name) || ReadFile(e.path()) != ReadFile(b / name)) diff.push_back(name);
-  }
-  return diff;
-}
 
 class WorkerServiceTest : public ::testing::Test {
  protected:
@@ -133,40 +122,10 @@ class WorkerServiceTest : public ::testing::Test {
   // qctl submit; returns the job id.
   int64_t Submit(const Coordinator& c, const std::string& flags) {
     int rc = 0;
-    const std::string out = RunCommand(std::string(QCTL_BINARY) + " submit --coordinator " +
-                                    c.grpc_address() + " --token-file " +
-                                    (tmp_ / "token").string() + " " + flags,
-                                &rc);
+    std::string out;
+    const int64_t job = SubmitWithQctl(c.grpc_address(), tmp_ / "token", flags, &rc, &out);
     EXPECT_EQ(rc, 0) << out;
-    const size_t pos = out.find("job ");
-    return pos == std::string::npos ? -1 : std::stoll(out.substr(pos + 4));
-  }
-  static quant::v1::JobStatus Status(Coordinator& c, int64_t job) {
-    grpc::ClientContext ctx;
-    quant::v1::JobRequest req;
-    req.set_protocol(kProtocol);
-    req.set_job_id(job);
-    quant::v1::JobStatus st;
-    const grpc::Status s = c.jobs().Status(&ctx, req, &st);
-    if (!s.ok()) {
-      std::fprintf(stderr, "status: %s\n", s.error_message().c_str());
-      st.set_state(quant::v1::JOB_RUNNING);  // unknown: keep waiting
-    }
-    return st;
-  }
-  // Polls until the job ends (or `pred` holds, when given) or the time runs out.
-  static quant::v1::JobStatus WaitFor(
-      Coordinator& c, int64_t job, double seconds,
-      const std::function<bool(const quant::v1::JobStatus&)>& pred = nullptr) {
-    const auto end = std::chrono::steady_clock::now() +
-                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
-    quant::v1::JobStatus st;
-    while (std::chrono::steady_clock::now() < end) {
-      st = Status(c, job);
-      if (pred ? pred(st) : st.state() != quant::v1::JOB_RUNNING) return st;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return st;
+    return job;
   }
   static const quant::v1::TaskStatus* Task(const quant::v1::JobStatus& st,
                                            const std::string& name) {
@@ -199,10 +158,10 @@ TEST_F(WorkerServiceTest, OneTwoAndFourWorkersWriteTheEmbeddedRunsBytes) {
     std::string flags = JobFlags(dir / "out") + " --expert-shards " + std::to_string(workers);
     if (workers == 1) flags.replace(flags.find(" --no-eval"), 10, "");
     const int64_t job = Submit(c, flags);
-    const quant::v1::JobStatus st = WaitFor(c, job, 600);
+    const quant::v1::JobStatus st = WaitForJob(c, job, 600);
     ASSERT_EQ(st.state(), quant::v1::JOB_SUCCEEDED) << st.error();
-    EXPECT_EQ(Differences(Reference(30), dir / "out"), std::vector<std::string>{});
-    EXPECT_EQ(Differences(dir / "out", Reference(30)), std::vector<std::string>{});
+    EXPECT_EQ(CheckpointDifferences(Reference(30), dir / "out"), std::vector<std::string>{});
+    EXPECT_EQ(CheckpointDifferences(dir / "out", Reference(30)), std::vector<std::string>{});
     if (workers == 1) {
       const std::string report = ReadFile(dir / "out" / "report.json");
       EXPECT_NE(report.find("\"eval\""), std::string::npos) << "the evaluate task's report";
@@ -309,7 +268,7 @@ TEST_F(WorkerServiceTest, KillNineOfAWorkerMidTaskReRunsTheTaskElsewhere) {
   const int64_t job = Submit(c, JobFlags(tmp_ / "out"));
   // Wait until the victim is inside a GSQ task (seconds of work), then kill it.
   std::string killed_task;
-  WaitFor(c, job, 300, [&](const quant::v1::JobStatus& st) {
+  WaitForJob(c, job, 300, [&](const quant::v1::JobStatus& st) {
     for (const auto& t : st.tasks()) {
       if (t.kind() == "gsq" && t.state() == "leased") killed_task = t.name();
     }
@@ -320,14 +279,14 @@ TEST_F(WorkerServiceTest, KillNineOfAWorkerMidTaskReRunsTheTaskElsewhere) {
   victim->Kill();
   Worker rescuer(c.grpc_address(), "rescuer", tmp_ / "rescuer.log");
   ASSERT_TRUE(rescuer.up());
-  const quant::v1::JobStatus st = WaitFor(c, job, 600);
+  const quant::v1::JobStatus st = WaitForJob(c, job, 600);
   ASSERT_EQ(st.state(), quant::v1::JOB_SUCCEEDED) << st.error();
   const quant::v1::TaskStatus* t = Task(st, killed_task);
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->executions(), 2);  // the killed attempt and the rescuer's
   EXPECT_EQ(t->attempts(), 1);    // one expired lease
   EXPECT_EQ(t->worker(), "rescuer");
-  EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
+  EXPECT_EQ(CheckpointDifferences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
   std::printf("killed worker in %s: executions %lld\n", killed_task.c_str(),
               static_cast<long long>(t->executions()));
 }
@@ -342,7 +301,7 @@ TEST_F(WorkerServiceTest, KillNineOfAGangMemberMidExchangeReFormsTheGang) {
   ASSERT_TRUE(a->up() && b->up());
   const int64_t job = Submit(c, JobFlags(tmp_ / "out") + " --expert-shards 2");
   std::string gang_task;
-  WaitFor(c, job, 300, [&](const quant::v1::JobStatus& st) {
+  WaitForJob(c, job, 300, [&](const quant::v1::JobStatus& st) {
     for (const auto& t : st.tasks()) {
       if (t.name().find("[x2]") != std::string::npos && t.state() == "leased" && t.layer() >= 2) {
         gang_task = t.name();
@@ -354,13 +313,13 @@ TEST_F(WorkerServiceTest, KillNineOfAGangMemberMidExchangeReFormsTheGang) {
   b->Kill();  // kill -9 of a member inside the gang's exchange
   Worker spare(c.grpc_address(), "spare", tmp_ / "spare.log", flags);
   ASSERT_TRUE(spare.up());
-  const quant::v1::JobStatus st = WaitFor(c, job, 600);
+  const quant::v1::JobStatus st = WaitForJob(c, job, 600);
   ASSERT_EQ(st.state(), quant::v1::JOB_SUCCEEDED) << st.error();
   const quant::v1::TaskStatus* t = Task(st, gang_task);
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->executions(), 2) << "the gang was not re-formed once";
   EXPECT_NE(t->worker().find("spare"), std::string::npos) << t->worker();
-  EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
+  EXPECT_EQ(CheckpointDifferences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
   const std::string metrics = Scrape(c.http_port());
   EXPECT_NE(metrics.find("quant_gang_formations_total{kind=\"re-formed\"}"), std::string::npos)
       << metrics;
@@ -381,7 +340,7 @@ TEST_F(WorkerServiceTest, KillNineOfTheCoordinatorMidJobResumesOnTheSameState) {
     ASSERT_TRUE(w.up());
     job = Submit(first, JobFlags(tmp_ / "out"));
     const quant::v1::JobStatus st =
-        WaitFor(first, job, 300, [](const quant::v1::JobStatus& s) { return s.tasks_done() >= 5; });
+        WaitForJob(first, job, 300, [](const quant::v1::JobStatus& s) { return s.tasks_done() >= 5; });
     ASSERT_GE(st.tasks_done(), 5);
     first.Kill();  // kill -9 mid-job; the worker keeps running and retries
     for (const auto& t : st.tasks()) {
@@ -390,14 +349,14 @@ TEST_F(WorkerServiceTest, KillNineOfTheCoordinatorMidJobResumesOnTheSameState) {
     Coordinator again(tmp_ / "state.db", tmp_ / "token",
                       {"--lease-seconds", "3", "--listen", address});
     ASSERT_TRUE(again.up());
-    const quant::v1::JobStatus end = WaitFor(again, job, 600);
+    const quant::v1::JobStatus end = WaitForJob(again, job, 600);
     ASSERT_EQ(end.state(), quant::v1::JOB_SUCCEEDED) << end.error();
     for (const auto& [name, executions] : done_before) {
       const quant::v1::TaskStatus* t = Task(end, name);
       ASSERT_NE(t, nullptr);
       EXPECT_EQ(t->executions(), 1) << name << " ran again after the restart";
     }
-    EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
+    EXPECT_EQ(CheckpointDifferences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
     // The same client id with another option is refused (fingerprint mismatch).
     int rc = 0;
     const std::string out = RunCommand(std::string(QCTL_BINARY) + " submit --coordinator " + address +
@@ -421,7 +380,7 @@ TEST_F(WorkerServiceTest, AWorkerFrozenPastItsLeaseCannotCommitOverTheNewerAttem
   ASSERT_TRUE(frozen.up());
   const int64_t job = Submit(c, JobFlags(tmp_ / "out"));
   std::string task;
-  WaitFor(c, job, 300, [&](const quant::v1::JobStatus& st) {
+  WaitForJob(c, job, 300, [&](const quant::v1::JobStatus& st) {
     for (const auto& t : st.tasks()) {
       if (t.kind() == "gsq" && t.state() == "leased") task = t.name();
     }
@@ -432,13 +391,13 @@ TEST_F(WorkerServiceTest, AWorkerFrozenPastItsLeaseCannotCommitOverTheNewerAttem
   Worker other(c.grpc_address(), "other", tmp_ / "other.log");
   ASSERT_TRUE(other.up());
   // The other worker re-runs the task under a newer epoch and commits it.
-  const quant::v1::JobStatus st = WaitFor(c, job, 300, [&](const quant::v1::JobStatus& s) {
+  const quant::v1::JobStatus st = WaitForJob(c, job, 300, [&](const quant::v1::JobStatus& s) {
     const quant::v1::TaskStatus* t = Task(s, task);
     return t != nullptr && t->state() == "done";
   });
   ASSERT_EQ(Task(st, task)->worker(), "other");
   frozen.Signal(SIGCONT);  // its late completion carries the old epoch
-  const quant::v1::JobStatus end = WaitFor(c, job, 600);
+  const quant::v1::JobStatus end = WaitForJob(c, job, 600);
   ASSERT_EQ(end.state(), quant::v1::JOB_SUCCEEDED) << end.error();
   // Woken, the frozen worker learns at its next heartbeat that its lease was revoked and stops
   // the attempt at the next GSQ step (or, had it finished first, is told its completion was
@@ -454,7 +413,7 @@ TEST_F(WorkerServiceTest, AWorkerFrozenPastItsLeaseCannotCommitOverTheNewerAttem
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   EXPECT_TRUE(told()) << log;
-  EXPECT_EQ(Differences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
+  EXPECT_EQ(CheckpointDifferences(Reference(30), tmp_ / "out"), std::vector<std::string>{});
   EXPECT_EQ(Task(end, task)->executions(), 2);
   // The coordinator's log of the job tells the story.
   int rc = 0;
@@ -500,7 +459,7 @@ TEST_F(WorkerServiceTest, CancelStopsTheRunningTaskAndRemovesTheScratch) {
   // 100,000 steps: minutes of GSQ if it were not stopped.
   const int64_t job = Submit(c, JobFlags(tmp_ / "out", 100000));
   std::string gsq_task;
-  WaitFor(c, job, 300, [&](const quant::v1::JobStatus& st) {
+  WaitForJob(c, job, 300, [&](const quant::v1::JobStatus& st) {
     for (const auto& t : st.tasks()) {
       if (t.kind() == "gsq" && t.state() == "leased") gsq_task = t.name();
     }
@@ -528,7 +487,7 @@ TEST_F(WorkerServiceTest, CancelStopsTheRunningTaskAndRemovesTheScratch) {
   EXPECT_NE(log.find("revoked: stopping it"), std::string::npos) << log;
   EXPECT_NE(log.find("GSQ stopped at step"), std::string::npos) << log;
   std::printf("the GSQ task stopped %.1f s after the cancel\n", seconds);
-  EXPECT_EQ(Status(c, job).state(), quant::v1::JOB_CANCELLED);
+  EXPECT_EQ(JobStatusOf(c, job).state(), quant::v1::JOB_CANCELLED);
   EXPECT_FALSE(fs::exists(tmp_ / "scratch" / ("job-" + std::to_string(job))));
   EXPECT_FALSE(fs::exists(tmp_ / "out"));
   // No attempt of the stopped task is left beside the scratch either.
@@ -556,7 +515,7 @@ TEST_F(WorkerServiceTest, SymlinkSwappedInAfterSubmitCannotMoveTheOutputOutOfThe
   fs::create_directory_symlink(outside, allowed / "sub");
   Worker w(c.grpc_address(), "w", tmp_ / "w.log");
   ASSERT_TRUE(w.up());
-  const quant::v1::JobStatus st = WaitFor(c, job, 300);
+  const quant::v1::JobStatus st = WaitForJob(c, job, 300);
   EXPECT_EQ(st.state(), quant::v1::JOB_FAILED);
   EXPECT_NE(st.error().find("outside the allowed roots"), std::string::npos) << st.error();
   EXPECT_TRUE(fs::is_empty(outside));
@@ -601,7 +560,7 @@ TEST_F(WorkerServiceTest, AModelFileLinkedOutOfTheRootsIsNotRead) {
   fs::create_symlink(outside / "tokenizer.json", model / "tokenizer.json");
   Worker w(c.grpc_address(), "w", tmp_ / "w.log");
   ASSERT_TRUE(w.up());
-  const quant::v1::JobStatus st = WaitFor(c, job, 300);
+  const quant::v1::JobStatus st = WaitForJob(c, job, 300);
   EXPECT_EQ(st.state(), quant::v1::JOB_FAILED);
   EXPECT_NE(st.error().find("tokenizer.json: opens a file outside the allowed roots"),
             std::string::npos) << st.error();
@@ -618,7 +577,7 @@ TEST_F(WorkerServiceTest, ATaskThatThrowsIsAFailedAttemptNotACrash) {
   ::unsetenv("QUANT_INJECT_TASK_FAILURE");
   ASSERT_TRUE(w.up());
   const int64_t job = Submit(c, JobFlags(tmp_ / "out"));
-  const quant::v1::JobStatus st = WaitFor(c, job, 120);
+  const quant::v1::JobStatus st = WaitForJob(c, job, 120);
   EXPECT_EQ(st.state(), quant::v1::JOB_FAILED);
   EXPECT_NE(st.error().find("L1/calibrate (layer 1): torch error: injected failure"),
             std::string::npos) << st.error();
