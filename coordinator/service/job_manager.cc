@@ -178,7 +178,12 @@ void JobManager::RunCoordinatorTasks() {
   if (!ready.ok()) return;
   for (const auto& [job_id, task_id] : *ready) {
     absl::Status s = Solve(job_id, task_id);
-    if (!s.ok()) log_->Append(job_id, "coordinator", std::string(s.message()));
+    if (s.ok()) continue;
+    // Not retried on every lease call: the job fails with the reason (a missing probe table,
+    // a model that cannot be opened here).
+    const std::string error = absl::StrCat("solve: ", s.message());
+    log_->Append(job_id, "coordinator", error);
+    state_->FinishCoordinatorTask(job_id, task_id, "", error).IgnoreError();
   }
 }
 
@@ -227,6 +232,9 @@ absl::Status JobManager::Solve(int64_t job_id, int64_t task_id) {
       tasks::TaskOutputPaths(JobDir(job_id), spec.out_dir, *task, /*epoch=*/1);
   std::error_code ec;
   fs::remove_all(output.attempt, ec);
+  // Only this process runs the solve: an allocation committed by a run that died before it
+  // recorded the task (its report's timing differs) is replaced, not compared.
+  fs::remove_all(output.committed, ec);
   fs::create_directories(output.attempt, ec);
   RETURN_IF_ERROR(WriteFileAtomically(output.attempt + "/allocation.json", allocation));
   RETURN_IF_ERROR(CommitOutput(*task, output));
