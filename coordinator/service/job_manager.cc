@@ -253,7 +253,12 @@ absl::Status JobManager::TakeCachedProbes(int64_t job_id, const tasks::QuantizeJ
                                           const storage::Checkpoint& checkpoint,
                                           const tasks::Plan& plan) {
   ASSIGN_OR_RETURN(const std::string files, storage::DescribeFiles(checkpoint.store()));
-  ASSIGN_OR_RETURN(const auto cached, state_->ProbeCache(tasks::ProbeCacheKey(spec, files)));
+  const std::string key = tasks::ProbeCacheKey(spec, files);
+  {
+    std::lock_guard<std::mutex> lock(probe_keys_mu_);
+    probe_keys_[job_id] = key;
+  }
+  ASSIGN_OR_RETURN(const auto cached, state_->ProbeCache(key));
   if (cached.empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(const tasks::SlqUnits units, tasks::SlqUnitsOf(checkpoint, spec));
   int taken = 0;
@@ -281,16 +286,26 @@ absl::Status JobManager::TakeCachedProbes(int64_t job_id, const tasks::QuantizeJ
 
 void JobManager::RememberProbeTable(int64_t job_id, const tasks::Task& task,
                                     const std::string& table) {
-  absl::StatusOr<JobRecord> job = state_->GetJob(job_id);
-  if (!job.ok()) return;
-  absl::StatusOr<tasks::QuantizeJobSpec> spec = tasks::SpecFromJson(job->spec_json);
-  if (!spec.ok()) return;
-  absl::StatusOr<std::unique_ptr<storage::Checkpoint>> checkpoint =
-      storage::Checkpoint::Open(spec->model_dir);
-  if (!checkpoint.ok()) return;
-  absl::StatusOr<std::string> files = storage::DescribeFiles((*checkpoint)->store());
-  if (!files.ok()) return;  // no key: the table is not cached (never cached wrongly)
-  state_->PutProbeCache(tasks::ProbeCacheKey(*spec, *files), task.layer, table).IgnoreError();
+  absl::StatusOr<std::string> key = ProbeKeyOf(job_id);
+  if (!key.ok()) return;  // no key: the table is not cached (never cached wrongly)
+  state_->PutProbeCache(*key, task.layer, table).IgnoreError();
+}
+
+absl::StatusOr<std::string> JobManager::ProbeKeyOf(int64_t job_id) {
+  {
+    std::lock_guard<std::mutex> lock(probe_keys_mu_);
+    auto it = probe_keys_.find(job_id);
+    if (it != probe_keys_.end()) return it->second;
+  }
+  // Once per job and process: the model's index and file listing (a probe commits per layer).
+  ASSIGN_OR_RETURN(const JobRecord job, state_->GetJob(job_id));
+  ASSIGN_OR_RETURN(const tasks::QuantizeJobSpec spec, tasks::SpecFromJson(job.spec_json));
+  ASSIGN_OR_RETURN(const auto checkpoint, storage::Checkpoint::Open(spec.model_dir));
+  ASSIGN_OR_RETURN(const std::string files, storage::DescribeFiles(checkpoint->store()));
+  const std::string key = tasks::ProbeCacheKey(spec, files);
+  std::lock_guard<std::mutex> lock(probe_keys_mu_);
+  probe_keys_[job_id] = key;
+  return key;
 }
 
 absl::Status JobManager::SlqStatus(const JobRecord& job, v1::JobStatus* out) {

@@ -81,6 +81,10 @@ class JobManager {
   std::mutex plans_mu_;  // guards plans_ (planning happens under it)
   std::map<int64_t, tasks::Plan> plans_;
   absl::Status Solve(int64_t job_id, int64_t task_id);
+  // The job's probe cache key (job/slq_job.h's ProbeCacheKey), worked out once per process.
+  absl::StatusOr<std::string> ProbeKeyOf(int64_t job_id);
+  std::mutex probe_keys_mu_;  // guards probe_keys_
+  std::map<int64_t, std::string> probe_keys_;
   // A new SLQ job's probe tasks whose layer the probe cache covers are done from the cache.
   absl::Status TakeCachedProbes(int64_t job_id, const tasks::QuantizeJobSpec& spec,
                                 const storage::Checkpoint& checkpoint, const tasks::Plan& plan);
