@@ -32,12 +32,14 @@ using quant::testing::WaitForJob;
 using quant::testing::Worker;
 const std::string kModel = std::string(QUANT_SHARED_DIR) + "/models/tiny-deepseek-v3";
 
-// SLQ with the RTN start over {2, 4} bits at an average of 3, on a small calibration set: the
-// probe pass, the solve and the quantize pass all run, in seconds.
-std::string JobFlags(const fs::path& out) {
-  return "--model " + kModel + " --out " + out.string() +
-         " --method rtn --slq --slq-bits 2,4 --bits 3 --probe-windows 4 --calib-tokens 2048"
-         " --no-eval";
+// SLQ with the RTN start over {2, 4} bits, on a small calibration set: the probe pass, the solve
+// and the quantize pass all run, in seconds. `goal`: the budget (an average of 3 bits) or an
+// EAR target.
+const std::string kBudget = "--bits 3";
+const std::string kTarget = "--target-ear 0.93";
+std::string JobFlags(const fs::path& out, const std::string& goal = kBudget) {
+  return "--model " + kModel + " --out " + out.string() + " --method rtn --slq --slq-bits 2,4 " +
+         goal + " --probe-windows 4 --calib-tokens 2048 --no-eval";
 }
 
 
@@ -53,21 +55,23 @@ std::map<std::string, int> ReportBits(const fs::path& out) {
 
 class SlqServiceTest : public ::testing::Test {
  protected:
-  // The reference: `qctl quantize --slq` in one process (in memory), made once per process.
-  static fs::path Reference() {
-    static fs::path made;
-    if (!made.empty()) return made;
-    const fs::path out = fs::temp_directory_path() / ("slq_service_ref_" + std::to_string(getpid()));
+  // The reference: `qctl quantize --slq` in one process (in memory), made once per process and
+  // goal.
+  static fs::path Reference(const std::string& goal = kBudget) {
+    static std::map<std::string, fs::path> made;
+    if (made.count(goal)) return made[goal];
+    const fs::path out = RefRoot() / std::to_string(made.size());
     fs::remove_all(out);
     int rc = 0;
-    const std::string log =
-        RunCommand(std::string(QCTL_BINARY) + " quantize --in-memory " + JobFlags(out), &rc);
+    const std::string log = RunCommand(
+        std::string(QCTL_BINARY) + " quantize --in-memory " + JobFlags(out, goal), &rc);
     EXPECT_EQ(rc, 0) << log;
-    return made = out;
+    return made[goal] = out;
   }
-  static void TearDownTestSuite() {
-    fs::remove_all(fs::temp_directory_path() / ("slq_service_ref_" + std::to_string(getpid())));
+  static fs::path RefRoot() {
+    return fs::temp_directory_path() / ("slq_service_ref_" + std::to_string(getpid()));
   }
+  static void TearDownTestSuite() { fs::remove_all(RefRoot()); }
   void SetUp() override {
     tmp_ = fs::temp_directory_path() /
            ("slq_service_test_" + std::to_string(getpid()) + "_" +
@@ -87,18 +91,24 @@ class SlqServiceTest : public ::testing::Test {
     return job;
   }
   // The job ended well with the reference's bytes and bits, the allocation in its status.
-  void ExpectTheReference(const quant::v1::JobStatus& st) {
+  void ExpectTheReference(const quant::v1::JobStatus& st, const std::string& goal = kBudget) {
     ASSERT_EQ(st.state(), quant::v1::JOB_SUCCEEDED) << st.error();
-    EXPECT_EQ(CheckpointDifferences(Reference(), tmp_ / "out"), std::vector<std::string>{});
-    EXPECT_EQ(CheckpointDifferences(tmp_ / "out", Reference()), std::vector<std::string>{});
+    EXPECT_EQ(CheckpointDifferences(Reference(goal), tmp_ / "out"), std::vector<std::string>{});
+    EXPECT_EQ(CheckpointDifferences(tmp_ / "out", Reference(goal)), std::vector<std::string>{});
     const std::map<std::string, int> bits = ReportBits(tmp_ / "out");
-    EXPECT_EQ(bits, ReportBits(Reference()));
+    EXPECT_FALSE(bits.empty());
+    EXPECT_EQ(bits, ReportBits(Reference(goal)));
     ASSERT_TRUE(st.has_slq());
     const std::map<std::string, int> in_status(st.slq().unit_bits().begin(),
                                                st.slq().unit_bits().end());
     EXPECT_EQ(in_status, bits);
-    EXPECT_EQ(st.slq().mode(), "budget");
-    EXPECT_LE(st.slq().average_bits(), 3.0 + 1e-9);
+    if (goal == kBudget) {
+      EXPECT_EQ(st.slq().mode(), "budget");
+      EXPECT_LE(st.slq().average_bits(), 3.0 + 1e-9);
+    } else {
+      EXPECT_EQ(st.slq().mode(), "target-ear");
+      EXPECT_GE(st.slq().predicted_ear(), 0.93);
+    }
     EXPECT_GT(st.slq().predicted_ear(), 0);
   }
 
@@ -148,6 +158,18 @@ TEST_F(SlqServiceTest, TwoWorkersPickTheEmbeddedRunsBitsAndWriteItsBytes) {
     EXPECT_EQ(t.worker(), "probe cache") << t.name();
   }
   EXPECT_EQ(cached.slq().probes_run(), 0);
+}
+
+// The EAR-target mode through the service: the coordinator's solve picks the fewest bits whose
+// predicted EAR reaches the target, as the embedded run does.
+TEST_F(SlqServiceTest, AnEarTargetGivesTheEmbeddedRunsBitsAndBytes) {
+  Coordinator c(tmp_ / "state.db", tmp_ / "token");
+  ASSERT_TRUE(c.up());
+  Worker w0(c.grpc_address(), "w0", tmp_ / "w0.log");
+  Worker w1(c.grpc_address(), "w1", tmp_ / "w1.log");
+  ASSERT_TRUE(w0.up() && w1.up());
+  const int64_t job = Submit(c.grpc_address(), JobFlags(tmp_ / "out", kTarget));
+  ExpectTheReference(WaitForJob(c, job, 600), kTarget);
 }
 
 TEST_F(SlqServiceTest, KillNineOfAWorkerMidProbeAndOfTheCoordinatorBeforeTheSolve) {
