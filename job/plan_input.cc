@@ -84,8 +84,11 @@ JobEstimate EstimateJob(const storage::Checkpoint& checkpoint, const model::Mode
   const double quantize = other_params * f32 + experts * (expert_params * f32 * 2 + hessians);
   // GSQ of one shard: per weight the original, the soft weight and its gradient (fp32), five
   // logits and their momentum (fp32 on the CPU path), the start codes; the shard's tokens.
-  const double gsq = experts / g * expert_params * (3 * f32 + 10 * f32 + 1) +
-                     routed / g * h * f32 * 2;
+  // (Only GSQ jobs have GSQ tasks.)
+  const double gsq = spec.method != Method::kGsq
+                         ? 0
+                         : experts / g * expert_params * (3 * f32 + 10 * f32 + 1) +
+                               routed / g * h * f32 * 2;
   e.worker_memory_bytes = static_cast<uint64_t>(std::max({gang, quantize, gsq}));
   e.peak_task = gang >= quantize && gang >= gsq ? "calibrate/propagate"
                 : quantize >= gsq              ? "quantize"
