@@ -11,8 +11,9 @@ def length(text, pat):
                     return j-i+1
     return None
 rev=sys.argv[1]
-MOVED={'worker/tasks/quantize_job.cc':'worker/runner/embedded_job.cc'}
-for f,pat in [('worker/quant/gsq.cc',r'RunGsq\('),('worker/quant/gptq.cc',r'GptqQuantizer::QuantizeBatch\('),('worker/quant/export.cc',r'ExportInto\('),('worker/tasks/quantize_job.cc',r'^absl::StatusOr<QuantizeJobResult> RunQuantizeJob\('),('worker/service/main.cc',r'^int main\('),
+MOVED={'worker/tasks/quantize_job.cc':'worker/runner/embedded_job.cc',
+       'worker/tasks/service_tasks.cc':'worker/runner/service_task.cc'}
+for f,pat in [('worker/quant/gsq.cc',r'RunGsq\('),('worker/quant/gptq.cc',r'GptqQuantizer::QuantizeBatch\('),('worker/quant/export.cc',r'ExportInto\('),('worker/tasks/quantize_job.cc',r'^absl::StatusOr<QuantizeJobResult> RunQuantizeJob\('),('worker/service/main.cc',r'^int main\('),('worker/tasks/service_tasks.cc',r'^absl::Status RunServiceTask\('),
     # The coordinator's longest handlers before the managers, and what they became (issue 23 item 4).
     ('coordinator/service/coordinator_service.cc',r'CoordinatorService::Submit\('),('coordinator/service/coordinator_service.cc',r'CoordinatorService::Lease\('),('coordinator/service/coordinator_service.cc',r'CoordinatorService::Complete\('),
     ('coordinator/service/job_manager.cc',r'JobManager::Submit\('),('coordinator/service/lease_manager.cc',r'LeaseManager::TryLease\('),('coordinator/service/lease_manager.cc',r'LeaseManager::CompleteLocked\('),

@@ -211,4 +211,6 @@ void CoordinatorService::RefreshGauges() {
 
 void CoordinatorService::SweepEndedJobs() { jobs_.SweepEndedJobs(); }
 
+void CoordinatorService::RunCoordinatorTasks() { jobs_.RunCoordinatorTasks(); }
+
 }  // namespace quant::coordinator

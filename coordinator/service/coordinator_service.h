@@ -74,6 +74,10 @@ class CoordinatorService final : public v1::Jobs::Service, public v1::Workers::S
   // Removes what ended jobs leave behind (JobManager::SweepEndedJobs). Called at start-up and
   // every few seconds from Lease: jobs also end by lease expiry.
   void SweepEndedJobs();
+  // Runs the coordinator's own tasks that are ready (JobManager::RunCoordinatorTasks): at
+  // start-up, a solve whose probes all committed before a restart; later the last probe's
+  // commit starts it.
+  void RunCoordinatorTasks();
 
  private:
   // Bearer token of Submit and Cancel.

@@ -252,12 +252,7 @@ absl::Status JobManager::Solve(int64_t job_id, int64_t task_id) {
 absl::Status JobManager::TakeCachedProbes(int64_t job_id, const tasks::QuantizeJobSpec& spec,
                                           const storage::Checkpoint& checkpoint,
                                           const tasks::Plan& plan) {
-  ASSIGN_OR_RETURN(const std::string files, storage::DescribeFiles(checkpoint.store()));
-  const std::string key = tasks::ProbeCacheKey(spec, files);
-  {
-    std::lock_guard<std::mutex> lock(probe_keys_mu_);
-    probe_keys_[job_id] = key;
-  }
+  ASSIGN_OR_RETURN(const std::string key, ProbeKeyOf(job_id, spec, checkpoint));
   ASSIGN_OR_RETURN(const auto cached, state_->ProbeCache(key));
   if (cached.empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(const tasks::SlqUnits units, tasks::SlqUnitsOf(checkpoint, spec));
@@ -301,7 +296,13 @@ absl::StatusOr<std::string> JobManager::ProbeKeyOf(int64_t job_id) {
   ASSIGN_OR_RETURN(const JobRecord job, state_->GetJob(job_id));
   ASSIGN_OR_RETURN(const tasks::QuantizeJobSpec spec, tasks::SpecFromJson(job.spec_json));
   ASSIGN_OR_RETURN(const auto checkpoint, storage::Checkpoint::Open(spec.model_dir));
-  ASSIGN_OR_RETURN(const std::string files, storage::DescribeFiles(checkpoint->store()));
+  return ProbeKeyOf(job_id, spec, *checkpoint);
+}
+
+absl::StatusOr<std::string> JobManager::ProbeKeyOf(int64_t job_id,
+                                                   const tasks::QuantizeJobSpec& spec,
+                                                   const storage::Checkpoint& checkpoint) {
+  ASSIGN_OR_RETURN(const std::string files, storage::DescribeFiles(checkpoint.store()));
   const std::string key = tasks::ProbeCacheKey(spec, files);
   std::lock_guard<std::mutex> lock(probe_keys_mu_);
   probe_keys_[job_id] = key;

@@ -83,6 +83,9 @@ class JobManager {
   absl::Status Solve(int64_t job_id, int64_t task_id);
   // The job's probe cache key (job/slq_job.h's ProbeCacheKey), worked out once per process.
   absl::StatusOr<std::string> ProbeKeyOf(int64_t job_id);
+  // The same from the job's spec and opened model (Submit has both), remembered.
+  absl::StatusOr<std::string> ProbeKeyOf(int64_t job_id, const tasks::QuantizeJobSpec& spec,
+                                         const storage::Checkpoint& checkpoint);
   std::mutex probe_keys_mu_;  // guards probe_keys_
   std::map<int64_t, std::string> probe_keys_;
   // A new SLQ job's probe tasks whose layer the probe cache covers are done from the cache.

@@ -49,7 +49,6 @@ absl::Status LeaseManager::Lease(const std::string& worker, const std::function<
                                  v1::LeaseResponse* resp) {
   SawWorker(worker);
   jobs_->SweepEndedJobs();
-  jobs_->RunCoordinatorTasks();  // e.g. a solve whose probes finished before a restart
   const double until = clock_->Now() + options_.lease_long_poll_seconds;
   std::unique_lock<std::mutex> lock(lease_mu_);
   while (true) {
@@ -224,9 +223,10 @@ absl::Status LeaseManager::CompleteLocked(const v1::CompleteRequest& req,
       s = commit.ok()
               ? state_->CompleteTask(job_id, task_id, epoch, now, result)
               : state_->FailTask(job_id, task_id, epoch, std::string(commit.message()), now);
-      if (s.ok() && commit.ok() && task.kind == tasks::TaskKind::kProbe) {
-        jobs_->RememberProbeTable(job_id, task, result);
-        jobs_->RunCoordinatorTasks();  // the last probe releases the solve
+      if (s.ok() && commit.ok()) {
+        if (task.kind == tasks::TaskKind::kProbe) jobs_->RememberProbeTable(job_id, task, result);
+        // A commit may be the last dependency of a task the coordinator runs (SLQ's solve).
+        jobs_->RunCoordinatorTasks();
       }
       if (s.ok() && !commit.ok()) {
         CountTask("failed");

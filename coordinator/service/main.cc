@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
   }
   quant::coordinator::CoordinatorService service(state->get(), options);
   service.SweepEndedJobs();  // what jobs that ended while no coordinator ran left behind
+  service.RunCoordinatorTasks();  // e.g. a solve whose probes committed before a restart
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   auto credentials = quant::tls::ServerCredentials(tls);

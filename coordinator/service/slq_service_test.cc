@@ -112,15 +112,24 @@ class SlqServiceTest : public ::testing::Test {
     EXPECT_GT(st.slq().predicted_ear(), 0);
   }
 
+  // A coordinator and two workers on loopback.
+  struct Service {
+    explicit Service(const fs::path& dir)
+        : c(dir / "state.db", dir / "token"),
+          w0(c.grpc_address(), "w0", dir / "w0.log"),
+          w1(c.grpc_address(), "w1", dir / "w1.log") {}
+    bool up() const { return c.up() && w0.up() && w1.up(); }
+    Coordinator c;
+    Worker w0, w1;
+  };
+
   fs::path tmp_;
 };
 
 TEST_F(SlqServiceTest, TwoWorkersPickTheEmbeddedRunsBitsAndWriteItsBytes) {
-  Coordinator c(tmp_ / "state.db", tmp_ / "token");
-  ASSERT_TRUE(c.up());
-  Worker w0(c.grpc_address(), "w0", tmp_ / "w0.log");
-  Worker w1(c.grpc_address(), "w1", tmp_ / "w1.log");
-  ASSERT_TRUE(w0.up() && w1.up());
+  Service service(tmp_);
+  ASSERT_TRUE(service.up());
+  Coordinator& c = service.c;
   const int64_t job = Submit(c.grpc_address(), JobFlags(tmp_ / "out"));
   const quant::v1::JobStatus st = WaitForJob(c, job, 600);
   ExpectTheReference(st);
@@ -163,13 +172,10 @@ TEST_F(SlqServiceTest, TwoWorkersPickTheEmbeddedRunsBitsAndWriteItsBytes) {
 // The EAR-target mode through the service: the coordinator's solve picks the fewest bits whose
 // predicted EAR reaches the target, as the embedded run does.
 TEST_F(SlqServiceTest, AnEarTargetGivesTheEmbeddedRunsBitsAndBytes) {
-  Coordinator c(tmp_ / "state.db", tmp_ / "token");
-  ASSERT_TRUE(c.up());
-  Worker w0(c.grpc_address(), "w0", tmp_ / "w0.log");
-  Worker w1(c.grpc_address(), "w1", tmp_ / "w1.log");
-  ASSERT_TRUE(w0.up() && w1.up());
-  const int64_t job = Submit(c.grpc_address(), JobFlags(tmp_ / "out", kTarget));
-  ExpectTheReference(WaitForJob(c, job, 600), kTarget);
+  Service service(tmp_);
+  ASSERT_TRUE(service.up());
+  const int64_t job = Submit(service.c.grpc_address(), JobFlags(tmp_ / "out", kTarget));
+  ExpectTheReference(WaitForJob(service.c, job, 600), kTarget);
 }
 
 TEST_F(SlqServiceTest, KillNineOfAWorkerMidProbeAndOfTheCoordinatorBeforeTheSolve) {
